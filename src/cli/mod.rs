@@ -1,0 +1,232 @@
+//! The command line: clap definitions and dispatch to one module per command.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (port in use, unusable database or TLS
+//! files, refused overwrite), 2 bad usage or an invalid configuration.
+
+mod check;
+mod init;
+mod prompt;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ConfigError, Flag, LoadOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "appliance",
+    version,
+    about = "Connects an Asterisk or FreeSWITCH PBX to Flowlu CRM",
+    long_about = "Connects an Asterisk or FreeSWITCH PBX on this host to Flowlu CRM as a \
+                  telephony MiniApp. With no command, runs the service (same as `run`).",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/appliance/config.toml as root, else
+    /// ~/.config/appliance/config.toml]
+    #[arg(long, global = true, env = "APPLIANCE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Set up a working configuration, database and certificate, then exit.
+    #[arg(long)]
+    pub init: bool,
+
+    #[command(flatten)]
+    pub init_args: InitArgs,
+
+    #[command(flatten)]
+    pub overrides: Overrides,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Validate the configuration (and the files it names) and print it, secrets as ***.
+    CheckConfig,
+}
+
+/// Flags that override configuration keys for any command.
+#[derive(Debug, Args, Default)]
+pub struct Overrides {
+    /// Listen address, e.g. 0.0.0.0:8443 (overrides [server] listen).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Data directory for the database and certificates (overrides [storage] data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace (overrides [log] level).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PbxArg {
+    Asterisk,
+    Freeswitch,
+    /// No PBX yet: configure it later in the settings page or the config file.
+    None,
+}
+
+/// Flags for `--init`. Without a terminal (or with --non-interactive) nothing is asked:
+/// anything not given takes its default.
+#[derive(Debug, Args, Default)]
+pub struct InitArgs {
+    /// PBX type.
+    #[arg(long, value_enum, requires = "init")]
+    pub pbx: Option<PbxArg>,
+    /// PBX host [default: 127.0.0.1].
+    #[arg(long, requires = "init", value_name = "HOST")]
+    pub pbx_host: Option<String>,
+    /// PBX port [default: 5038 for Asterisk AMI, 8021 for FreeSWITCH ESL].
+    #[arg(long, requires = "init", value_name = "PORT")]
+    pub pbx_port: Option<u16>,
+    /// AMI user name (Asterisk).
+    #[arg(long, requires = "init", value_name = "USER")]
+    pub pbx_user: Option<String>,
+    /// AMI secret or ESL password (or set APPLIANCE_PBX__SECRET to keep it out of `ps`).
+    #[arg(long, requires = "init", value_name = "SECRET", hide_env_values = true)]
+    pub pbx_secret: Option<String>,
+    /// Public HTTPS URL Flowlu reaches this appliance at, e.g. https://pbx.example.com:8443.
+    #[arg(long, requires = "init", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// PEM certificate chain to serve.
+    #[arg(long, requires_all = ["init", "tls_key"], value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires_all = ["init", "tls_cert"], value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a self-signed certificate into the data directory (for testing). This is
+    /// the default when no certificate is given.
+    #[arg(long, requires = "init", conflicts_with_all = ["tls_cert", "plain_http"])]
+    pub self_signed: bool,
+    /// Serve plain HTTP behind a TLS-terminating reverse proxy.
+    #[arg(long, requires = "init", conflicts_with = "tls_cert")]
+    pub plain_http: bool,
+    /// Overwrite an existing configuration file.
+    #[arg(long, requires = "init")]
+    pub force: bool,
+    /// Never prompt, even on a terminal.
+    #[arg(long, requires = "init")]
+    pub non_interactive: bool,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.init {
+        return init::run(&cli);
+    }
+    match cli.command {
+        None | Some(Command::Run) => run::run(&cli),
+        Some(Command::CheckConfig) => check::run(&cli),
+    }
+}
+
+impl Cli {
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(config::default_config_path)
+    }
+
+    /// Flags that override configuration keys.
+    pub fn flags(&self) -> Vec<Flag> {
+        let o = &self.overrides;
+        let mut flags = Vec::new();
+        if let Some(listen) = &o.listen {
+            flags.push(Flag {
+                key: "server.listen",
+                name: "--listen",
+                value: listen.clone().into(),
+            });
+        }
+        if let Some(dir) = &o.data_dir {
+            flags.push(Flag {
+                key: "storage.data_dir",
+                name: "--data-dir",
+                value: absolute(dir).display().to_string().into(),
+            });
+        }
+        if let Some(level) = &o.log_level {
+            flags.push(Flag {
+                key: "log.level",
+                name: "--log-level",
+                value: level.clone().into(),
+            });
+        }
+        flags
+    }
+
+    /// The merged, validated configuration for this invocation.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        config::load(&LoadOptions::from_process(self.config_path(), self.flags())).map(|(c, _)| c)
+    }
+}
+
+/// Makes a relative path absolute against the current directory.
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// Prints `appliance: <message>` to stderr and returns `code`.
+pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("appliance: {message}");
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn init_flags_need_init() {
+        assert!(Cli::try_parse_from(["appliance", "--pbx", "asterisk"]).is_err());
+        let cli = Cli::try_parse_from([
+            "appliance",
+            "--init",
+            "--pbx",
+            "asterisk",
+            "--self-signed",
+            "--config",
+            "/tmp/x.toml",
+        ])
+        .unwrap();
+        assert!(cli.init && cli.init_args.self_signed);
+        assert!(
+            Cli::try_parse_from([
+                "appliance",
+                "--init",
+                "--self-signed",
+                "--tls-cert",
+                "a",
+                "--tls-key",
+                "b"
+            ])
+            .is_err()
+        );
+        let cli =
+            Cli::try_parse_from(["appliance", "check-config", "--config", "/x.toml"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::CheckConfig)));
+        assert_eq!(cli.config_path(), PathBuf::from("/x.toml"));
+    }
+}

@@ -1,0 +1,293 @@
+//! Configuration: the typed settings every other module reads.
+//!
+//! Owns the key names (`[server] listen`, `[pbx] host`, ...), their defaults (the embedded
+//! `assets/config.example.toml`, the same file we ship), and validation after merging.
+//! How the layers are merged lives in [`layers`]; nothing here reads files or the
+//! environment directly.
+
+mod layers;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
+
+/// The commented example config, shipped as `/etc/appliance/config.toml.example` and
+/// embedded here as the defaults.
+pub const EXAMPLE: &str = include_str!("../../assets/config.example.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub pbx: PbxConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    /// Where the config came from (not a key; filled in by [`load`]).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_url: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub plain_http: bool,
+    pub trusted_proxies: Vec<String>,
+    pub max_body_bytes: u64,
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PbxType {
+    Asterisk,
+    Freeswitch,
+}
+
+impl PbxType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PbxType::Asterisk => "asterisk",
+            PbxType::Freeswitch => "freeswitch",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            PbxType::Asterisk => 5038,
+            PbxType::Freeswitch => 8021,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PbxType> {
+        match s {
+            "asterisk" => Some(PbxType::Asterisk),
+            "freeswitch" => Some(PbxType::Freeswitch),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbxConfig {
+    /// "", "asterisk" or "freeswitch"; see [`PbxConfig::kind`].
+    #[serde(rename = "type")]
+    pub kind_name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub secret: Secret,
+}
+
+impl PbxConfig {
+    /// The configured PBX type, `None` while not configured.
+    pub fn kind(&self) -> Option<PbxType> {
+        PbxType::parse(&self.kind_name)
+    }
+
+    /// The port to connect to, with 0 meaning the protocol default.
+    pub fn effective_port(&self) -> u16 {
+        match (self.port, self.kind()) {
+            (0, Some(kind)) => kind.default_port(),
+            (port, _) => port,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl Config {
+    /// The embedded defaults, exactly as shipped in the example file (not validated:
+    /// the defaults alone lack the TLS files a real run needs).
+    pub fn defaults() -> Config {
+        toml::from_str(EXAMPLE).expect("the embedded example deserializes")
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated by load")
+    }
+
+    /// The data directory, with the empty default resolved for this user.
+    pub fn data_dir(&self) -> PathBuf {
+        if self.storage.data_dir.is_empty() {
+            default_data_dir()
+        } else {
+            PathBuf::from(&self.storage.data_dir)
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir().join("appliance.db")
+    }
+
+    /// `public_url` without a trailing slash, or `None` when not set.
+    pub fn public_url(&self) -> Option<&str> {
+        let url = self.server.public_url.trim_end_matches('/');
+        (!url.is_empty()).then_some(url)
+    }
+
+    /// The merged configuration as TOML with every secret shown as `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    fn validate(&self, sources: &Sources) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| Err(sources.error(key, message));
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "server.listen",
+                format!("{:?} is not an address:port such as 0.0.0.0:8443", s.listen),
+            );
+        }
+        if !s.public_url.is_empty()
+            && let Err(why) = check_public_url(&s.public_url)
+        {
+            return bad("server.public_url", why);
+        }
+        if !s.plain_http {
+            if s.tls_cert.is_empty() {
+                return bad(
+                    "server.tls_cert",
+                    "is required unless server.plain_http = true".into(),
+                );
+            }
+            if s.tls_key.is_empty() {
+                return bad(
+                    "server.tls_key",
+                    "is required unless server.plain_http = true".into(),
+                );
+            }
+        }
+        for proxy in &s.trusted_proxies {
+            if parse_net(proxy).is_none() {
+                return bad(
+                    "server.trusted_proxies",
+                    format!("{proxy:?} is not an IP address or CIDR range"),
+                );
+            }
+        }
+        if s.max_body_bytes < 1024 {
+            return bad("server.max_body_bytes", "must be at least 1024".into());
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout_secs",
+                s.header_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", s.idle_timeout_secs),
+            ("server.max_connections", s.max_connections),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        let p = &self.pbx;
+        if !p.kind_name.is_empty() && p.kind().is_none() {
+            return bad(
+                "pbx.type",
+                format!(
+                    "{:?} is not one of \"asterisk\", \"freeswitch\" (or empty)",
+                    p.kind_name
+                ),
+            );
+        }
+        if p.kind().is_some() && p.host.trim().is_empty() {
+            return bad("pbx.host", "must be set when pbx.type is set".into());
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return bad(
+                "log.level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            );
+        }
+        if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
+            return bad("storage.data_dir", "must be an absolute path".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_public_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(format!("{raw:?} must start with https://"));
+    }
+    if url.host_str().unwrap_or("").is_empty() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{raw:?} must be a plain base URL (no user, query or fragment)"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `10.0.0.1` or `10.0.0.0/8` (and IPv6 forms) into a network.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// True when this process runs as root (system-wide paths apply).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "appliance")
+}
+
+/// `/etc/appliance/config.toml` for root, else the user's config directory.
+pub fn default_config_path() -> PathBuf {
+    if running_as_root() {
+        return PathBuf::from("/etc/appliance/config.toml");
+    }
+    match project_dirs() {
+        Some(dirs) => dirs.config_dir().join("config.toml"),
+        None => PathBuf::from("appliance.toml"),
+    }
+}
+
+/// `/var/lib/appliance` for root, else the user's data directory.
+pub fn default_data_dir() -> PathBuf {
+    if running_as_root() {
+        return PathBuf::from("/var/lib/appliance");
+    }
+    match project_dirs() {
+        Some(dirs) => dirs.data_dir().to_path_buf(),
+        None => PathBuf::from("appliance-data"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+use std::io::Write;
+
+use super::*;
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn opts(path: Option<&Path>, env: &[(&str, &str)], flags: Vec<Flag>) -> LoadOptions {
+    LoadOptions {
+        path: path.map(Path::to_path_buf),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        flags,
+    }
+}
+
+const MINIMAL: &str = "[server]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n";
+
+fn err(o: &LoadOptions) -> String {
+    load(o).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_are_the_example_file() {
+    // The defaults need TLS files, so the bare defaults do not validate on their own:
+    // the example documents that tls_cert/tls_key are required.
+    let e = err(&opts(None, &[], vec![]));
+    assert!(e.contains("server.tls_cert"), "{e}");
+    let f = file(MINIMAL);
+    let (c, sources) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    assert_eq!(c.server.listen, "0.0.0.0:8443");
+    assert_eq!(c.server.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.server.shutdown_grace_secs, 10);
+    assert_eq!(c.pbx.kind(), None);
+    assert_eq!(c.log.level, "info");
+    assert_eq!(sources.get("server.listen"), &Source::Default);
+    assert_eq!(
+        sources.get("server.tls_cert"),
+        &Source::File(f.path().to_path_buf())
+    );
+}
+
+#[test]
+fn env_overrides_file_and_flags_override_env() {
+    let f = file(&format!(
+        "{MINIMAL}listen = \"127.0.0.1:1000\"\n[pbx]\ntype = \"asterisk\"\nhost = \"10.0.0.1\"\n"
+    ));
+    let env = [
+        ("APPLIANCE_PBX__HOST", "10.0.0.2"),
+        ("APPLIANCE_SERVER__LISTEN", "127.0.0.1:2000"),
+        (
+            "APPLIANCE_SERVER__TRUSTED_PROXIES",
+            "10.0.0.1, 192.168.0.0/16",
+        ),
+        ("APPLIANCE_SERVER__PLAIN_HTTP", "yes"),
+        ("APPLIANCE_CONFIG", "/ignored/not/a/key"),
+        ("PATH", "/usr/bin"),
+    ];
+    let flags = vec![Flag {
+        key: "server.listen",
+        name: "--listen",
+        value: toml::Value::String("127.0.0.1:3000".into()),
+    }];
+    let (c, sources) = load(&opts(Some(f.path()), &env, flags)).unwrap();
+    assert_eq!(c.pbx.host, "10.0.0.2");
+    assert_eq!(c.pbx.kind(), Some(PbxType::Asterisk));
+    assert_eq!(c.pbx.effective_port(), 5038);
+    assert_eq!(c.server.listen, "127.0.0.1:3000");
+    assert!(c.server.plain_http);
+    assert_eq!(c.server.trusted_proxies, vec!["10.0.0.1", "192.168.0.0/16"]);
+    assert_eq!(
+        sources.get("pbx.host"),
+        &Source::Env("APPLIANCE_PBX__HOST".into())
+    );
+    assert_eq!(
+        sources.get("server.listen"),
+        &Source::Flag("--listen".into())
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_origin() {
+    let f = file(&format!("{MINIMAL}[pbx]\nhots = \"x\"\n"));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(e.contains("`pbx.hots`"), "{e}");
+    assert!(e.contains(&f.path().display().to_string()), "{e}");
+
+    let f = file(&format!("{MINIMAL}[nosuch]\nx = 1\n"));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(e.contains("`nosuch.x`"), "{e}");
+
+    let f = file(MINIMAL);
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_PBX__HOTS", "x")],
+        vec![],
+    ));
+    assert!(
+        e.contains("`pbx.hots`") && e.contains("APPLIANCE_PBX__HOTS"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let f = file(&format!("{MINIMAL}[pbx]\nport = \"5038\"\n"));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(
+        e.contains("`pbx.port`") && e.contains("expected an integer"),
+        "{e}"
+    );
+
+    let f = file(MINIMAL);
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_PBX__PORT", "five")],
+        vec![],
+    ));
+    assert!(
+        e.contains("`pbx.port`") && e.contains("APPLIANCE_PBX__PORT"),
+        "{e}"
+    );
+
+    let f = file(&format!("{MINIMAL}trusted_proxies = [1, 2]\n"));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(e.contains("a list of strings"), "{e}");
+}
+
+#[test]
+fn out_of_range_port_is_rejected() {
+    let f = file(&format!("{MINIMAL}[pbx]\nport = 70000\n"));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(e.contains("pbx") && e.contains("port"), "{e}");
+}
+
+#[test]
+fn semantic_validation_names_key_and_source() {
+    let f = file(&format!("{MINIMAL}listen = \"nonsense\"\n"));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(
+        e.contains("`server.listen`") && e.contains(&f.path().display().to_string()),
+        "{e}"
+    );
+
+    let f = file(MINIMAL);
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_PBX__TYPE", "avaya")],
+        vec![],
+    ));
+    assert!(
+        e.contains("`pbx.type`") && e.contains("APPLIANCE_PBX__TYPE"),
+        "{e}"
+    );
+
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_SERVER__PUBLIC_URL", "ftp://x")],
+        vec![],
+    ));
+    assert!(e.contains("`server.public_url`"), "{e}");
+
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_SERVER__TRUSTED_PROXIES", "10.0.0.0/99")],
+        vec![],
+    ));
+    assert!(e.contains("`server.trusted_proxies`"), "{e}");
+
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_LOG__LEVEL", "loud")],
+        vec![],
+    ));
+    assert!(e.contains("`log.level`"), "{e}");
+
+    let e = err(&opts(
+        Some(f.path()),
+        &[("APPLIANCE_STORAGE__DATA_DIR", "relative/dir")],
+        vec![],
+    ));
+    assert!(e.contains("`storage.data_dir`"), "{e}");
+}
+
+#[test]
+fn missing_and_malformed_files_are_clear() {
+    let e = err(&opts(
+        Some(Path::new("/nonexistent/appliance.toml")),
+        &[],
+        vec![],
+    ));
+    assert!(
+        e.contains("/nonexistent/appliance.toml") && e.contains("--init"),
+        "{e}"
+    );
+    let f = file("[server\nlisten=");
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(
+        e.contains("not valid TOML") && e.contains(&f.path().display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn redacted_output_hides_secrets() {
+    let f = file(&format!(
+        "{MINIMAL}[pbx]\ntype = \"asterisk\"\nsecret = \"s3cret\"\n"
+    ));
+    let (c, _) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    let shown = c.to_redacted_toml();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("secret = \"***\""), "{shown}");
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn every_example_key_is_documented_by_a_comment() {
+    // Each key line in the shipped example is preceded by a comment (or another key of
+    // the same group), so operators never meet an unexplained setting.
+    let mut previous_was_comment_or_key = false;
+    for line in EXAMPLE.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('[') {
+            previous_was_comment_or_key = false;
+            continue;
+        }
+        if line.starts_with('#') {
+            previous_was_comment_or_key = true;
+            continue;
+        }
+        assert!(previous_was_comment_or_key, "undocumented key: {line}");
+    }
+}

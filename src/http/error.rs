@@ -1,0 +1,106 @@
+//! The one place where errors become HTTP statuses.
+//!
+//! Handlers return `Result<Response, HttpError>`; domain errors convert into `HttpError`
+//! here, and only here. Internal details are logged, never sent: the client gets a short,
+//! stable code and message.
+
+use hyper::StatusCode;
+use hyper::header::{self, HeaderValue};
+use serde_json::json;
+
+use super::pages::Pages;
+use super::respond::{self, Response};
+use crate::db::DbError;
+
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `not_found`.
+    pub code: &'static str,
+    /// Short human-readable text, safe to show anyone.
+    pub message: String,
+    /// For 405: the methods that are allowed.
+    pub allow: Option<&'static str>,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such page")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        HttpError {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this address accepts {allow}"),
+            )
+        }
+    }
+
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the appliance log",
+        )
+    }
+
+    /// JSON `{"error": {"code", "message"}}`, or a small HTML page for browsers.
+    pub fn into_response(self, pages: &Pages, html: bool) -> Response {
+        let mut resp = if html {
+            respond::html(self.status, pages.error(self.status, &self.message))
+        } else {
+            respond::json(
+                self.status,
+                &json!({"error": {"code": self.code, "message": self.message}}),
+            )
+        };
+        if let Some(allow) = self.allow {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+impl From<DbError> for HttpError {
+    fn from(e: DbError) -> Self {
+        log::error!("database error while serving a request: {e}");
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the appliance database is unavailable; see the appliance log",
+        )
+    }
+}
+
+/// True when the client prefers an HTML page (a browser) to JSON.
+pub fn wants_html(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}

@@ -1,0 +1,82 @@
+//! `GET /healthz` and the operator's landing page `GET /`.
+
+use hyper::StatusCode;
+use hyper::header::{self, HeaderValue};
+use minijinja::context;
+use serde::Serialize;
+
+use super::respond::{self, Response};
+use crate::app::State;
+use crate::pbx::{LinkState, PbxStatus};
+
+#[derive(Serialize)]
+pub struct Health {
+    /// "ok" when everything is up, "degraded" when the appliance serves but something
+    /// it depends on (the PBX) is not available, "error" when the database is not.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// "ok" or "error".
+    pub database: &'static str,
+    /// not_configured, down, auth_failed or up.
+    pub pbx: &'static str,
+    pub pbx_detail: PbxStatus,
+}
+
+pub async fn collect(state: &State) -> Health {
+    let database = match state.db.ping().await {
+        Ok(()) => "ok",
+        Err(e) => {
+            log::error!("health check: database: {e}");
+            "error"
+        }
+    };
+    let pbx = state.pbx.get();
+    let status = match (database, pbx.state) {
+        ("error", _) => "error",
+        (_, LinkState::Up) => "ok",
+        _ => "degraded",
+    };
+    Health {
+        status,
+        version: crate::VERSION,
+        database,
+        pbx: pbx.state.as_str(),
+        pbx_detail: pbx,
+    }
+}
+
+/// 200 while the appliance can serve (even with the PBX down), 503 when the database fails.
+pub async fn get(state: &State) -> Response {
+    let health = collect(state).await;
+    let status = if health.database == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond::json(status, &health)
+}
+
+pub async fn index(state: &State) -> Response {
+    let health = collect(state).await;
+    let iframe_url = state
+        .config
+        .public_url()
+        .map(|base| format!("{base}/integration/settings"));
+    let page = state.pages.render(
+        "index.html",
+        context! {
+            version => health.version,
+            database => health.database,
+            pbx => minijinja::Value::from(minijinja::value::Serde(&health.pbx_detail)),
+            iframe_url => iframe_url,
+        },
+    );
+    let mut resp = respond::html(StatusCode::OK, page);
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    resp
+}

@@ -1,0 +1,64 @@
+//! Response and request-body helpers shared by every handler.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+use super::HttpError;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type Response = hyper::Response<Body>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let mut resp = hyper::Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("response types serialize");
+    bytes(status, "application/json", body)
+}
+
+pub fn html(status: StatusCode, page: String) -> Response {
+    bytes(status, "text/html; charset=utf-8", page)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 before reading it
+/// when Content-Length says so, and while reading otherwise.
+pub async fn read_body(
+    req: Request<Incoming>,
+    limit: u64,
+) -> Result<(hyper::http::request::Parts, Bytes), HttpError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(HttpError::payload_too_large(limit));
+    }
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit as usize).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(HttpError::payload_too_large(limit))
+        }
+        Err(e) => Err(HttpError::bad_request(
+            "bad_body",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}

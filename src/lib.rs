@@ -1,0 +1,38 @@
+//! appliance: connects an Asterisk or FreeSWITCH PBX on this host to Flowlu CRM.
+//!
+//! Module map (data flows left to right):
+//!
+//! ```text
+//!  Flowlu iframe / webhook_url ──► http ──► flowlu (calls Flowlu's REST API)
+//!                                    │
+//!  PBX (AMI / ESL) ──► pbx ──► calls (pure state machine) ──► outbox ──► Flowlu hook
+//!                                    │                          │
+//!                                    └────────► db ◄────────────┘
+//! ```
+//!
+//! - [`cli`]: command-line surface (clap): `run`, `--init`, `check-config`.
+//! - [`config`]: layered configuration (embedded defaults, TOML file, `APPLIANCE_*`
+//!   environment, flags), validated once after merging.
+//! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
+//!   blocking-pool helper every async caller uses.
+//! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
+//!   routing, access log, and the handlers browsers, Flowlu and operators call.
+//! - [`pbx`]: the PBX connection state shared with `/healthz`.
+//! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
+//! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
+//! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod pbx;
+pub mod secret;
+pub mod tls;
+
+pub use app::run;
+pub use config::Config;
+
+/// The version printed by `--version`, `/healthz` and `health.check`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

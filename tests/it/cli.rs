@@ -1,0 +1,197 @@
+//! Command-line behaviour of the compiled binary: bad input exits non-zero with one clear
+//! line and leaves existing data alone.
+
+use std::process::Command;
+
+use crate::smoke::{BIN, init};
+
+fn run(args: &[&str], config: &std::path::Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[test]
+fn version_is_printed() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("appliance {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn init_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path(), &[]);
+    let before = std::fs::read(&config).unwrap();
+    let (code, err) = run(&["--init", "--non-interactive"], &config);
+    assert_eq!(code, 1);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+    let (code, err) = run(
+        &[
+            "--init",
+            "--non-interactive",
+            "--force",
+            "--pbx",
+            "freeswitch",
+            "--data-dir",
+        ],
+        &config,
+    );
+    assert_eq!(code, 2, "a flag without its value is a usage error: {err}");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args([
+            "--init",
+            "--non-interactive",
+            "--force",
+            "--pbx",
+            "freeswitch",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("type = \"freeswitch\""), "{text}");
+}
+
+#[test]
+fn check_config_prints_merged_config_with_secrets_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(
+        dir.path(),
+        &[
+            "--pbx",
+            "asterisk",
+            "--pbx-user",
+            "ami",
+            "--pbx-secret",
+            "s3cret-value",
+        ],
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("APPLIANCE_PBX__HOST", "10.1.2.3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("host = \"10.1.2.3\""), "{shown}");
+    assert!(shown.contains("secret = \"***\""), "{shown}");
+    assert!(!shown.contains("s3cret-value"));
+    assert!(!std::fs::read_to_string(&config).unwrap().is_empty());
+}
+
+#[test]
+fn malformed_config_and_unknown_keys_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path(), &[]);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[pbx]\nhots = \"x\"\n");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let (code, err) = run(&["run"], &bad);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("pbx") && err.contains("bad.toml"), "{err}");
+
+    std::fs::write(&bad, "[server\n").unwrap();
+    let (code, err) = run(&["check-config"], &bad);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.toml"), "{err}");
+
+    let (code, err) = run(&["run"], &dir.path().join("missing.toml"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("missing.toml") && err.contains("--init"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runtime_problems_exit_1_with_one_line_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path(), &[]);
+    let db = dir.path().join("data/appliance.db");
+
+    // Port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["run", "--listen", &port, "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&port) && err.contains("in use"), "{err}");
+
+    // Database from a newer version.
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA user_version = 9999;").unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let (code, err) = run(&["run"], &config);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("newer"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+
+    // Missing data directory.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let moved = dir.path().join("gone");
+    let bad = dir.path().join("moved.toml");
+    std::fs::write(
+        &bad,
+        text.replace(
+            &format!("data_dir = \"{}\"", dir.path().join("data").display()),
+            &format!("data_dir = \"{}\"", moved.display()),
+        ),
+    )
+    .unwrap();
+    let (code, err) = run(&["run"], &bad);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("gone") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!moved.exists());
+
+    // Unreadable certificate.
+    std::fs::write(dir.path().join("data/tls/cert.pem"), "not a certificate").unwrap();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA user_version = 1;").unwrap();
+    }
+    let (code, err) = run(&["run"], &config);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cert.pem"), "{err}");
+}

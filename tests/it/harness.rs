@@ -1,0 +1,239 @@
+//! Starting an appliance in-process with TLS on 127.0.0.1:0, and a client that trusts it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appliance::config::Config;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:<port>` (or `http://` with plain_http).
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub cert_pem: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), appliance::app::RunError>>>,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A config for tests: TLS with a fresh self-signed certificate, data in `dir`.
+pub fn test_config(dir: &std::path::Path) -> (Config, String) {
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let (cert, key) = appliance::tls::write_self_signed(
+        &tls_dir,
+        &["127.0.0.1".to_string(), "localhost".to_string()],
+    )
+    .unwrap();
+    let mut config = Config::defaults();
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.tls_cert = cert.display().to_string();
+    config.server.tls_key = key.display().to_string();
+    config.storage.data_dir = dir.join("data").display().to_string();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    (config, pem)
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts an appliance after `edit` adjusts the test config.
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut config, cert_pem) = test_config(dir.path());
+        edit(&mut config);
+        Self::start_config(dir, config, cert_pem).await
+    }
+
+    pub async fn start_config(dir: tempfile::TempDir, config: Config, cert_pem: String) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let run_config = config.clone();
+        let handle = tokio::spawn(async move {
+            appliance::run(run_config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let scheme = if config.server.plain_http {
+            "http"
+        } else {
+            "https"
+        };
+        let app = TestApp {
+            addr,
+            base: format!("{scheme}://{addr}"),
+            dir,
+            config,
+            cert_pem,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// Polls `/healthz` until the server answers (start-up opens the database first).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(h) = &self.handle {
+                assert!(!h.is_finished(), "the appliance exited during start-up");
+            }
+            if self.try_get("/healthz").await.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "appliance did not start in 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.storage.data_dir)
+    }
+
+    /// A blocking HTTP client that trusts this appliance's certificate and does not
+    /// treat 4xx/5xx as errors.
+    pub fn agent(&self) -> ureq::Agent {
+        let cert = ureq::tls::Certificate::from_pem(self.cert_pem.as_bytes())
+            .unwrap()
+            .to_owned();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![cert])))
+            .build();
+        ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(15)))
+            .build()
+            .new_agent()
+    }
+
+    async fn try_get(&self, path: &str) -> Result<Resp, ureq::Error> {
+        self.try_request("GET", path, &[], None).await
+    }
+
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Resp, ureq::Error> {
+        let agent = self.agent();
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder.body(body.unwrap_or_default()).unwrap();
+        tokio::task::spawn_blocking(move || {
+            let mut resp = agent.run(request)?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = resp.body_mut().read_to_string()?;
+            Ok(Resp {
+                status,
+                headers,
+                body,
+            })
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        self.try_request(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"))
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], None).await
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), appliance::app::RunError> {
+        self.shutdown.take().unwrap().send(()).ok();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("appliance did not stop within 15 s")
+            .unwrap()
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, failing after `secs` seconds.
+pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A TLS client connection to `app`, for tests that speak raw HTTP.
+pub async fn tls_connect(app: &TestApp) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(app.cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(appliance::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    connector
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
