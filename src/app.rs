@@ -8,12 +8,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::http::Pages;
-use crate::pbx::StatusBoard;
+use crate::pbx::{ConnectionSettings, StatusBoard};
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -21,6 +22,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub pbx: StatusBoard,
+    /// The PBX connection settings in force (`None`: not configured). The settings page
+    /// publishes changes here; the PBX connection supervisor follows them.
+    pub pbx_settings: watch::Sender<Option<ConnectionSettings>>,
     pub pages: Pages,
     /// Reloads the TLS certificate from disk (SIGHUP, certificate renewal).
     pub tls: Option<Arc<ReloadableCert>>,
@@ -52,8 +56,10 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let db = tokio::task::spawn_blocking(move || Db::open(&path))
         .await
         .expect("database open task")?;
+    let (pbx_settings, _) = watch::channel(ConnectionSettings::from_config(&config.pbx));
     let state = Arc::new(AppState {
         pbx: StatusBoard::new(&config.pbx),
+        pbx_settings,
         config: Arc::new(config),
         db,
         pages: Pages::new(),
