@@ -5,6 +5,7 @@
 
 mod check;
 mod init;
+mod outbox;
 mod prompt;
 mod run;
 
@@ -50,6 +51,11 @@ pub enum Command {
     Run,
     /// Validate the configuration (and the files it names) and print it, secrets as ***.
     CheckConfig,
+    /// Inspect and repair the delivery of call events to Flowlu.
+    Outbox {
+        #[command(subcommand)]
+        action: outbox::OutboxCommand,
+    },
 }
 
 /// Flags that override configuration keys for any command.
@@ -126,6 +132,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run::run(&cli),
         Some(Command::CheckConfig) => check::run(&cli),
+        Some(Command::Outbox { ref action }) => outbox::run(&cli, action),
     }
 }
 

@@ -5,6 +5,7 @@
 //! How the layers are merged lives in [`layers`]; nothing here reads files or the
 //! environment directly.
 
+mod duration;
 mod layers;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub use duration::{format_duration, parse_duration};
 pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
 
 /// The commented example config, shipped as `/etc/appliance/config.toml.example` and
@@ -27,6 +29,7 @@ pub struct Config {
     pub pbx: PbxConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub outbox: OutboxConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -116,6 +119,31 @@ pub struct StorageConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    pub retry_schedule: Vec<String>,
+    pub jitter_percent: u64,
+    pub throttle_floor: String,
+    pub retry_after_max: String,
+    pub hold_recheck: String,
+    pub max_in_flight: u64,
+}
+
+impl OutboxConfig {
+    /// The retry waits (validated by [`load`], so parsing cannot fail here).
+    pub fn schedule(&self) -> Vec<std::time::Duration> {
+        self.retry_schedule
+            .iter()
+            .map(|s| parse_duration(s).expect("validated"))
+            .collect()
+    }
+
+    pub fn duration(value: &str) -> std::time::Duration {
+        parse_duration(value).expect("validated")
+    }
 }
 
 impl Config {
@@ -226,8 +254,43 @@ impl Config {
                 ),
             );
         }
+        self.validate_outbox(sources)?;
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_outbox(&self, sources: &Sources) -> Result<(), ConfigError> {
+        let o = &self.outbox;
+        let bad = |key: &str, message: String| Err(sources.error(key, message));
+        if o.retry_schedule.is_empty() {
+            return bad(
+                "outbox.retry_schedule",
+                "must list at least one wait".into(),
+            );
+        }
+        for entry in &o.retry_schedule {
+            if let Err(why) = parse_duration(entry) {
+                return bad("outbox.retry_schedule", why);
+            }
+        }
+        for (key, value) in [
+            ("outbox.throttle_floor", &o.throttle_floor),
+            ("outbox.retry_after_max", &o.retry_after_max),
+            ("outbox.hold_recheck", &o.hold_recheck),
+        ] {
+            if let Err(why) = parse_duration(value) {
+                return bad(key, why);
+            }
+        }
+        if o.jitter_percent > 50 {
+            return bad("outbox.jitter_percent", "must be between 0 and 50".into());
+        }
+        if o.max_in_flight == 0 {
+            return bad("outbox.max_in_flight", "must be at least 1".into());
         }
         Ok(())
     }

@@ -4,5 +4,6 @@
 
 mod cli;
 mod harness;
+mod outbox_cli;
 mod server;
 mod smoke;

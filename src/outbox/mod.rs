@@ -1,0 +1,133 @@
+//! Durable, ordered, at-least-once delivery of call events to Flowlu.
+//!
+//! Owns the `outbox` and `outbox_attempts` tables and the worker that drains them. The
+//! call engine writes event rows with [`enqueue`] inside the same SQLite transaction as
+//! the call row they describe, so an event exists exactly when its call change does. The
+//! worker then sends each row through a [`Transport`] (Flowlu's, in production; a fake in
+//! tests) until a 2xx, retrying on the configured schedule with jitter.
+//!
+//! Guarantees:
+//! - Events of one call go out one at a time, in the order they were written.
+//! - A row is marked delivered only after a 2xx; a crash at any point re-sends it later,
+//!   with the same `event_id` (so the receiver can drop duplicates).
+//! - Every attempt is stored (status, duration, start of the answer's body).
+//! - 429 waits for `Retry-After` (bounded) or the throttle floor; 401 refreshes the token
+//!   once and retries at once; other 4xx mark the row failed (replayable).
+//! - Nothing is dropped while an account cannot take deliveries: its rows are held.
+//!
+//! It must not know Flowlu's URLs or token handling: that is the transport's job.
+
+mod policy;
+mod ratelimit;
+mod store;
+mod worker;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+pub use policy::{RetryPolicy, parse_retry_after};
+pub use store::{Attempt, Row, Summary, enqueue, list, purge, release_held, replay, show, summary};
+pub use worker::Outbox;
+
+/// One event to deliver, as the call engine hands it over.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub integration_id: i64,
+    /// Events with the same key (one call) are delivered strictly in order.
+    pub call_key: String,
+    /// Stable id sent with every attempt of this event.
+    pub event_id: String,
+    /// `call.init`, `call.connected`, ...
+    pub kind: String,
+    /// The exact JSON body to POST.
+    pub payload: serde_json::Value,
+}
+
+/// What the receiver answered.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status, after the transport has mapped protocol-level errors onto it
+    /// (Flowlu's error code 11 in a body counts as 401, code 13 as 503).
+    pub status: u16,
+    /// `Retry-After`, when the answer carried one.
+    pub retry_after: Option<Duration>,
+    pub body: String,
+}
+
+/// Why an attempt produced no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Network(String),
+}
+
+/// Whether an account can take deliveries right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Keep its events and look again later (e.g. "needs reconnect").
+    Hold(String),
+}
+
+/// How events reach the receiver. Methods block (they do network I/O); the worker calls
+/// them on tokio's blocking pool.
+pub trait Transport: Send + Sync + 'static {
+    fn readiness(&self, integration_id: i64) -> Readiness;
+    /// Requests per second this account may receive; `None` means no limit.
+    fn rate_limit(&self, integration_id: i64) -> Option<u32>;
+    fn send(&self, integration_id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError>;
+    /// Gets a new access token after a 401. An error puts the account on hold.
+    fn refresh(&self, integration_id: i64) -> Result<(), String>;
+}
+
+/// The state of one outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        match s {
+            "pending" => Some(State::Pending),
+            "delivered" => Some(State::Delivered),
+            "failed" => Some(State::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Unix time in milliseconds, the unit of every outbox timestamp.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("no outbox event with id {0}")]
+    NoSuchEvent(i64),
+}
+
+impl From<rusqlite::Error> for OutboxError {
+    fn from(e: rusqlite::Error) -> Self {
+        OutboxError::Db(e.into())
+    }
+}

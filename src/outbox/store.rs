@@ -1,0 +1,392 @@
+//! SQL for the outbox tables. Synchronous functions over a connection, so callers can
+//! run them inside their own transaction (the call engine) or through `Db::run`.
+
+use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
+use serde::Serialize;
+
+use super::{NewEvent, State, now_ms};
+
+/// Appends an event. Call inside the transaction that writes the call change it reports.
+pub fn enqueue(conn: &Connection, ev: &NewEvent) -> rusqlite::Result<i64> {
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO outbox (integration_id, call_key, event_id, kind, payload, state,
+                             next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+        params![
+            ev.integration_id,
+            ev.call_key,
+            ev.event_id,
+            ev.kind,
+            ev.payload.to_string(),
+            now
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// A row handed to the worker for one attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub id: i64,
+    pub integration_id: i64,
+    pub event_id: String,
+    pub payload: String,
+    /// Failed attempts so far (the schedule position).
+    pub attempts: u32,
+}
+
+/// Rows of a call that are not yet delivered block the ones after them: this selects the
+/// first pending row of every (integration, call).
+const HEAD: &str = "o.state = 'pending'
+    AND NOT EXISTS (SELECT 1 FROM outbox p
+                    WHERE p.integration_id = o.integration_id AND p.call_key = o.call_key
+                      AND p.state = 'pending' AND p.id < o.id)";
+
+fn lease_from(row: &SqlRow<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        id: row.get(0)?,
+        integration_id: row.get(1)?,
+        event_id: row.get(2)?,
+        payload: row.get(3)?,
+        attempts: row.get(4)?,
+    })
+}
+
+/// Nothing is in flight when the process starts: forget leases a crash left behind.
+pub(crate) fn clear_leases(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE outbox SET leased_until = NULL WHERE leased_until IS NOT NULL",
+        [],
+    )
+}
+
+/// Leases up to `limit` due head rows for `lease_ms`.
+pub(crate) fn lease_due(
+    conn: &mut Connection,
+    now: i64,
+    limit: usize,
+    lease_ms: i64,
+) -> rusqlite::Result<Vec<Lease>> {
+    let tx = conn.transaction()?;
+    let leases = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts FROM outbox o
+             WHERE {HEAD} AND o.next_attempt_at <= ?1
+               AND (o.leased_until IS NULL OR o.leased_until <= ?1)
+             ORDER BY o.next_attempt_at, o.id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![now, limit as i64], lease_from)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for lease in &leases {
+        tx.execute(
+            "UPDATE outbox SET leased_until = ?2 WHERE id = ?1",
+            params![lease.id, now + lease_ms],
+        )?;
+    }
+    tx.commit()?;
+    Ok(leases)
+}
+
+/// Leases one specific row if it is the head of its call and not in flight.
+pub(crate) fn lease_one(
+    conn: &mut Connection,
+    id: i64,
+    now: i64,
+    lease_ms: i64,
+) -> rusqlite::Result<Option<Lease>> {
+    let tx = conn.transaction()?;
+    let lease = tx
+        .query_row(
+            &format!(
+                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts FROM outbox o
+                 WHERE o.id = ?1 AND {HEAD}
+                   AND (o.leased_until IS NULL OR o.leased_until <= ?2)"
+            ),
+            params![id, now],
+            lease_from,
+        )
+        .optional()?;
+    if lease.is_some() {
+        tx.execute(
+            "UPDATE outbox SET leased_until = ?2 WHERE id = ?1",
+            params![id, now + lease_ms],
+        )?;
+    }
+    tx.commit()?;
+    Ok(lease)
+}
+
+/// When the next head row becomes due (leased rows excluded), if any.
+pub(crate) fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        &format!(
+            "SELECT min(max(o.next_attempt_at, coalesce(o.leased_until, 0))) FROM outbox o
+             WHERE {HEAD}"
+        ),
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// One attempt as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+/// What an attempt does to its row.
+#[derive(Debug, Clone)]
+pub(crate) enum Update {
+    Delivered,
+    /// Retry at this time; `failure` moves the schedule position on.
+    Retry {
+        at: i64,
+        failure: bool,
+    },
+    Failed(String),
+}
+
+/// The first 4 KiB of an answer, cut at a character boundary.
+pub(crate) fn cut_body(body: &str) -> String {
+    const MAX: usize = 4096;
+    if body.len() <= MAX {
+        return body.to_string();
+    }
+    let mut end = MAX;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &body[..end])
+}
+
+/// Stores an attempt and its effect on the row, in one transaction.
+pub(crate) fn record(
+    conn: &mut Connection,
+    id: i64,
+    attempt: &Attempt,
+    update: &Update,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, duration_ms, status, error,
+                                      response_body)
+         VALUES (?1, (SELECT count(*) + 1 FROM outbox_attempts WHERE outbox_id = ?1), ?2, ?3, ?4,
+                 ?5, ?6)",
+        params![
+            id,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.status,
+            attempt.error,
+            attempt.response_body
+        ],
+    )?;
+    let now = now_ms();
+    let last_error = attempt.error.clone().or_else(|| {
+        attempt
+            .status
+            .filter(|s| !(200..300).contains(s))
+            .map(|s| format!("HTTP {s}"))
+    });
+    match update {
+        Update::Delivered => tx.execute(
+            "UPDATE outbox SET state = 'delivered', finished_at = ?2, leased_until = NULL,
+                               last_status = ?3, last_error = NULL
+             WHERE id = ?1",
+            params![id, now, attempt.status],
+        )?,
+        Update::Retry { at, failure } => tx.execute(
+            "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL,
+                               attempts = attempts + ?3, last_status = ?4, last_error = ?5
+             WHERE id = ?1",
+            params![id, at, i64::from(*failure), attempt.status, last_error],
+        )?,
+        Update::Failed(reason) => tx.execute(
+            "UPDATE outbox SET state = 'failed', finished_at = ?2, leased_until = NULL,
+                               attempts = attempts + 1, last_status = ?3, last_error = ?4
+             WHERE id = ?1",
+            params![id, now, attempt.status, reason],
+        )?,
+    };
+    tx.commit()
+}
+
+/// Puts a leased row back without an attempt (its account is on hold).
+pub(crate) fn hold(conn: &Connection, id: i64, until: i64, why: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, last_error = ?3
+         WHERE id = ?1",
+        params![id, until, format!("held: {why}")],
+    )?;
+    Ok(())
+}
+
+/// An outbox row as the admin sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub id: i64,
+    pub integration_id: i64,
+    pub call_key: String,
+    pub event_id: String,
+    pub kind: String,
+    pub state: State,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+const ROW_COLUMNS: &str = "id, integration_id, call_key, event_id, kind, state, attempts,
+    next_attempt_at, created_at, finished_at, last_status, last_error";
+
+fn row_from(r: &SqlRow<'_>) -> rusqlite::Result<Row> {
+    let state: String = r.get(5)?;
+    Ok(Row {
+        id: r.get(0)?,
+        integration_id: r.get(1)?,
+        call_key: r.get(2)?,
+        event_id: r.get(3)?,
+        kind: r.get(4)?,
+        state: State::parse(&state).unwrap_or(State::Failed),
+        attempts: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        created_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        last_status: r.get(10)?,
+        last_error: r.get(11)?,
+    })
+}
+
+/// Rows, newest first, optionally only one state and/or one integration.
+pub fn list(
+    conn: &Connection,
+    state: Option<State>,
+    integration_id: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM outbox
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR integration_id = ?2)
+         ORDER BY id DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![state.map(State::as_str), integration_id, limit as i64],
+        row_from,
+    )?;
+    rows.collect()
+}
+
+/// One row with its payload and every attempt.
+pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<(Row, String, Vec<Attempt>)>> {
+    let Some((row, payload)) = conn
+        .query_row(
+            &format!("SELECT {ROW_COLUMNS}, payload FROM outbox WHERE id = ?1"),
+            [id],
+            |r| Ok((row_from(r)?, r.get::<_, String>(12)?)),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT attempt, started_at, duration_ms, status, error, response_body
+         FROM outbox_attempts WHERE outbox_id = ?1 ORDER BY attempt",
+    )?;
+    let attempts = stmt
+        .query_map([id], |r| {
+            Ok(Attempt {
+                attempt: r.get(0)?,
+                started_at: r.get(1)?,
+                duration_ms: r.get(2)?,
+                status: r.get(3)?,
+                error: r.get(4)?,
+                response_body: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some((row, payload, attempts)))
+}
+
+/// Sends failed rows again from the start of the schedule. `ids` empty means every failed
+/// row (of `integration_id`, when given). Returns how many rows were re-queued.
+pub fn replay(
+    conn: &Connection,
+    ids: &[i64],
+    integration_id: Option<i64>,
+) -> rusqlite::Result<usize> {
+    let now = now_ms();
+    if ids.is_empty() {
+        return conn.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1,
+                               finished_at = NULL
+             WHERE state = 'failed' AND (?2 IS NULL OR integration_id = ?2)",
+            params![now, integration_id],
+        );
+    }
+    let mut changed = 0;
+    for id in ids {
+        changed += conn.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+                               finished_at = NULL
+             WHERE id = ?1 AND state = 'failed' AND (?3 IS NULL OR integration_id = ?3)",
+            params![id, now, integration_id],
+        )?;
+    }
+    Ok(changed)
+}
+
+/// Deletes finished (delivered or failed) rows that finished before `before_ms`.
+/// Pending rows are never purged.
+pub fn purge(conn: &Connection, before_ms: i64, include_failed: bool) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM outbox
+         WHERE finished_at < ?1 AND (state = 'delivered' OR (?2 AND state = 'failed'))",
+        params![before_ms, include_failed],
+    )
+}
+
+/// Makes an account's held rows due now (its tokens were renewed).
+pub fn release_held(conn: &Connection, integration_id: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE outbox SET next_attempt_at = ?2
+         WHERE integration_id = ?1 AND state = 'pending' AND next_attempt_at > ?2",
+        params![integration_id, now_ms()],
+    )
+}
+
+/// Counts for the settings page, /healthz and metrics.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub pending: i64,
+    pub failed: i64,
+    pub delivered: i64,
+    /// Creation time of the oldest pending row (unix ms).
+    pub oldest_pending_at: Option<i64>,
+}
+
+pub fn summary(conn: &Connection, integration_id: Option<i64>) -> rusqlite::Result<Summary> {
+    conn.query_row(
+        "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'failed'), 0),
+                coalesce(sum(state = 'delivered'), 0),
+                min(CASE WHEN state = 'pending' THEN created_at END)
+         FROM outbox WHERE (?1 IS NULL OR integration_id = ?1)",
+        [integration_id],
+        |r| {
+            Ok(Summary {
+                pending: r.get(0)?,
+                failed: r.get(1)?,
+                delivered: r.get(2)?,
+                oldest_pending_at: r.get(3)?,
+            })
+        },
+    )
+}

@@ -1,0 +1,294 @@
+//! The delivery worker: leases due rows, sends them through the transport, records the
+//! attempt and its consequence. [`Outbox::run`] is the production loop; [`Outbox::step`]
+//! delivers what is due once, so tests can drain the queue instead of sleeping.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::policy::{RetryPolicy, Verdict};
+use super::ratelimit::RateLimiter;
+use super::store::{self, Attempt, Lease, Update};
+use super::{OutboxError, Readiness, Reply, SendError, Transport, now_ms};
+use crate::db::Db;
+
+/// How long a leased row is considered in flight. Longer than any request (rate-limit
+/// wait included); cleared at start-up, so a crash never delays redelivery by it.
+const LEASE_MS: i64 = 10 * 60 * 1000;
+/// With nothing due, look at the table this often anyway (rows re-queued from the CLI).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// The outbox worker handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    transport: Arc<dyn Transport>,
+    policy: RetryPolicy,
+    limiter: RateLimiter,
+    wake: Notify,
+    max_in_flight: usize,
+}
+
+impl Outbox {
+    pub fn new(
+        db: Db,
+        transport: Arc<dyn Transport>,
+        policy: RetryPolicy,
+        max_in_flight: usize,
+    ) -> Outbox {
+        Outbox {
+            inner: Arc::new(Inner {
+                db,
+                transport,
+                policy,
+                limiter: RateLimiter::default(),
+                wake: Notify::new(),
+                max_in_flight: max_in_flight.max(1),
+            }),
+        }
+    }
+
+    /// Tells the worker that rows were added or released.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Delivers until `shutdown` resolves. Deliveries in flight at shutdown are left to
+    /// finish in the background; their rows are sent again after a restart if they did
+    /// not complete.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        if let Err(e) = self
+            .inner
+            .db
+            .run(|c| Ok::<_, OutboxError>(store::clear_leases(c)?))
+            .await
+        {
+            log::error!("outbox: cannot clear leases: {e}");
+        }
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut in_flight = JoinSet::new();
+        loop {
+            let room = self.inner.max_in_flight - in_flight.len();
+            let mut wait = IDLE_POLL;
+            if room > 0 {
+                match self.lease_due(room).await {
+                    Ok(leases) => {
+                        for lease in leases {
+                            let me = self.clone();
+                            in_flight.spawn(async move { me.attempt(lease).await });
+                        }
+                    }
+                    Err(e) => log::error!("outbox: {e}"),
+                }
+            }
+            match self.next_due().await {
+                Ok(Some(at)) => {
+                    let delta = (at - now_ms()).max(0) as u64;
+                    wait = wait.min(Duration::from_millis(delta));
+                }
+                Ok(None) => {}
+                Err(e) => log::error!("outbox: {e}"),
+            }
+            if wait.is_zero() && in_flight.len() >= self.inner.max_in_flight {
+                wait = IDLE_POLL; // full: a completion will wake us
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.inner.wake.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+            }
+        }
+        in_flight.detach_all();
+    }
+
+    /// Attempts every row that is due now, once, one at a time. Returns how many
+    /// attempts were made (0: nothing was due).
+    pub async fn step(&self) -> usize {
+        let leases = match self.lease_due(usize::MAX / 2).await {
+            Ok(leases) => leases,
+            Err(e) => {
+                log::error!("outbox: {e}");
+                return 0;
+            }
+        };
+        let count = leases.len();
+        for lease in leases {
+            self.attempt(lease).await;
+        }
+        count
+    }
+
+    /// Sends one row now (if it is the head of its call and not in flight) and waits up
+    /// to `wait` for the answer. The attempt is recorded like any other; if it fails or
+    /// takes longer, the row stays queued and the worker retries it on schedule.
+    pub async fn deliver_now(&self, id: i64, wait: Duration) -> Option<Reply> {
+        let lease = self
+            .inner
+            .db
+            .run(move |c| Ok::<_, OutboxError>(store::lease_one(c, id, now_ms(), LEASE_MS)?))
+            .await
+            .ok()
+            .flatten()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let reply = me.attempt(lease).await;
+            let _ = tx.send(reply);
+        });
+        tokio::time::timeout(wait, rx).await.ok()?.ok().flatten()
+    }
+
+    async fn lease_due(&self, limit: usize) -> Result<Vec<Lease>, OutboxError> {
+        self.inner
+            .db
+            .run(move |c| Ok(store::lease_due(c, now_ms(), limit, LEASE_MS)?))
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, OutboxError> {
+        self.inner.db.run(|c| Ok(store::next_due(c)?)).await
+    }
+
+    /// One delivery of one leased row, including the single refresh-and-retry after a
+    /// 401. Returns the final answer when there was one.
+    async fn attempt(&self, lease: Lease) -> Option<Reply> {
+        let inner = &self.inner;
+        let integration = lease.integration_id;
+        let transport = inner.transport.clone();
+        let readiness = blocking(move || transport.readiness(integration)).await;
+        if let Readiness::Hold(why) = readiness {
+            self.hold(&lease, &why).await;
+            return None;
+        }
+        let mut refreshed = false;
+        loop {
+            self.respect_rate_limit(integration).await;
+            let (result, attempt) = self.send(&lease).await;
+            let failures = lease.attempts + 1;
+            let verdict = match &result {
+                Ok(reply) => inner.policy.after_reply(failures, reply),
+                Err(e) => inner.policy.after_error(failures, e),
+            };
+            let update = match verdict {
+                Verdict::Delivered => Update::Delivered,
+                Verdict::RetryIn(wait) => Update::Retry {
+                    at: now_ms() + wait.as_millis() as i64,
+                    failure: true,
+                },
+                Verdict::Failed(why) => {
+                    log::warn!("outbox: event {} failed: {why}", lease.event_id);
+                    Update::Failed(why)
+                }
+                Verdict::Refresh if refreshed => Update::Retry {
+                    // Refreshed and still refused: back off on the schedule.
+                    at: now_ms() + inner.policy.schedule[0].as_millis() as i64,
+                    failure: true,
+                },
+                Verdict::Refresh => {
+                    let transport = inner.transport.clone();
+                    match blocking(move || transport.refresh(integration)).await {
+                        Ok(()) => {
+                            self.record(
+                                &lease,
+                                &attempt,
+                                Update::Retry {
+                                    at: now_ms(),
+                                    failure: false,
+                                },
+                            )
+                            .await;
+                            refreshed = true;
+                            continue;
+                        }
+                        Err(why) => {
+                            log::warn!(
+                                "outbox: account {integration} on hold: token refresh failed: {why}"
+                            );
+                            Update::Retry {
+                                at: now_ms() + inner.policy.hold_recheck.as_millis() as i64,
+                                failure: false,
+                            }
+                        }
+                    }
+                }
+            };
+            self.record(&lease, &attempt, update).await;
+            return result.ok();
+        }
+    }
+
+    async fn respect_rate_limit(&self, integration: i64) {
+        let transport = self.inner.transport.clone();
+        let limit = blocking(move || transport.rate_limit(integration)).await;
+        if let Some(per_second) = limit {
+            let wait =
+                self.inner
+                    .limiter
+                    .reserve(integration, per_second, tokio::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    async fn send(&self, lease: &Lease) -> (Result<Reply, SendError>, Attempt) {
+        let transport = self.inner.transport.clone();
+        let (integration, event_id, body) = (
+            lease.integration_id,
+            lease.event_id.clone(),
+            lease.payload.clone().into_bytes(),
+        );
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let result = blocking(move || transport.send(integration, &event_id, &body)).await;
+        let attempt = Attempt {
+            attempt: 0, // numbered by the store
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as i64,
+            status: result.as_ref().ok().map(|r| r.status),
+            error: result.as_ref().err().map(ToString::to_string),
+            response_body: result.as_ref().ok().map(|r| store::cut_body(&r.body)),
+        };
+        (result, attempt)
+    }
+
+    async fn record(&self, lease: &Lease, attempt: &Attempt, update: Update) {
+        let (id, attempt) = (lease.id, attempt.clone());
+        let stored = self
+            .inner
+            .db
+            .run(move |c| Ok::<_, OutboxError>(store::record(c, id, &attempt, &update)?))
+            .await;
+        if let Err(e) = stored {
+            // The row keeps its lease and is retried after a restart or the lease expiry.
+            log::error!("outbox: cannot record an attempt of row {id}: {e}");
+        }
+    }
+
+    async fn hold(&self, lease: &Lease, why: &str) {
+        let (id, why) = (lease.id, why.to_string());
+        let until = now_ms() + self.inner.policy.hold_recheck.as_millis() as i64;
+        let _ = self
+            .inner
+            .db
+            .run(move |c| Ok::<_, OutboxError>(store::hold(c, id, until, &why)?))
+            .await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+#[cfg(test)]
+mod tests;
