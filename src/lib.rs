@@ -18,6 +18,7 @@
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, and the handlers browsers, Flowlu and operators call.
 //! - [`pbx`]: the PBX connection state shared with `/healthz`.
+//! - [`routing`]: the dialplan's question "who takes this incoming call?" (FastAGI).
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
@@ -30,6 +31,7 @@ pub mod db;
 pub mod http;
 pub mod outbox;
 pub mod pbx;
+pub mod routing;
 pub mod secret;
 pub mod tls;
 

@@ -30,6 +30,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub outbox: OutboxConfig,
+    pub routing: RoutingConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -130,6 +131,23 @@ pub struct OutboxConfig {
     pub retry_after_max: String,
     pub hold_recheck: String,
     pub max_in_flight: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub agi_listen: String,
+    pub decision_timeout: String,
+}
+
+impl RoutingConfig {
+    pub fn decision_timeout(&self) -> std::time::Duration {
+        parse_duration(&self.decision_timeout).expect("validated")
+    }
+
+    pub fn agi_addr(&self) -> SocketAddr {
+        self.agi_listen.parse().expect("validated")
+    }
 }
 
 impl OutboxConfig {
@@ -255,6 +273,7 @@ impl Config {
             );
         }
         self.validate_outbox(sources)?;
+        self.validate_routing(sources)?;
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }
@@ -263,6 +282,43 @@ impl Config {
 }
 
 impl Config {
+    fn validate_routing(&self, sources: &Sources) -> Result<(), ConfigError> {
+        let r = &self.routing;
+        let bad = |key: &str, message: String| Err(sources.error(key, message));
+        match r.agi_listen.parse::<SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => {}
+            Ok(_) => {
+                return bad(
+                    "routing.agi_listen",
+                    "must be a loopback address (127.0.0.1 or ::1): the PBX runs on this host"
+                        .into(),
+                );
+            }
+            Err(_) => {
+                return bad(
+                    "routing.agi_listen",
+                    format!(
+                        "{:?} is not an address:port such as 127.0.0.1:4573",
+                        r.agi_listen
+                    ),
+                );
+            }
+        }
+        match parse_duration(&r.decision_timeout) {
+            Ok(d)
+                if d >= std::time::Duration::from_millis(100)
+                    && d <= std::time::Duration::from_secs(10) => {}
+            Ok(_) => {
+                return bad(
+                    "routing.decision_timeout",
+                    "must be between 100ms and 10s".into(),
+                );
+            }
+            Err(why) => return bad("routing.decision_timeout", why),
+        }
+        Ok(())
+    }
+
     fn validate_outbox(&self, sources: &Sources) -> Result<(), ConfigError> {
         let o = &self.outbox;
         let bad = |key: &str, message: String| Err(sources.error(key, message));
