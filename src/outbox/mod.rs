@@ -72,15 +72,21 @@ pub enum Readiness {
     Hold(String),
 }
 
-/// How events reach the receiver. Methods block (they do network I/O); the worker calls
-/// them on tokio's blocking pool.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How events reach the receiver (Flowlu's event hook in production, a fake in tests).
 pub trait Transport: Send + Sync + 'static {
-    fn readiness(&self, integration_id: i64) -> Readiness;
+    fn readiness(&self, integration_id: i64) -> BoxFuture<'_, Readiness>;
     /// Requests per second this account may receive; `None` means no limit.
-    fn rate_limit(&self, integration_id: i64) -> Option<u32>;
-    fn send(&self, integration_id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError>;
+    fn rate_limit(&self, integration_id: i64) -> BoxFuture<'_, Option<u32>>;
+    fn send<'a>(
+        &'a self,
+        integration_id: i64,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>>;
     /// Gets a new access token after a 401. An error puts the account on hold.
-    fn refresh(&self, integration_id: i64) -> Result<(), String>;
+    fn refresh(&self, integration_id: i64) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// The state of one outbox row.

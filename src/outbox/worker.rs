@@ -162,8 +162,7 @@ impl Outbox {
     async fn attempt(&self, lease: Lease) -> Option<Reply> {
         let inner = &self.inner;
         let integration = lease.integration_id;
-        let transport = inner.transport.clone();
-        let readiness = blocking(move || transport.readiness(integration)).await;
+        let readiness = inner.transport.readiness(integration).await;
         if let Readiness::Hold(why) = readiness {
             self.hold(&lease, &why).await;
             return None;
@@ -192,33 +191,30 @@ impl Outbox {
                     at: now_ms() + inner.policy.schedule[0].as_millis() as i64,
                     failure: true,
                 },
-                Verdict::Refresh => {
-                    let transport = inner.transport.clone();
-                    match blocking(move || transport.refresh(integration)).await {
-                        Ok(()) => {
-                            self.record(
-                                &lease,
-                                &attempt,
-                                Update::Retry {
-                                    at: now_ms(),
-                                    failure: false,
-                                },
-                            )
-                            .await;
-                            refreshed = true;
-                            continue;
-                        }
-                        Err(why) => {
-                            log::warn!(
-                                "outbox: account {integration} on hold: token refresh failed: {why}"
-                            );
+                Verdict::Refresh => match inner.transport.refresh(integration).await {
+                    Ok(()) => {
+                        self.record(
+                            &lease,
+                            &attempt,
                             Update::Retry {
-                                at: now_ms() + inner.policy.hold_recheck.as_millis() as i64,
+                                at: now_ms(),
                                 failure: false,
-                            }
+                            },
+                        )
+                        .await;
+                        refreshed = true;
+                        continue;
+                    }
+                    Err(why) => {
+                        log::warn!(
+                            "outbox: account {integration} on hold: token refresh failed: {why}"
+                        );
+                        Update::Retry {
+                            at: now_ms() + inner.policy.hold_recheck.as_millis() as i64,
+                            failure: false,
                         }
                     }
-                }
+                },
             };
             self.record(&lease, &attempt, update).await;
             return result.ok();
@@ -226,8 +222,7 @@ impl Outbox {
     }
 
     async fn respect_rate_limit(&self, integration: i64) {
-        let transport = self.inner.transport.clone();
-        let limit = blocking(move || transport.rate_limit(integration)).await;
+        let limit = self.inner.transport.rate_limit(integration).await;
         if let Some(per_second) = limit {
             let wait =
                 self.inner
@@ -240,15 +235,17 @@ impl Outbox {
     }
 
     async fn send(&self, lease: &Lease) -> (Result<Reply, SendError>, Attempt) {
-        let transport = self.inner.transport.clone();
-        let (integration, event_id, body) = (
-            lease.integration_id,
-            lease.event_id.clone(),
-            lease.payload.clone().into_bytes(),
-        );
         let started_at = now_ms();
         let clock = Instant::now();
-        let result = blocking(move || transport.send(integration, &event_id, &body)).await;
+        let result = self
+            .inner
+            .transport
+            .send(
+                lease.integration_id,
+                &lease.event_id,
+                lease.payload.as_bytes(),
+            )
+            .await;
         let attempt = Attempt {
             attempt: 0, // numbered by the store
             started_at,
@@ -282,12 +279,6 @@ impl Outbox {
             .run(move |c| Ok::<_, OutboxError>(store::hold(c, id, until, &why)?))
             .await;
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 #[cfg(test)]

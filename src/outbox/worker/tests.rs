@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use serde_json::json;
 
 use super::*;
-use crate::outbox::{NewEvent, State, enqueue, list, purge, release_held, replay, show};
+use crate::outbox::{BoxFuture, NewEvent, State, enqueue, list, purge, release_held, replay, show};
 
 #[derive(Default)]
 struct Fake {
@@ -35,34 +35,42 @@ impl Fake {
 }
 
 impl Transport for Fake {
-    fn readiness(&self, _: i64) -> Readiness {
-        match self.hold.lock().unwrap().clone() {
+    fn readiness(&self, _: i64) -> BoxFuture<'_, Readiness> {
+        let r = match self.hold.lock().unwrap().clone() {
             Some(why) => Readiness::Hold(why),
             None => Readiness::Ready,
-        }
+        };
+        Box::pin(async move { r })
     }
-    fn rate_limit(&self, _: i64) -> Option<u32> {
-        None
+    fn rate_limit(&self, _: i64) -> BoxFuture<'_, Option<u32>> {
+        Box::pin(async { None })
     }
-    fn send(&self, integration: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError> {
+    fn send<'a>(
+        &'a self,
+        integration: i64,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
         self.sent.lock().unwrap().push((
             integration,
             event_id.to_string(),
             String::from_utf8(body.to_vec()).unwrap(),
         ));
-        self.script.lock().unwrap().pop_front().unwrap_or(Ok(Reply {
+        let answer = self.script.lock().unwrap().pop_front().unwrap_or(Ok(Reply {
             status: 200,
             retry_after: None,
             body: "{}".into(),
-        }))
+        }));
+        Box::pin(async move { answer })
     }
-    fn refresh(&self, _: i64) -> Result<(), String> {
+    fn refresh(&self, _: i64) -> BoxFuture<'_, Result<(), String>> {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
-        if self.refresh_fails.load(Ordering::SeqCst) {
+        let r = if self.refresh_fails.load(Ordering::SeqCst) {
             Err("refresh token rejected".into())
         } else {
             Ok(())
-        }
+        };
+        Box::pin(async move { r })
     }
 }
 
