@@ -15,8 +15,12 @@
 //!   environment, flags), validated once after merging.
 //! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
 //!   blocking-pool helper every async caller uses.
+//! - [`flowlu`]: everything Flowlu-specific: the settings iframe's context, the domain
+//!   allow-list, REST calls (user lookup, channel registration, token refresh), OAuth
+//!   token upkeep, and the tables for accounts, users, tokens, settings and extensions.
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
-//!   routing, access log, and the handlers browsers, Flowlu and operators call.
+//!   routing, access log, and the handlers browsers, Flowlu and operators call
+//!   (including the Flowlu settings page, `http::settings`).
 //! - [`pbx`]: the PBX connection state shared with `/healthz`.
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
@@ -26,6 +30,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod flowlu;
 pub mod http;
 pub mod pbx;
 pub mod secret;

@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// All schema steps, in order. Add new ones at the end; never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "baseline (schema.sql)",
-    sql: include_str!("../../schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "baseline (schema.sql)",
+        sql: include_str!("../../schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "flowlu",
+        sql: include_str!("migrations/0002_flowlu.sql"),
+    },
+];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> i64 {
