@@ -260,6 +260,9 @@ impl Client {
                 FlowluError::Rejected(format!("HTTP {}: {}", reply.status, short(code)))
             });
         }
+        if reply.status == 400 {
+            return Err(FlowluError::Rejected("HTTP 400".into()));
+        }
         let body = api_result(&reply)?;
         let access_token = text_field(&body, "access_token")
             .filter(|t| !t.is_empty())

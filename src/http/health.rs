@@ -98,6 +98,7 @@ pub async fn index(state: &State) -> Response {
             version => health.version,
             database => health.database,
             pbx => minijinja::Value::from(minijinja::value::Serde(&health.pbx_detail)),
+            flowlu => minijinja::Value::from(minijinja::value::Serde(&health.flowlu)),
             iframe_url => iframe_url,
         },
     );
