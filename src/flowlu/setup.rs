@@ -85,11 +85,16 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
                 &target2.domain,
                 &ctx2.app_version,
             )?;
-            // A fresh token Flowlu just accepted: use it when the integration has none
-            // or its own could not be refreshed (this clears "needs reconnect").
-            let token_user = integration.token_user_id.as_deref();
-            if token_user.is_none() || integration.needs_reconnect || token_user == Some(&user2.id)
-            {
+            // A fresh token Flowlu just accepted: use it when the integration has no
+            // usable one (none yet, none for this domain and app version, or one that
+            // could not be refreshed: this clears "needs reconnect"), or when it is the
+            // token user's own new token.
+            let token_user = integration.token_user_id.clone();
+            let usable = match &token_user {
+                Some(u) => store::token_for_user(&tx, integration.id, u)?.is_some(),
+                None => false,
+            };
+            if !usable || integration.needs_reconnect || token_user.as_deref() == Some(&user2.id) {
                 store::use_token_of(&tx, integration.id, &user2.id)?;
             }
             let integration = store::integration(&tx, integration.id)?.expect("exists");

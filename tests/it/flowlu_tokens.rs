@@ -179,3 +179,26 @@ async fn an_expired_token_with_flowlu_down_needs_reconnect_and_is_retried() {
         Err(FlowluError::NeedsReconnect(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_in_use_follows_the_installed_app_version() {
+    let r = rig(|_| {}).await;
+    r.fake.add_user("ann-v1", "7", "Ann", "");
+    r.fake.add_user("bob-v1", "8", "Bob", "");
+    r.fake.add_user("bob-v2", "8", "Bob", "");
+    let ann = Ctx::new("100", "acme.flowlu.com", "ann-v1");
+    assert_eq!(r.open(&ann).await.status, 200);
+    let mut bob = Ctx::new("100", "acme.flowlu.com", "bob-v1");
+    assert_eq!(r.open(&bob).await.status, 200);
+    let id = r.integration_id("100");
+    // The first user's token is the one in use; another user does not take it over.
+    let creds = access_token(&r.app.state, id).await.unwrap();
+    assert_eq!(creds.access_token.expose(), "ann-v1");
+    // The app is updated and Bob opens it first: Ann has no token for 1.1.0, Bob's is used.
+    bob.version = "1.1.0".into();
+    bob.token = "bob-v2".into();
+    assert_eq!(r.open(&bob).await.status, 200);
+    let creds = access_token(&r.app.state, id).await.unwrap();
+    assert_eq!(creds.access_token.expose(), "bob-v2");
+    assert_eq!(creds.integration.app_version, "1.1.0");
+}
