@@ -15,8 +15,12 @@
 //!   environment, flags), validated once after merging.
 //! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
 //!   blocking-pool helper every async caller uses.
+//! - [`flowlu`]: everything Flowlu-specific: the settings iframe's context, the domain
+//!   allow-list, REST calls (user lookup, channel registration, token refresh), OAuth
+//!   token upkeep, and the tables for accounts, users, tokens, settings and extensions.
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
-//!   routing, access log, and the handlers browsers, Flowlu and operators call.
+//!   routing, access log, and the handlers browsers, Flowlu and operators call
+//!   (including the Flowlu settings page, `http::settings`).
 //! - [`pbx`]: the PBX connection state shared with `/healthz`.
 //! - [`routing`]: the dialplan's question "who takes this incoming call?" (FastAGI).
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
@@ -28,6 +32,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod flowlu;
 pub mod http;
 pub mod outbox;
 pub mod pbx;

@@ -27,6 +27,7 @@ pub const EXAMPLE: &str = include_str!("../../assets/config.example.toml");
 pub struct Config {
     pub server: ServerConfig,
     pub pbx: PbxConfig,
+    pub flowlu: FlowluConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub outbox: OutboxConfig,
@@ -107,6 +108,29 @@ impl PbxConfig {
             (0, Some(kind)) => kind.default_port(),
             (port, _) => port,
         }
+    }
+}
+
+/// `[flowlu]`: which Flowlu hosts we call and how; see `src/flowlu/`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowluConfig {
+    pub allowed_domains: Vec<String>,
+    pub base_url_override: String,
+    pub allow_plain_http_crm: bool,
+    pub frame_ancestors: Vec<String>,
+    pub request_timeout_secs: u64,
+    pub refresh_before_secs: u64,
+    pub expires_at_utc_offset_minutes: i64,
+    pub client_secret: Secret,
+    pub session_minutes: u64,
+}
+
+impl FlowluConfig {
+    /// `base_url_override` without a trailing slash, or `None` when not set.
+    pub fn base_url_override(&self) -> Option<&str> {
+        let url = self.base_url_override.trim_end_matches('/');
+        (!url.is_empty()).then_some(url)
     }
 }
 
@@ -263,6 +287,7 @@ impl Config {
         if p.kind().is_some() && p.host.trim().is_empty() {
             return bad("pbx.host", "must be set when pbx.type is set".into());
         }
+        self.validate_flowlu(sources)?;
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return bad(
                 "log.level",
@@ -350,6 +375,92 @@ impl Config {
         }
         Ok(())
     }
+
+    fn validate_flowlu(&self, sources: &Sources) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| Err(sources.error(key, message));
+        let f = &self.flowlu;
+        if f.allowed_domains.is_empty() {
+            return bad(
+                "flowlu.allowed_domains",
+                "must list at least one domain suffix, e.g. [\"flowlu.com\"]".into(),
+            );
+        }
+        for suffix in &f.allowed_domains {
+            if !crate::flowlu::domain::is_host_name(suffix) || !suffix.contains('.') {
+                return bad(
+                    "flowlu.allowed_domains",
+                    format!("{suffix:?} is not a lower-case domain suffix such as \"flowlu.com\""),
+                );
+            }
+        }
+        if !f.base_url_override.is_empty()
+            && let Err(why) = check_base_url(&f.base_url_override)
+        {
+            return bad("flowlu.base_url_override", why);
+        }
+        for origin in &f.frame_ancestors {
+            if let Err(why) = check_origin(origin) {
+                return bad("flowlu.frame_ancestors", why);
+            }
+        }
+        if !(1..=300).contains(&f.request_timeout_secs) {
+            return bad(
+                "flowlu.request_timeout_secs",
+                "must be between 1 and 300".into(),
+            );
+        }
+        if !(-14 * 60..=14 * 60).contains(&f.expires_at_utc_offset_minutes) {
+            return bad(
+                "flowlu.expires_at_utc_offset_minutes",
+                "must be between -840 and 840".into(),
+            );
+        }
+        if !(1..=7 * 24 * 60).contains(&f.session_minutes) {
+            return bad(
+                "flowlu.session_minutes",
+                "must be between 1 and 10080 (a week)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A base URL such as `http://127.0.0.1:9999`: scheme, host, optional port, nothing else.
+fn check_base_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(format!("{raw:?} must start with http:// or https://"));
+    }
+    if url.host_str().unwrap_or("").is_empty() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(format!(
+            "{raw:?} must be a plain base URL (no path, user, query or fragment)"
+        ));
+    }
+    Ok(())
+}
+
+/// A web origin for CSP `frame-ancestors`: `https://host` or `http://host:port`.
+fn check_origin(raw: &str) -> Result<(), String> {
+    check_base_url(raw)?;
+    if raw.ends_with('/') {
+        return Err(format!(
+            "{raw:?} must be an origin without a trailing slash"
+        ));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c == ';' || c == ',' || c == '\'')
+    {
+        return Err(format!("{raw:?} must be a single origin"));
+    }
+    Ok(())
 }
 
 fn check_public_url(raw: &str) -> Result<(), String> {

@@ -236,3 +236,67 @@ fn every_example_key_is_documented_by_a_comment() {
         assert!(previous_was_comment_or_key, "undocumented key: {line}");
     }
 }
+
+#[test]
+fn flowlu_keys_have_defaults_and_are_validated() {
+    let f = file(MINIMAL);
+    let (c, _) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    assert_eq!(c.flowlu.allowed_domains, ["flowlu.com", "flowlu.ru"]);
+    assert_eq!(c.flowlu.base_url_override(), None);
+    assert!(!c.flowlu.allow_plain_http_crm);
+    assert!(c.flowlu.frame_ancestors.is_empty());
+    assert_eq!(c.flowlu.request_timeout_secs, 10);
+    assert_eq!(c.flowlu.refresh_before_secs, 600);
+    assert_eq!(c.flowlu.expires_at_utc_offset_minutes, 0);
+    assert!(c.flowlu.client_secret.is_empty());
+    assert_eq!(c.flowlu.session_minutes, 120);
+
+    let (c, _) = load(&opts(
+        Some(f.path()),
+        &[
+            (
+                "APPLIANCE_FLOWLU__ALLOWED_DOMAINS",
+                "flowlu.com, crm.example.org",
+            ),
+            (
+                "APPLIANCE_FLOWLU__BASE_URL_OVERRIDE",
+                "http://127.0.0.1:9999/",
+            ),
+            (
+                "APPLIANCE_FLOWLU__FRAME_ANCESTORS",
+                "https://crm.example.org",
+            ),
+            ("APPLIANCE_FLOWLU__EXPIRES_AT_UTC_OFFSET_MINUTES", "-180"),
+            ("APPLIANCE_FLOWLU__CLIENT_SECRET", "cs"),
+        ],
+        vec![],
+    ))
+    .unwrap();
+    assert_eq!(c.flowlu.allowed_domains, ["flowlu.com", "crm.example.org"]);
+    assert_eq!(c.flowlu.base_url_override(), Some("http://127.0.0.1:9999"));
+    assert_eq!(c.flowlu.expires_at_utc_offset_minutes, -180);
+    assert!(!c.to_redacted_toml().contains("\"cs\""));
+
+    for (var, value) in [
+        ("APPLIANCE_FLOWLU__ALLOWED_DOMAINS", ""),
+        ("APPLIANCE_FLOWLU__ALLOWED_DOMAINS", "Flowlu.com"),
+        ("APPLIANCE_FLOWLU__ALLOWED_DOMAINS", "com"),
+        ("APPLIANCE_FLOWLU__ALLOWED_DOMAINS", "*.flowlu.com"),
+        ("APPLIANCE_FLOWLU__BASE_URL_OVERRIDE", "ftp://x"),
+        ("APPLIANCE_FLOWLU__BASE_URL_OVERRIDE", "http://x/api"),
+        ("APPLIANCE_FLOWLU__BASE_URL_OVERRIDE", "http://u:p@x"),
+        ("APPLIANCE_FLOWLU__FRAME_ANCESTORS", "https://a.example/"),
+        ("APPLIANCE_FLOWLU__FRAME_ANCESTORS", "https://a.example/x"),
+        ("APPLIANCE_FLOWLU__FRAME_ANCESTORS", "'self'"),
+        ("APPLIANCE_FLOWLU__REQUEST_TIMEOUT_SECS", "0"),
+        ("APPLIANCE_FLOWLU__EXPIRES_AT_UTC_OFFSET_MINUTES", "900"),
+        ("APPLIANCE_FLOWLU__SESSION_MINUTES", "0"),
+    ] {
+        let e = err(&opts(Some(f.path()), &[(var, value)], vec![]));
+        let key = var
+            .trim_start_matches("APPLIANCE_FLOWLU__")
+            .to_ascii_lowercase();
+        assert!(e.contains(&format!("`flowlu.{key}`")), "{var}={value}: {e}");
+        assert!(e.contains(var), "{e}");
+    }
+}

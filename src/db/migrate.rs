@@ -23,8 +23,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "flowlu",
+        sql: include_str!("migrations/0002_flowlu.sql"),
+    },
+    Migration {
+        version: 3,
         name: "outbox",
-        sql: include_str!("migrations/0002_outbox.sql"),
+        sql: include_str!("migrations/0003_outbox.sql"),
     },
 ];
 

@@ -5,6 +5,7 @@
 //! Table-specific queries live with the module that owns the table.
 
 pub mod migrate;
+pub mod pbx_settings;
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;

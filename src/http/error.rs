@@ -11,6 +11,7 @@ use serde_json::json;
 use super::pages::Pages;
 use super::respond::{self, Response};
 use crate::db::DbError;
+use crate::flowlu::FlowluError;
 
 #[derive(Debug)]
 pub struct HttpError {
@@ -94,6 +95,44 @@ impl From<DbError> for HttpError {
             "database_unavailable",
             "the appliance database is unavailable; see the appliance log",
         )
+    }
+}
+
+impl From<FlowluError> for HttpError {
+    fn from(e: FlowluError) -> Self {
+        use FlowluError as F;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            F::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            F::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            F::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            F::DomainNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "domain_not_allowed"),
+            F::NoPublicUrl => (StatusCode::UNPROCESSABLE_ENTITY, "no_public_url"),
+            F::Rejected(_) => {
+                log::warn!("Flowlu refused a token: {e}");
+                return HttpError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_session",
+                    "Flowlu did not accept this session's access token: close the settings \
+                     and open them again in Flowlu",
+                );
+            }
+            F::Unavailable(_) | F::TimedOut(_) | F::Api(_) | F::Protocol(_) => {
+                log::warn!("Flowlu call failed: {e}");
+                (StatusCode::BAD_GATEWAY, "flowlu_unavailable")
+            }
+            F::NeedsReconnect(_) | F::NoToken(_) | F::Conflict(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            F::UnknownIntegration(_) => (StatusCode::NOT_FOUND, "not_found"),
+            F::Db(_) => {
+                let F::Db(db) = e else { unreachable!() };
+                return db.into();
+            }
+        };
+        HttpError::new(status, code, message)
     }
 }
 

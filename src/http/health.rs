@@ -20,6 +20,19 @@ pub struct Health {
     /// not_configured, down, auth_failed or up.
     pub pbx: &'static str,
     pub pbx_detail: PbxStatus,
+    /// Flowlu accounts served, as counts only (no account details).
+    pub flowlu: FlowluHealth,
+}
+
+#[derive(Serialize, Default)]
+pub struct FlowluHealth {
+    /// Flowlu accounts that opened the settings page.
+    pub integrations: i64,
+    /// Of those, with a registered telephony channel.
+    pub connected: i64,
+    /// Of those, whose token could not be refreshed: events are held until an admin
+    /// reopens the settings in Flowlu.
+    pub needs_reconnect: i64,
 }
 
 pub async fn collect(state: &State) -> Health {
@@ -30,9 +43,25 @@ pub async fn collect(state: &State) -> Health {
             "error"
         }
     };
+    let flowlu = match state
+        .db
+        .run(|c| crate::flowlu::store::health_counts(c))
+        .await
+    {
+        Ok((integrations, connected, needs_reconnect)) => FlowluHealth {
+            integrations,
+            connected,
+            needs_reconnect,
+        },
+        Err(e) => {
+            log::error!("health check: flowlu: {e}");
+            FlowluHealth::default()
+        }
+    };
     let pbx = state.pbx.get();
     let status = match (database, pbx.state) {
         ("error", _) => "error",
+        _ if flowlu.needs_reconnect > 0 => "degraded",
         (_, LinkState::Up) => "ok",
         _ => "degraded",
     };
@@ -42,6 +71,7 @@ pub async fn collect(state: &State) -> Health {
         database,
         pbx: pbx.state.as_str(),
         pbx_detail: pbx,
+        flowlu,
     }
 }
 
@@ -68,6 +98,7 @@ pub async fn index(state: &State) -> Response {
             version => health.version,
             database => health.database,
             pbx => minijinja::Value::from(minijinja::value::Serde(&health.pbx_detail)),
+            flowlu => minijinja::Value::from(minijinja::value::Serde(&health.flowlu)),
             iframe_url => iframe_url,
         },
     );

@@ -6,6 +6,7 @@
 
 mod assets;
 mod error;
+mod form;
 mod forwarded;
 mod health;
 mod io;
@@ -13,6 +14,7 @@ mod pages;
 mod redact;
 mod respond;
 mod router;
+pub mod settings;
 
 use std::convert::Infallible;
 use std::future::Future;

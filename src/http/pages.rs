@@ -23,6 +23,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "error.html",
         include_str!("../../assets/templates/error.html"),
     ),
+    (
+        "settings.html",
+        include_str!("../../assets/templates/settings.html"),
+    ),
 ];
 
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use hyper::{Method, Request};
 
 use super::error::wants_html;
 use super::respond::Response;
-use super::{Ctx, HttpError, assets, health};
+use super::{Ctx, HttpError, assets, health, settings};
 use crate::app::State;
 
 /// Fails with 405 (and an `Allow` header) unless `method` is one of `allowed`.
@@ -18,6 +18,7 @@ fn allow(method: &Method, allowed: &[Method], allow_header: &'static str) -> Res
 }
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
+const POST: &[Method] = &[Method::POST];
 
 pub async fn route(state: &State, _ctx: &Ctx, req: Request<Incoming>) -> Response {
     let html = wants_html(req.headers());
@@ -36,6 +37,17 @@ pub async fn route(state: &State, _ctx: &Ctx, req: Request<Incoming>) -> Respons
         ["assets", name] => {
             allow(&method, GET, "GET, HEAD").and_then(|()| assets::get(name, req.headers()))
         }
+        ["integration", "settings"] => match allow(&method, POST, "POST") {
+            Ok(()) => return settings::entry(state, req).await,
+            Err(e) => Err(e),
+        },
+        ["integration", "settings", action] => match allow(&method, POST, "POST") {
+            Ok(()) => {
+                let action = action.to_string();
+                return settings::action(state, &action, req).await;
+            }
+            Err(e) => Err(e),
+        },
         _ => Err(HttpError::not_found()),
     };
     result.unwrap_or_else(|e| e.into_response(&state.pages, html))

@@ -151,6 +151,10 @@ pub(crate) enum Update {
         failure: bool,
     },
     Failed(String),
+    /// The account went on hold during the attempt (refresh refused): wait for release.
+    Held {
+        at: i64,
+    },
 }
 
 /// The first 4 KiB of an answer, cut at a character boundary.
@@ -198,19 +202,25 @@ pub(crate) fn record(
     match update {
         Update::Delivered => tx.execute(
             "UPDATE outbox SET state = 'delivered', finished_at = ?2, leased_until = NULL,
-                               last_status = ?3, last_error = NULL
+                               held = 0, last_status = ?3, last_error = NULL
              WHERE id = ?1",
             params![id, now, attempt.status],
         )?,
         Update::Retry { at, failure } => tx.execute(
-            "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL,
+            "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 0,
                                attempts = attempts + ?3, last_status = ?4, last_error = ?5
              WHERE id = ?1",
             params![id, at, i64::from(*failure), attempt.status, last_error],
         )?,
+        Update::Held { at } => tx.execute(
+            "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 1,
+                               last_status = ?3, last_error = ?4
+             WHERE id = ?1",
+            params![id, at, attempt.status, last_error],
+        )?,
         Update::Failed(reason) => tx.execute(
             "UPDATE outbox SET state = 'failed', finished_at = ?2, leased_until = NULL,
-                               attempts = attempts + 1, last_status = ?3, last_error = ?4
+                               held = 0, attempts = attempts + 1, last_status = ?3, last_error = ?4
              WHERE id = ?1",
             params![id, now, attempt.status, reason],
         )?,
@@ -221,7 +231,8 @@ pub(crate) fn record(
 /// Puts a leased row back without an attempt (its account is on hold).
 pub(crate) fn hold(conn: &Connection, id: i64, until: i64, why: &str) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, last_error = ?3
+        "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 1,
+                           last_error = ?3
          WHERE id = ?1",
         params![id, until, format!("held: {why}")],
     )?;
@@ -354,11 +365,12 @@ pub fn purge(conn: &Connection, before_ms: i64, include_failed: bool) -> rusqlit
     )
 }
 
-/// Makes an account's held rows due now (its tokens were renewed).
+/// Makes an account's held rows due now (its tokens were renewed). Rows waiting out a
+/// retry delay keep their schedule.
 pub fn release_held(conn: &Connection, integration_id: i64) -> rusqlite::Result<usize> {
     conn.execute(
-        "UPDATE outbox SET next_attempt_at = ?2
-         WHERE integration_id = ?1 AND state = 'pending' AND next_attempt_at > ?2",
+        "UPDATE outbox SET next_attempt_at = ?2, held = 0
+         WHERE integration_id = ?1 AND state = 'pending' AND held = 1",
         params![integration_id, now_ms()],
     )
 }

@@ -60,6 +60,24 @@ impl Outbox {
         self.inner.wake.notify_one();
     }
 
+    /// Makes an account's held events due now (its tokens were renewed, or its channel
+    /// registered) and wakes the worker.
+    pub async fn release(&self, integration_id: i64) {
+        let released = self
+            .inner
+            .db
+            .run(move |c| Ok::<_, OutboxError>(store::release_held(c, integration_id)?))
+            .await;
+        match released {
+            Ok(n) if n > 0 => {
+                log::info!("outbox: {n} held event(s) of account {integration_id} released")
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("outbox: {e}"),
+        }
+        self.wake();
+    }
+
     /// Delivers until `shutdown` resolves. Deliveries in flight at shutdown are left to
     /// finish in the background; their rows are sent again after a restart if they did
     /// not complete.
@@ -209,9 +227,8 @@ impl Outbox {
                         log::warn!(
                             "outbox: account {integration} on hold: token refresh failed: {why}"
                         );
-                        Update::Retry {
+                        Update::Held {
                             at: now_ms() + inner.policy.hold_recheck.as_millis() as i64,
-                            failure: false,
                         }
                     }
                 },

@@ -18,6 +18,9 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub cert_pem: String,
+    /// The running appliance's shared state (database, config, Flowlu client), for tests
+    /// that call library functions against the same instance.
+    pub state: appliance::app::State,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), appliance::app::RunError>>>,
 }
@@ -77,12 +80,16 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let run_config = config.clone();
+        let (state, tls) = appliance::app::prepare(config.clone())
+            .await
+            .unwrap_or_else(|e| panic!("the appliance did not start: {e}"));
+        let serve_state = state.clone();
         let handle = tokio::spawn(async move {
-            appliance::run(run_config, listener, async {
+            appliance::app::serve(serve_state, listener, tls, async {
                 let _ = rx.await;
             })
-            .await
+            .await;
+            Ok(())
         });
         let scheme = if config.server.plain_http {
             "http"
@@ -95,6 +102,7 @@ impl TestApp {
             dir,
             config,
             cert_pem,
+            state,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -200,6 +208,31 @@ impl TestApp {
             .await
             .expect("appliance did not stop within 15 s")
             .unwrap()
+    }
+
+    /// Stops the appliance and starts a new one on the same data directory, after `edit`
+    /// adjusts the config (a new port; the certificate is kept).
+    pub async fn restart_with(mut self, edit: impl FnOnce(&mut Config)) -> TestApp {
+        self.shutdown.take().unwrap().send(()).ok();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("appliance did not stop within 15 s")
+            .unwrap()
+            .unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let mut config = self.config.clone();
+        edit(&mut config);
+        let cert_pem = self.cert_pem.clone();
+        drop(self);
+        Self::start_config(dir, config, cert_pem).await
+    }
+
+    /// A read-write connection to this appliance's database (WAL: safe alongside it).
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.data_dir().join("appliance.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
     }
 }
 

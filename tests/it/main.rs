@@ -2,7 +2,15 @@
 //! the compiled binary, for the smoke and CLI tests) and fakes every outside party as a
 //! small port-0 server that records what it receives.
 
+mod browser;
 mod cli;
+mod delivery;
+mod fake_flowlu;
+mod flowlu_forms;
+mod flowlu_iframe;
+mod flowlu_pbx;
+mod flowlu_support;
+mod flowlu_tokens;
 mod harness;
 mod outbox_cli;
 mod server;

@@ -28,6 +28,12 @@ fn list_show_retry_and_purge() {
     let config = init(dir.path(), &[]);
     let db = Db::open(&dir.path().join("data/appliance.db")).unwrap();
     db.with_conn(|c| {
+        c.execute(
+            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+                 app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
+             VALUES (3, 'flowlu.com', '3', 'app', 'test.flowlu.com', '1', 'p', 16, 's', 0, 0)",
+            [],
+        )?;
         for (n, call) in ["call-a", "call-b"].iter().enumerate() {
             enqueue(
                 c,

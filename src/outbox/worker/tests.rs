@@ -94,9 +94,26 @@ struct Setup {
     outbox: Outbox,
 }
 
+/// Inserts a bare Flowlu account row so outbox rows can refer to it.
+pub(crate) fn make_integration(db: &Db, id: i64) {
+    db.with_conn(|c| {
+        c.execute(
+            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+                 app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
+             VALUES (?1, 'flowlu.com', ?1, 'app', 'test.flowlu.com', '1', 'p', 16, 's', 0, 0)",
+            [id],
+        )?;
+        Ok::<_, crate::db::DbError>(())
+    })
+    .unwrap();
+}
+
 fn setup(schedule_ms: &[u64]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("a.db")).unwrap();
+    for id in [1, 7] {
+        make_integration(&db, id);
+    }
     let fake = Arc::new(Fake::default());
     let outbox = Outbox::new(db.clone(), fake.clone(), policy(schedule_ms), 4);
     Setup {
@@ -385,4 +402,19 @@ async fn purge_removes_only_finished_rows() {
     let left = rows(&s.db);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].state, State::Pending);
+}
+
+#[tokio::test]
+async fn releasing_an_account_does_not_cut_retry_delays_short() {
+    let s = setup(&[3_600_000]);
+    add(&s.db, 1, "a", 1);
+    s.fake.answer(503);
+    s.outbox.step().await;
+    let before = rows(&s.db)[0].next_attempt_at;
+    let released =
+        s.db.with_conn(|c| Ok::<_, crate::db::DbError>(release_held(c, 1)?))
+            .unwrap();
+    assert_eq!(released, 0);
+    assert_eq!(rows(&s.db)[0].next_attempt_at, before);
+    assert_eq!(s.outbox.step().await, 0);
 }

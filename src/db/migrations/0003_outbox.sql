@@ -1,11 +1,11 @@
--- Durable delivery of call events to Flowlu (src/outbox/).
+-- Version 3: durable delivery of call events to Flowlu (src/outbox/).
 --
 -- One row per event. A row is 'pending' until Flowlu answers 2xx ('delivered') or it
 -- gives up ('failed': a 4xx other than 401/429, or the retry schedule ran out). Rows of
 -- one (integration, call) are delivered strictly in id order. Times are unix milliseconds.
 CREATE TABLE outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    integration_id  INTEGER NOT NULL,
+    integration_id  INTEGER NOT NULL REFERENCES flowlu_integrations (id) ON DELETE CASCADE,
     call_key        TEXT    NOT NULL,
     event_id        TEXT    NOT NULL UNIQUE,
     kind            TEXT    NOT NULL,
@@ -16,6 +16,9 @@ CREATE TABLE outbox (
     next_attempt_at INTEGER NOT NULL,
     -- Set while a delivery is in flight; cleared at start-up (nothing is in flight then).
     leased_until    INTEGER,
+    -- 1 while the account cannot take deliveries (needs reconnect, not connected): the
+    -- row waits without using up its retry schedule and is released with the account.
+    held            INTEGER NOT NULL DEFAULT 0,
     created_at      INTEGER NOT NULL,
     finished_at     INTEGER,
     last_status     INTEGER,

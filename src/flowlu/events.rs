@@ -1,0 +1,207 @@
+//! Call events to Flowlu's event hook: the outbox's [`Transport`] for Flowlu, and reading
+//! the routing decision out of the answer to an incoming call's `call.init`.
+//!
+//! Flowlu-specific meaning of answers is decided here and nowhere else: error code 11 in
+//! a body counts as a 401 (refresh the token), error code 13 as a 503 (retry later).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, Weak};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::{FlowluError, paths, store, tokens};
+use crate::app::AppState;
+use crate::outbox::{BoxFuture, Readiness, Reply, SendError, Transport, parse_retry_after};
+use crate::secret::Secret;
+
+/// Delivers outbox rows to `/external/telephony/hook/mini_app/{account}/{uuid}`.
+pub struct EventTransport {
+    /// Weak: the state owns the outbox that owns this transport.
+    state: Weak<AppState>,
+    /// The token each account's last event went out with, to refresh exactly that one
+    /// after a 401.
+    last_token: Mutex<HashMap<i64, Secret>>,
+}
+
+impl EventTransport {
+    pub fn new(state: Weak<AppState>) -> EventTransport {
+        EventTransport {
+            state,
+            last_token: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn readiness_of(&self, id: i64) -> Readiness {
+        let Some(state) = self.state.upgrade() else {
+            return Readiness::Hold("shutting down".into());
+        };
+        let found = state
+            .db
+            .run(move |c| Ok::<_, FlowluError>(store::integration(c, id)?))
+            .await;
+        match found {
+            Ok(Some(i)) if i.needs_reconnect => {
+                Readiness::Hold("the account needs to be reconnected in Flowlu".into())
+            }
+            Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(
+                "the telephony channel is not connected (Connect on the settings page)".into(),
+            ),
+            Ok(Some(_)) => Readiness::Ready,
+            Ok(None) => Readiness::Hold(format!("no account {id}")),
+            Err(e) => Readiness::Hold(e.to_string()),
+        }
+    }
+
+    async fn send_event(&self, id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError> {
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| SendError::Network("shutting down".into()))?;
+        let creds = tokens::access_token(&state, id)
+            .await
+            .map_err(|e| SendError::Network(e.to_string()))?;
+        let uuid =
+            creds.integration.telephony_uuid.clone().ok_or_else(|| {
+                SendError::Network("the telephony channel is not connected".into())
+            })?;
+        let path = paths::event_hook(&creds.integration.account_id, &uuid);
+        self.last_token
+            .lock()
+            .expect("token map")
+            .insert(id, creds.access_token.clone());
+        let reply = state
+            .flowlu
+            .client
+            .post_event(&creds.target, &path, &creds.access_token, body, event_id)
+            .await;
+        match reply {
+            Ok(reply) => Ok(Reply {
+                status: effective_status(reply.status, reply.json.as_ref()),
+                retry_after: reply
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                body: reply.text,
+            }),
+            Err(FlowluError::TimedOut(_)) => Err(SendError::Timeout),
+            Err(e) => Err(SendError::Network(e.to_string())),
+        }
+    }
+
+    async fn refresh_token(&self, id: i64) -> Result<(), String> {
+        let state = self.state.upgrade().ok_or("shutting down")?;
+        let rejected = self.last_token.lock().expect("token map").get(&id).cloned();
+        let result = match rejected {
+            Some(rejected) => tokens::force_refresh(&state, id, &rejected).await,
+            None => tokens::access_token(&state, id).await,
+        };
+        result.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+impl Transport for EventTransport {
+    fn readiness(&self, integration_id: i64) -> BoxFuture<'_, Readiness> {
+        Box::pin(self.readiness_of(integration_id))
+    }
+
+    fn rate_limit(&self, integration_id: i64) -> BoxFuture<'_, Option<u32>> {
+        Box::pin(async move {
+            let state = self.state.upgrade()?;
+            state
+                .db
+                .run(move |c| Ok::<_, FlowluError>(store::integration(c, integration_id)?))
+                .await
+                .ok()
+                .flatten()
+                .map(|i| i.ratelimit.max(1))
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        integration_id: i64,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        Box::pin(self.send_event(integration_id, event_id, body))
+    }
+
+    fn refresh(&self, integration_id: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.refresh_token(integration_id))
+    }
+}
+
+/// The HTTP status an answer stands for: Flowlu's error code 11 ("authorization failed")
+/// is a 401 and code 13 ("internal error, retry later") a 503, whatever the HTTP status.
+fn effective_status(status: u16, json: Option<&Value>) -> u16 {
+    let code = json
+        .and_then(|j| j.get("error"))
+        .and_then(|e| e.get("error_code"))
+        .and_then(|c| c.as_i64().or_else(|| c.as_str()?.trim().parse().ok()));
+    match code {
+        Some(11) => 401,
+        Some(13) => 503,
+        Some(_) if (200..300).contains(&status) => 422,
+        _ => status,
+    }
+}
+
+/// The employee Flowlu chose in its answer to an incoming call's `call.init`:
+/// `{"route": {"user_id": ..}}` or `{"route": {"extension": ..}}`, bare or inside
+/// `{"response": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChoice {
+    User(String),
+    Extension(String),
+}
+
+pub fn route_from_answer(body: &str) -> Option<RouteChoice> {
+    let json: Value = serde_json::from_str(body).ok()?;
+    let root = json.get("response").unwrap_or(&json);
+    let route = root.get("route")?;
+    let text = |key: &str| {
+        route.get(key).and_then(|v| match v {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    text("extension")
+        .map(RouteChoice::Extension)
+        .or_else(|| text("user_id").map(RouteChoice::User))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn flowlu_error_codes_map_onto_statuses() {
+        let code = |c: Value| json!({"error": {"error_code": c, "error_msg": "x"}});
+        assert_eq!(effective_status(200, Some(&code(json!(11)))), 401);
+        assert_eq!(effective_status(400, Some(&code(json!("11")))), 401);
+        assert_eq!(effective_status(200, Some(&code(json!(13)))), 503);
+        assert_eq!(effective_status(200, Some(&code(json!(21)))), 422);
+        assert_eq!(effective_status(404, Some(&code(json!(20)))), 404);
+        assert_eq!(effective_status(200, Some(&json!({"response": {}}))), 200);
+        assert_eq!(effective_status(429, None), 429);
+    }
+
+    #[test]
+    fn routes_are_read_from_either_shape() {
+        assert_eq!(
+            route_from_answer(r#"{"route": {"extension": "101"}}"#),
+            Some(RouteChoice::Extension("101".into()))
+        );
+        assert_eq!(
+            route_from_answer(r#"{"response": {"route": {"user_id": 17}}}"#),
+            Some(RouteChoice::User("17".into()))
+        );
+        assert_eq!(route_from_answer(r#"{"response": {}}"#), None);
+        assert_eq!(route_from_answer(r#"{"route": {"extension": " "}}"#), None);
+        assert_eq!(route_from_answer("<html>"), None);
+    }
+}

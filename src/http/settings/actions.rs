@@ -1,0 +1,521 @@
+//! The settings page's forms, each scoped to the session's integration: Connect,
+//! Disconnect, call settings, PBX connection (save and test), and the extension mapping.
+//!
+//! A refused form is not an HTTP error page: the page is shown again with the reason on
+//! top and a matching status (422 invalid, 403 not allowed, 401/502 Flowlu trouble).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hyper::StatusCode;
+
+use super::session::Session;
+use super::view::{Notice, PbxForm};
+use crate::app::State;
+use crate::config::PbxType;
+use crate::db::pbx_settings;
+use crate::flowlu::FlowluError;
+use crate::flowlu::domain::is_host_name;
+use crate::flowlu::setup::{self, Connected};
+use crate::flowlu::store::{self, CallSettings, IncomingRouting, Integration};
+use crate::http::HttpError;
+use crate::pbx::{self, ConnectionSettings, ProbeResult};
+use crate::secret::Secret;
+
+pub const NAMES: &[&str] = &[
+    "connect",
+    "disconnect",
+    "calls",
+    "pbx",
+    "pbx-test",
+    "mapping",
+];
+
+/// How long "test connection" waits for the PBX.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Outcome {
+    pub notice: Notice,
+    pub status: StatusCode,
+    pub pbx_form: Option<PbxForm>,
+}
+
+impl Outcome {
+    fn ok(lang: &str, key: &str) -> Outcome {
+        Outcome {
+            notice: Notice::ok(lang, key),
+            status: StatusCode::OK,
+            pbx_form: None,
+        }
+    }
+
+    fn invalid(lang: &str, why: impl std::fmt::Display) -> Outcome {
+        Outcome {
+            notice: Notice::error(lang, "not_saved", why),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            pbx_form: None,
+        }
+    }
+}
+
+type Fields = [(String, String)];
+
+fn field<'a>(fields: &'a Fields, key: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+pub async fn run(
+    state: &State,
+    name: &str,
+    session: &Session,
+    integration: &Integration,
+    lang: &'static str,
+    fields: &Fields,
+) -> Result<Outcome, HttpError> {
+    let id = integration.id;
+    match name {
+        "connect" => connect(state, session, id, lang, fields).await,
+        "disconnect" => Ok(match setup::disconnect(state, id).await? {
+            true => Outcome::ok(lang, "disconnected"),
+            false => Outcome::ok(lang, "not_connected"),
+        }),
+        "calls" => calls(state, id, lang, fields).await,
+        "pbx" | "pbx-test" => pbx_form(state, id, lang, fields, name == "pbx-test").await,
+        "mapping" => mapping(state, id, lang, fields).await,
+        _ => Err(HttpError::not_found()),
+    }
+}
+
+fn plain_text(value: &str, max: usize) -> bool {
+    value.chars().count() <= max && !value.chars().any(char::is_control)
+}
+
+async fn connect(
+    state: &State,
+    session: &Session,
+    id: i64,
+    lang: &'static str,
+    fields: &Fields,
+) -> Result<Outcome, HttpError> {
+    let name = field(fields, "channel_name").trim().to_string();
+    if !plain_text(&name, 100) {
+        return Ok(Outcome::invalid(
+            lang,
+            "the channel name must be at most 100 characters on one line",
+        ));
+    }
+    state
+        .db
+        .run(move |c| {
+            let mut s = store::settings(c, id)?;
+            if s.channel_name != name {
+                s.channel_name = name;
+                store::save_settings(c, id, &s)?;
+            }
+            Ok::<_, FlowluError>(())
+        })
+        .await?;
+    match setup::connect(state, id, &session.user_id).await {
+        Ok(Connected::Registered(_)) => Ok(Outcome::ok(lang, "connected")),
+        Ok(Connected::AlreadyRegistered(_)) => Ok(Outcome::ok(lang, "already_connected")),
+        Err(FlowluError::Db(e)) => Err(e.into()),
+        Err(e) => {
+            log::warn!("integration {id}: Connect failed: {e}");
+            let http = HttpError::from(e);
+            Ok(Outcome {
+                notice: Notice::error(lang, "connect_failed", &http.message),
+                status: http.status,
+                pbx_form: None,
+            })
+        }
+    }
+}
+
+async fn calls(
+    state: &State,
+    id: i64,
+    lang: &'static str,
+    fields: &Fields,
+) -> Result<Outcome, HttpError> {
+    let line = field(fields, "default_line").trim().to_string();
+    if line.len() > 64
+        || !line
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+*#@._-/".contains(&b))
+    {
+        return Ok(Outcome::invalid(
+            lang,
+            "the default line may hold up to 64 letters, digits and + * # @ . _ - /",
+        ));
+    }
+    let country = field(fields, "default_country_code")
+        .trim()
+        .trim_start_matches('+')
+        .to_string();
+    if country.len() > 3 || !country.bytes().all(|b| b.is_ascii_digit()) || country.starts_with('0')
+    {
+        return Ok(Outcome::invalid(
+            lang,
+            "the country calling code must be 1 to 3 digits, e.g. 7, 1 or 44",
+        ));
+    }
+    let record = match field(fields, "record_calls") {
+        "" | "0" | "false" | "off" => false,
+        "1" | "true" | "on" => true,
+        _ => return Ok(Outcome::invalid(lang, "record_calls must be on or off")),
+    };
+    let Some(routing) = IncomingRouting::parse(field(fields, "incoming_routing")) else {
+        return Ok(Outcome::invalid(
+            lang,
+            "incoming routing must be \"crm\" or \"pbx\"",
+        ));
+    };
+    state
+        .db
+        .run(move |c| {
+            let old = store::settings(c, id)?;
+            let new = CallSettings {
+                channel_name: old.channel_name,
+                default_line: line,
+                default_country_code: country,
+                record_calls: record,
+                incoming_routing: routing,
+            };
+            store::save_settings(c, id, &new)
+        })
+        .await?;
+    Ok(Outcome::ok(lang, "saved"))
+}
+
+/// Reads the PBX form. `Err` carries the message for the admin.
+fn parse_pbx(
+    fields: &Fields,
+    current: Option<&ConnectionSettings>,
+) -> Result<ConnectionSettings, String> {
+    let kind = PbxType::parse(field(fields, "pbx_type"))
+        .ok_or("choose the PBX type: asterisk or freeswitch")?;
+    let host = field(fields, "pbx_host").trim().to_ascii_lowercase();
+    let host_ok = host.parse::<std::net::IpAddr>().is_ok()
+        || (host.starts_with('[')
+            && host.ends_with(']')
+            && host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok())
+        || is_host_name(&host);
+    if !host_ok {
+        return Err("the PBX host must be a host name or an IP address (no port or scheme)".into());
+    }
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = match field(fields, "pbx_port").trim() {
+        "" | "0" => kind.default_port(),
+        p => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or("the port must be a number from 1 to 65535 (or empty)")?,
+    };
+    let user = field(fields, "pbx_user").trim().to_string();
+    if user.len() > 64 || !user.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the AMI user name must be at most 64 characters without spaces".into());
+    }
+    if kind == PbxType::Asterisk && user.is_empty() {
+        return Err("Asterisk needs the AMI user name (manager.conf)".into());
+    }
+    let typed = field(fields, "pbx_secret");
+    if typed.len() > 256 || typed.chars().any(char::is_control) {
+        return Err("the secret must be at most 256 characters on one line".into());
+    }
+    let secret = match (typed.is_empty(), current) {
+        (false, _) => Secret::new(typed),
+        (true, Some(c)) if !c.secret.is_empty() => c.secret.clone(),
+        (true, _) => return Err("enter the AMI secret or event socket password".into()),
+    };
+    Ok(ConnectionSettings {
+        kind,
+        host,
+        port,
+        user,
+        secret,
+    })
+}
+
+async fn pbx_form(
+    state: &State,
+    id: i64,
+    lang: &'static str,
+    fields: &Fields,
+    test_only: bool,
+) -> Result<Outcome, HttpError> {
+    let current = state.pbx_settings.borrow().clone();
+    let echo = PbxForm {
+        kind: field(fields, "pbx_type").to_string(),
+        host: field(fields, "pbx_host").to_string(),
+        port: field(fields, "pbx_port").to_string(),
+        user: field(fields, "pbx_user").to_string(),
+        has_secret: current.as_ref().is_some_and(|c| !c.secret.is_empty()),
+    };
+    let may_edit = state.db.run(move |c| pbx_settings::may_edit(c, id)).await?;
+    if !may_edit {
+        log::warn!("integration {id}: refused a PBX change: another integration owns the PBX");
+        return Ok(Outcome {
+            notice: Notice {
+                text: super::view::t(lang, "pbx_not_owner"),
+                error: true,
+            },
+            status: StatusCode::FORBIDDEN,
+            pbx_form: None,
+        });
+    }
+    let settings = match parse_pbx(fields, current.as_ref()) {
+        Ok(s) => s,
+        Err(why) => {
+            return Ok(Outcome {
+                pbx_form: Some(echo),
+                ..Outcome::invalid(lang, why)
+            });
+        }
+    };
+    if test_only {
+        let (key, detail) = match pbx::probe(&settings, PROBE_TIMEOUT).await {
+            ProbeResult::Ok(d) => ("probe_ok", d),
+            ProbeResult::Down(d) => ("probe_down", d),
+            ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
+        };
+        return Ok(Outcome {
+            notice: Notice {
+                text: format!("{}: {detail}", super::view::t(lang, key)),
+                error: key != "probe_ok",
+            },
+            status: StatusCode::OK,
+            pbx_form: Some(echo),
+        });
+    }
+    let to_save = settings.clone();
+    let saved = state
+        .db
+        .run(move |c| pbx_settings::save(c, &to_save, id))
+        .await?;
+    if !saved {
+        return Ok(Outcome {
+            notice: Notice {
+                text: super::view::t(lang, "pbx_not_owner"),
+                error: true,
+            },
+            status: StatusCode::FORBIDDEN,
+            pbx_form: None,
+        });
+    }
+    log::info!(
+        "integration {id} saved the PBX connection: {} at {}:{}",
+        settings.kind.as_str(),
+        settings.host,
+        settings.port
+    );
+    state.pbx_settings.send_replace(Some(settings));
+    Ok(Outcome::ok(lang, "pbx_saved"))
+}
+
+fn valid_extension(ext: &str) -> bool {
+    !ext.is_empty()
+        && ext.len() <= 32
+        && ext
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"*#+_.-".contains(&b))
+}
+
+async fn mapping(
+    state: &State,
+    id: i64,
+    lang: &'static str,
+    fields: &Fields,
+) -> Result<Outcome, HttpError> {
+    // (user_id, extension or None to unmap)
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    for (key, value) in fields {
+        let Some(user) = key.strip_prefix("ext[").and_then(|k| k.strip_suffix(']')) else {
+            continue;
+        };
+        let ext = value.trim();
+        if !ext.is_empty() && !valid_extension(ext) {
+            return Ok(Outcome::invalid(
+                lang,
+                format!("{ext:?} is not an extension (up to 32 letters, digits and * # + _ . -)"),
+            ));
+        }
+        wanted.push((user.to_string(), (!ext.is_empty()).then(|| ext.to_string())));
+    }
+    let new_user = field(fields, "new_user_id").trim().to_string();
+    let new_name = field(fields, "new_user_name").trim().to_string();
+    let new_ext = field(fields, "new_extension").trim().to_string();
+    if !new_user.is_empty() {
+        if new_user.len() > 64
+            || !new_user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Ok(Outcome::invalid(
+                lang,
+                "the Flowlu user ID must be up to 64 letters, digits, - or _",
+            ));
+        }
+        if !plain_text(&new_name, 100) {
+            return Ok(Outcome::invalid(
+                lang,
+                "the name must be at most 100 characters",
+            ));
+        }
+        if !new_ext.is_empty() && !valid_extension(&new_ext) {
+            return Ok(Outcome::invalid(
+                lang,
+                format!("{new_ext:?} is not an extension"),
+            ));
+        }
+        wanted.retain(|(u, _)| *u != new_user);
+        wanted.push((
+            new_user.clone(),
+            (!new_ext.is_empty()).then(|| new_ext.clone()),
+        ));
+    } else if !new_ext.is_empty() || !new_name.is_empty() {
+        return Ok(Outcome::invalid(
+            lang,
+            "enter the Flowlu user ID of the employee to add",
+        ));
+    }
+    let mut seen_users = HashSet::new();
+    let mut seen_exts = HashSet::new();
+    for (user, ext) in &wanted {
+        if !seen_users.insert(user.clone()) {
+            return Ok(Outcome::invalid(
+                lang,
+                format!("user {user} is listed twice"),
+            ));
+        }
+        if let Some(ext) = ext
+            && !seen_exts.insert(ext.clone())
+        {
+            return Ok(Outcome::invalid(
+                lang,
+                format!("extension {ext} is given to two employees"),
+            ));
+        }
+    }
+    let result = state
+        .db
+        .run(move |c| {
+            let tx = c.transaction()?;
+            if !new_user.is_empty() {
+                store::add_user(&tx, id, &new_user, &new_name)?;
+            }
+            let submitted: HashSet<&str> = wanted.iter().map(|(u, _)| u.as_str()).collect();
+            // Unmap every submitted user first, so extensions can move between them.
+            for (user, _) in &wanted {
+                if !store::set_extension(&tx, id, user, None)? {
+                    return Ok(Err(format!(
+                        "user {user} is not an employee of this account"
+                    )));
+                }
+            }
+            for (user, ext) in &wanted {
+                let Some(ext) = ext else { continue };
+                if let Some(holder) = store::user_for_extension(&tx, id, ext)?
+                    && !submitted.contains(holder.as_str())
+                {
+                    return Ok(Err(format!(
+                        "extension {ext} already belongs to user {holder}"
+                    )));
+                }
+                store::set_extension(&tx, id, user, Some(ext))?;
+            }
+            tx.commit()?;
+            Ok::<_, FlowluError>(Ok(()))
+        })
+        .await?;
+    Ok(match result {
+        Ok(()) => Outcome::ok(lang, "saved"),
+        Err(why) => Outcome::invalid(lang, why),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pbx_form_validation() {
+        let ok = parse_pbx(
+            &f(&[
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "PBX.local"),
+                ("pbx_port", ""),
+                ("pbx_user", "appliance"),
+                ("pbx_secret", "s"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("pbx.local", 5038));
+        let current = ok.clone();
+        let kept = parse_pbx(
+            &f(&[
+                ("pbx_type", "freeswitch"),
+                ("pbx_host", "[::1]"),
+                ("pbx_port", "8022"),
+                ("pbx_secret", ""),
+            ]),
+            Some(&current),
+        )
+        .unwrap();
+        assert_eq!(kept.secret.expose(), "s");
+        assert_eq!((kept.host.as_str(), kept.port), ("::1", 8022));
+        for bad in [
+            vec![("pbx_type", "cisco")],
+            vec![("pbx_type", "asterisk"), ("pbx_host", "a b")],
+            vec![
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "h:5038"),
+                ("pbx_user", "u"),
+            ],
+            vec![
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "h"),
+                ("pbx_port", "70000"),
+                ("pbx_user", "u"),
+            ],
+            vec![
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "h"),
+                ("pbx_user", ""),
+            ],
+            vec![
+                ("pbx_type", "freeswitch"),
+                ("pbx_host", "h"),
+                ("pbx_secret", ""),
+            ],
+        ] {
+            assert!(parse_pbx(&f(&bad), None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn extensions() {
+        for ok in ["101", "*97", "sip-100", "2001#"] {
+            assert!(valid_extension(ok), "{ok}");
+        }
+        for bad in ["", "1 01", "10/1", &"1".repeat(33)] {
+            assert!(!valid_extension(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The Flowlu settings page: `POST /integration/settings` (the iframe Flowlu opens) and
+//! the page's own forms, `POST /integration/settings/<action>`.
+//!
+//! The iframe POST is verified by the Flowlu side ([`crate::flowlu::setup::identify`]);
+//! the page then carries a signed session token ([`session`]) that every form sends
+//! back. All reads and writes are scoped to the integration named in that token; no form
+//! field can name another integration. Responses may be framed only by the account's
+//! Flowlu origin (see [`view::with_frame_headers`]).
+
+mod actions;
+pub mod session;
+mod view;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use super::error::HttpError;
+use super::form::{self, Decoded};
+use super::respond::{self, Response};
+use crate::app::State;
+use crate::flowlu::{context, domain, setup, store};
+
+/// `POST /integration/settings`: Flowlu opens the iframe with the account context.
+pub async fn entry(state: &State, req: Request<Incoming>) -> Response {
+    let mut origin = None;
+    match open(state, req, &mut origin).await {
+        Ok(resp) => resp,
+        Err(e) => error_page(state, e, origin.as_deref()),
+    }
+}
+
+async fn open(
+    state: &State,
+    req: Request<Incoming>,
+    origin: &mut Option<String>,
+) -> Result<Response, HttpError> {
+    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
+    let offset = state.config.flowlu.expires_at_utc_offset_minutes;
+    let ctx = match form::decode(&parts.headers, &body, true)? {
+        Decoded::Json(json) => context::from_json(&json, offset)?,
+        Decoded::Fields(fields) => context::from_fields(&fields, offset)?,
+    };
+    // Frame the answer (even a 401) for the POSTing account only once its domain passed.
+    if let Ok(target) = domain::target(&state.config.flowlu, &ctx.domain, ctx.https) {
+        *origin = Some(target.origin);
+    }
+    let who = setup::identify(state, &ctx).await?;
+    let expires = store::now() + state.config.flowlu.session_minutes as i64 * 60;
+    let token = session::sign(
+        state.flowlu.session_key(),
+        who.integration.id,
+        &who.user_id,
+        expires,
+    );
+    log::debug!(
+        "settings opened for integration {} by user {} ({} path)",
+        who.integration.id,
+        who.user_id,
+        if who.fast_path { "fast" } else { "slow" }
+    );
+    Ok(view::page(
+        state,
+        view::PageRequest {
+            integration_id: who.integration.id,
+            user_id: &who.user_id,
+            lang: ctx.language,
+            session: &token,
+            notice: None,
+            pbx_form: None,
+            status: StatusCode::OK,
+        },
+    )
+    .await?)
+}
+
+/// `POST /integration/settings/<action>`: one of the page's forms.
+pub async fn action(state: &State, name: &str, req: Request<Incoming>) -> Response {
+    let mut origin = None;
+    match act(state, name, req, &mut origin).await {
+        Ok(resp) => resp,
+        Err(e) => error_page(state, e, origin.as_deref()),
+    }
+}
+
+async fn act(
+    state: &State,
+    name: &str,
+    req: Request<Incoming>,
+    origin: &mut Option<String>,
+) -> Result<Response, HttpError> {
+    if !actions::NAMES.contains(&name) {
+        return Err(HttpError::not_found());
+    }
+    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
+    let Decoded::Fields(fields) = form::decode(&parts.headers, &body, false)? else {
+        unreachable!("JSON is refused when not allowed");
+    };
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let token = field("session").unwrap_or("");
+    let session = session::verify(state.flowlu.session_key(), token, store::now()).map_err(
+        |why| {
+            log::warn!("settings form refused: session token {why:?}");
+            HttpError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_session",
+                match why {
+                    session::Refused::Expired => {
+                        "this settings page has expired: close it and open the settings again in Flowlu"
+                    }
+                    _ => "this form does not carry a valid session: open the settings again in Flowlu",
+                },
+            )
+        },
+    )?;
+    let id = session.integration_id;
+    let integration = state
+        .db
+        .run(move |c| store::integration(c, id))
+        .await?
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_session",
+                "this settings page belongs to an integration that no longer exists",
+            )
+        })?;
+    if let Ok(target) = integration.target(&state.config.flowlu) {
+        *origin = Some(target.origin);
+    }
+    let lang = view::lang(field("lang"));
+    let outcome = actions::run(state, name, &session, &integration, lang, &fields).await?;
+    Ok(view::page(
+        state,
+        view::PageRequest {
+            integration_id: id,
+            user_id: &session.user_id,
+            lang,
+            session: token,
+            notice: Some(outcome.notice),
+            pbx_form: outcome.pbx_form,
+            status: outcome.status,
+        },
+    )
+    .await?)
+}
+
+/// An error as a small page the iframe may show.
+fn error_page(state: &State, e: HttpError, origin: Option<&str>) -> Response {
+    let resp = e.into_response(&state.pages, true);
+    view::with_frame_headers(resp, &state.config.flowlu, origin)
+}

@@ -1,0 +1,302 @@
+//! Rendering the settings page: texts in English or Russian, the page model, and the
+//! headers that let the page live in Flowlu's iframe and nowhere else.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use hyper::StatusCode;
+use hyper::header::{self, HeaderValue};
+use serde::Serialize;
+
+use crate::app::State;
+use crate::config::FlowluConfig;
+use crate::db::pbx_settings;
+use crate::flowlu::store::{self, CallSettings, UserRow};
+use crate::flowlu::{FlowluError, setup};
+use crate::http::respond::{self, Response};
+use crate::pbx::LinkState;
+
+type Texts = BTreeMap<String, String>;
+
+fn texts(lang: &str) -> &'static Texts {
+    static EN: OnceLock<Texts> = OnceLock::new();
+    static RU: OnceLock<Texts> = OnceLock::new();
+    let parse = |src: &str| toml::from_str::<Texts>(src).expect("i18n files are valid TOML");
+    match lang {
+        "ru" => RU.get_or_init(|| parse(include_str!("../../../assets/i18n/ru.toml"))),
+        _ => EN.get_or_init(|| parse(include_str!("../../../assets/i18n/en.toml"))),
+    }
+}
+
+/// The text for `key` in `lang`.
+pub fn t(lang: &str, key: &str) -> String {
+    texts(lang)
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| key.to_string())
+}
+
+/// `en` or `ru` from a request field.
+pub fn lang(raw: Option<&str>) -> &'static str {
+    match raw {
+        Some("ru") => "ru",
+        _ => "en",
+    }
+}
+
+/// A message at the top of the page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    pub text: String,
+    pub error: bool,
+}
+
+impl Notice {
+    pub fn ok(lang: &str, key: &str) -> Notice {
+        Notice {
+            text: t(lang, key),
+            error: false,
+        }
+    }
+
+    pub fn error(lang: &str, key: &str, detail: impl std::fmt::Display) -> Notice {
+        Notice {
+            text: format!("{}: {detail}", t(lang, key)),
+            error: true,
+        }
+    }
+}
+
+/// PBX form values echoed back into the page (never the secret).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PbxForm {
+    pub kind: String,
+    pub host: String,
+    pub port: String,
+    pub user: String,
+    pub has_secret: bool,
+}
+
+/// Everything the page shows besides what is loaded from the database.
+pub struct PageRequest<'a> {
+    pub integration_id: i64,
+    pub user_id: &'a str,
+    pub lang: &'static str,
+    pub session: &'a str,
+    pub notice: Option<Notice>,
+    /// The PBX form as submitted, to show after a failed save or a test.
+    pub pbx_form: Option<PbxForm>,
+    pub status: StatusCode,
+}
+
+#[derive(Serialize)]
+struct PbxView {
+    state: &'static str,
+    detail: Option<String>,
+    can_edit: bool,
+    form: PbxForm,
+}
+
+#[derive(Serialize)]
+struct ChannelView {
+    uuid: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    lang: &'static str,
+    t: &'static Texts,
+    session: &'a str,
+    domain: String,
+    user: UserView,
+    notice: Option<Notice>,
+    needs_reconnect: bool,
+    reconnect_reason: Option<String>,
+    channel: ChannelView,
+    public_url_set: bool,
+    default_channel_name: &'static str,
+    calls: CallSettings,
+    pbx: PbxView,
+    users: Vec<UserRow>,
+}
+
+/// Renders the page for the session's integration and user, with its CSP.
+pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, FlowluError> {
+    let id = req.integration_id;
+    let (integration, settings, users, stored_pbx, may_edit) = state
+        .db
+        .run(move |c| {
+            let integration =
+                store::integration(c, id)?.ok_or(FlowluError::UnknownIntegration(id))?;
+            Ok::<_, FlowluError>((
+                integration,
+                store::settings(c, id)?,
+                store::users(c, id)?,
+                pbx_settings::load(c)?,
+                pbx_settings::may_edit(c, id)?,
+            ))
+        })
+        .await?;
+    let status = state.pbx.get();
+    let current = state.pbx_settings.borrow().clone();
+    let form = req.pbx_form.unwrap_or_else(|| match &current {
+        Some(s) => PbxForm {
+            kind: s.kind.as_str().to_string(),
+            host: s.host.clone(),
+            port: s.port.to_string(),
+            user: s.user.clone(),
+            has_secret: !s.secret.is_empty(),
+        },
+        None => PbxForm {
+            kind: "asterisk".into(),
+            host: "127.0.0.1".into(),
+            ..PbxForm::default()
+        },
+    });
+    // Saved settings the supervisor has not picked up yet still count as configured.
+    let state_name = match (status.state, stored_pbx.is_some() || current.is_some()) {
+        (LinkState::NotConfigured, true) => LinkState::Down.as_str(),
+        (s, _) => s.as_str(),
+    };
+    let user_name = users
+        .iter()
+        .find(|u| u.user_id == req.user_id)
+        .map(|u| u.name.clone())
+        .unwrap_or_default();
+    let page = Page {
+        lang: req.lang,
+        t: texts(req.lang),
+        session: req.session,
+        domain: integration.domain.clone(),
+        user: UserView {
+            id: req.user_id.to_string(),
+            name: user_name,
+        },
+        notice: req.notice,
+        needs_reconnect: integration.needs_reconnect,
+        reconnect_reason: integration.reconnect_reason.clone(),
+        channel: ChannelView {
+            uuid: integration.telephony_uuid.clone(),
+        },
+        public_url_set: state.config.public_url().is_some(),
+        default_channel_name: setup::DEFAULT_CHANNEL_NAME,
+        calls: settings,
+        pbx: PbxView {
+            state: state_name,
+            detail: status.detail,
+            can_edit: may_edit,
+            form,
+        },
+        users,
+    };
+    let html = state.pages.render("settings.html", &page);
+    let origin = integration
+        .target(&state.config.flowlu)
+        .ok()
+        .map(|t| t.origin);
+    Ok(with_frame_headers(
+        respond::html(req.status, html),
+        &state.config.flowlu,
+        origin.as_deref(),
+    ))
+}
+
+/// Adds the settings page's headers: a CSP whose `frame-ancestors` is the account's
+/// Flowlu origin (or, before we know the account, the allow-listed Flowlu domains) plus
+/// `[flowlu] frame_ancestors`; `nosniff`; `no-store`.
+pub fn with_frame_headers(
+    mut resp: Response,
+    config: &FlowluConfig,
+    origin: Option<&str>,
+) -> Response {
+    let mut ancestors: Vec<String> = match origin {
+        Some(origin) => vec![origin.to_string()],
+        None => config
+            .allowed_domains
+            .iter()
+            .map(|d| format!("https://*.{d}"))
+            .collect(),
+    };
+    ancestors.extend(config.frame_ancestors.iter().cloned());
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+         form-action 'self'; base-uri 'none'; frame-ancestors {}",
+        ancestors.join(" ")
+    );
+    let h = resp.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_languages_have_the_same_keys() {
+        let en: Vec<&String> = texts("en").keys().collect();
+        let ru: Vec<&String> = texts("ru").keys().collect();
+        assert_eq!(en, ru);
+        assert!(en.len() > 40);
+        assert_eq!(t("ru", "save"), "Сохранить");
+        assert_eq!(t("xx", "save"), "Save");
+    }
+
+    #[test]
+    fn the_template_uses_only_known_keys() {
+        let src = include_str!("../../../assets/templates/settings.html");
+        for piece in src.split("t.").skip(1) {
+            let key: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !key.is_empty() {
+                assert!(texts("en").contains_key(&key), "unknown text key {key}");
+            }
+        }
+        for state in ["up", "down", "auth_failed", "not_configured"] {
+            assert!(texts("en").contains_key(&format!("pbx_state_{state}")));
+        }
+    }
+
+    #[test]
+    fn csp_names_the_account_origin_and_extras() {
+        let mut config = crate::config::Config::defaults().flowlu;
+        config.frame_ancestors = vec!["http://localhost:1234".into()];
+        let resp = with_frame_headers(
+            respond::html(StatusCode::OK, String::new()),
+            &config,
+            Some("https://acme.flowlu.com"),
+        );
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.ends_with("frame-ancestors https://acme.flowlu.com http://localhost:1234"),
+            "{csp}"
+        );
+        let resp = with_frame_headers(respond::html(StatusCode::OK, String::new()), &config, None);
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("frame-ancestors https://*.flowlu.com https://*.flowlu.ru"),
+            "{csp}"
+        );
+    }
+}

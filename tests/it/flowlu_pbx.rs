@@ -1,0 +1,300 @@
+//! The PBX connection on the settings page: saving (owner only), publishing to the
+//! supervisor, precedence over `[pbx]` after a restart, the secret never shown, and
+//! "test connection" against a fake AMI that replays a recorded Asterisk transcript.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::flowlu_support::{Ctx, notice_of, rig};
+
+const TRANSCRIPT: &[u8] = include_bytes!("../fixtures/asterisk/actions-responses.txt");
+
+/// The recorded blocks: the banner line, the successful login answer, the failed one,
+/// and the Logoff answer.
+struct Recorded {
+    banner: Vec<u8>,
+    login_ok: String,
+    login_failed: String,
+    goodbye: String,
+}
+
+fn recorded() -> Recorded {
+    let text = std::str::from_utf8(TRANSCRIPT).unwrap();
+    let banner_end = text.find("\r\n").unwrap() + 2;
+    let block = |action_id: &str| {
+        let at = text.find(&format!("ActionID: {action_id}\r\n")).unwrap();
+        let start = text[..at].rfind("Response: ").unwrap();
+        let end = text[at..].find("\r\n\r\n").unwrap() + at + 4;
+        text[start..end].to_string()
+    };
+    Recorded {
+        banner: TRANSCRIPT[..banner_end].to_vec(),
+        login_ok: block("login-2"),
+        login_failed: block("badlogin-1"),
+        goodbye: block("logoff-2"),
+    }
+}
+
+/// A fake AMI on 127.0.0.1:0 answering with the recorded bytes (only the ActionID is
+/// rewritten to the client's). Accepts `appliance` / `s3cret`, like the recording.
+async fn fake_ami() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rec = std::sync::Arc::new(recorded());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                if stream.write_all(&rec.banner).await.is_err() {
+                    return;
+                }
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 || buf.len() > 64 * 1024 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let action: Vec<u8> = buf.drain(..end + 4).collect();
+                        let action = String::from_utf8_lossy(&action).to_string();
+                        let header = |name: &str| {
+                            action.lines().find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.trim()
+                                    .eq_ignore_ascii_case(name)
+                                    .then(|| v.trim().to_string())
+                            })
+                        };
+                        let id = header("ActionID").unwrap_or_default();
+                        let (template, old_id) = match header("Action").as_deref() {
+                            Some(a) if a.eq_ignore_ascii_case("login") => {
+                                let ok = header("Username").as_deref() == Some("appliance")
+                                    && header("Secret").as_deref() == Some("s3cret");
+                                if ok {
+                                    (&rec.login_ok, "login-2")
+                                } else {
+                                    (&rec.login_failed, "badlogin-1")
+                                }
+                            }
+                            _ => (&rec.goodbye, "logoff-2"),
+                        };
+                        let answer = template.replace(
+                            &format!("ActionID: {old_id}\r\n"),
+                            &format!("ActionID: {id}\r\n"),
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if template == &rec.goodbye {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pbx_settings_are_owned_published_and_survive_a_restart() {
+    let r = rig(|c| {
+        c.pbx.kind_name = "freeswitch".into();
+        c.pbx.host = "127.0.0.1".into();
+        c.pbx.port = closed_port();
+        c.pbx.secret = appliance::secret::Secret::new("ClueCon-from-config");
+    })
+    .await;
+    r.fake.add_user("tok-a", "7", "Ann", "");
+    r.fake.add_user("tok-b", "9", "Bea", "");
+    let a = r
+        .session(&Ctx::new("100", "alpha.flowlu.com", "tok-a"))
+        .await;
+    let b = r
+        .session(&Ctx::new("200", "beta.flowlu.com", "tok-b"))
+        .await;
+    let mut watch = r.app.state.pbx_settings.subscribe();
+    let page_a = r.open(&Ctx::new("100", "alpha.flowlu.com", "tok-a")).await;
+    assert!(
+        !page_a.body.contains("ClueCon-from-config"),
+        "secret rendered"
+    );
+    assert!(page_a.body.contains("saved; leave empty to keep"));
+
+    // Validation first: nothing saved, the form keeps what was typed (not the secret).
+    let bad = r
+        .act(
+            "pbx",
+            &a,
+            &[
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "pbx.local"),
+                ("pbx_user", ""),
+                ("pbx_secret", "typed-secret"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.contains("value=\"pbx.local\""));
+    assert!(!bad.body.contains("typed-secret"));
+    assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
+
+    // A saves first and becomes the owner; the supervisor's channel gets the settings.
+    let port = closed_port().to_string();
+    let saved = r
+        .act(
+            "pbx",
+            &a,
+            &[
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "127.0.0.1"),
+                ("pbx_port", &port),
+                ("pbx_user", "appliance"),
+                ("pbx_secret", "s3cret"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert!(!saved.body.contains("s3cret"));
+    assert!(watch.has_changed().unwrap());
+    let published = watch.borrow_and_update().clone().unwrap();
+    assert_eq!(published.kind.as_str(), "asterisk");
+    assert_eq!(published.port.to_string(), port);
+    assert_eq!(published.secret.expose(), "s3cret");
+    let (owner, secret): (i64, String) = r
+        .app
+        .db()
+        .query_row(
+            "SELECT owner_integration_id, secret FROM pbx_settings",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (owner, secret.as_str()),
+        (r.integration_id("100"), "s3cret")
+    );
+
+    // An empty secret keeps the saved one.
+    let kept = r
+        .act(
+            "pbx",
+            &a,
+            &[
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "127.0.0.1"),
+                ("pbx_port", &port),
+                ("pbx_user", "appliance"),
+                ("pbx_secret", ""),
+            ],
+        )
+        .await;
+    assert_eq!(kept.status, 200);
+    assert_eq!(
+        watch.borrow_and_update().clone().unwrap().secret.expose(),
+        "s3cret"
+    );
+
+    // B sees the state read-only and cannot save or probe.
+    let page_b = r.act("calls", &b, &[("incoming_routing", "pbx")]).await;
+    assert!(page_b.body.contains("id=\"pbx-readonly\""));
+    assert!(!page_b.body.contains("name=\"pbx_host\""));
+    for action in ["pbx", "pbx-test"] {
+        let resp = r
+            .act(
+                action,
+                &b,
+                &[
+                    ("pbx_type", "asterisk"),
+                    ("pbx_host", "10.6.6.6"),
+                    ("pbx_user", "x"),
+                    ("pbx_secret", "y"),
+                ],
+            )
+            .await;
+        assert_eq!(resp.status, 403, "{action}: {}", resp.body);
+        assert!(
+            notice_of(&resp.body)
+                .unwrap()
+                .contains("another Flowlu account")
+        );
+    }
+    let host: String = r
+        .app
+        .db()
+        .query_row("SELECT host FROM pbx_settings", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert_eq!(watch.borrow().clone().unwrap().kind.as_str(), "asterisk");
+
+    // After a restart the saved settings win over [pbx] (FreeSWITCH in the file).
+    let app = r.app.restart_with(|_| {}).await;
+    let health = app.get("/healthz").await.json();
+    assert_eq!(health["pbx_detail"]["type"], "asterisk", "{health}");
+    let current = app.state.pbx_settings.borrow().clone().unwrap();
+    assert_eq!(
+        (current.kind.as_str(), current.port.to_string()),
+        ("asterisk", port)
+    );
+    assert_eq!(current.secret.expose(), "s3cret");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_connection_reports_the_pbx_state() {
+    let r = rig(|_| {}).await;
+    r.fake.add_user("tok-a", "7", "Ann", "");
+    let a = r
+        .session(&Ctx::new("100", "alpha.flowlu.com", "tok-a"))
+        .await;
+    let port = fake_ami().await.to_string();
+    let resp = r
+        .act(
+            "pbx-test",
+            &a,
+            &[
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "127.0.0.1"),
+                ("pbx_port", &port),
+                ("pbx_user", "appliance"),
+                ("pbx_secret", "s3cret"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let notice = notice_of(&resp.body).unwrap();
+    assert!(notice.starts_with("Connection test passed"), "{notice}");
+    assert!(
+        resp.body.contains(&format!("value=\"{port}\"")),
+        "the form keeps its values"
+    );
+    assert!(!resp.body.contains("s3cret"));
+    // Testing saves nothing.
+    assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
+    assert!(r.app.state.pbx_settings.borrow().is_none());
+
+    let down = closed_port().to_string();
+    let resp = r
+        .act(
+            "pbx-test",
+            &a,
+            &[
+                ("pbx_type", "freeswitch"),
+                ("pbx_host", "127.0.0.1"),
+                ("pbx_port", &down),
+                ("pbx_secret", "ClueCon"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    let notice = notice_of(&resp.body).unwrap();
+    assert!(notice.starts_with("The PBX is not reachable"), "{notice}");
+}
