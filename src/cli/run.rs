@@ -6,8 +6,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Cli, fail};
-use crate::app;
+use crate::app::{self, Listeners};
 use crate::config::Config;
+use crate::sdnotify;
 
 pub fn run(cli: &Cli) -> ExitCode {
     let config = match cli.load_config() {
@@ -33,6 +34,10 @@ async fn serve(config: Config) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(1, format!("cannot listen on {addr}: {e}")),
     };
+    let acme_http = match app::bind_acme_http(&config).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(1, e),
+    };
     let origin = config.origin.clone();
     let (state, tls) = match app::prepare(config).await {
         Ok(prepared) => prepared,
@@ -54,7 +59,13 @@ async fn serve(config: Config) -> ExitCode {
             }
         });
     }
-    app::serve(state, listener, tls, shutdown_signal()).await;
+    let listeners = Listeners {
+        main: listener,
+        acme_http,
+    };
+    // Bound, database open, certificate loaded: connections are accepted from here on.
+    sdnotify::notify_or_log("READY=1");
+    app::serve_with(state, listeners, tls, shutdown_signal()).await;
     log::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -67,6 +78,7 @@ async fn shutdown_signal() {
         _ = term.recv() => log::info!("SIGTERM received"),
         _ = int.recv() => log::info!("SIGINT received"),
     }
+    sdnotify::notify_or_log("STOPPING=1");
 }
 
 /// `RUST_LOG` wins when set; otherwise `[log] level` applies to our crate and `warn`
