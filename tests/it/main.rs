@@ -3,6 +3,11 @@
 //! small port-0 server that records what it receives.
 
 mod cli;
+mod doctor;
+mod fake_ami;
 mod harness;
+mod metrics;
+mod pty;
 mod server;
 mod smoke;
+mod wizard;
