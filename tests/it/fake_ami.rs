@@ -16,6 +16,8 @@ pub struct FakeAmi {
     pub port: u16,
     /// Every action block received, as text.
     pub received: Arc<Mutex<Vec<String>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The recorded block (ending in a blank line) that contains `marker`.
@@ -23,7 +25,12 @@ fn recorded_block(marker: &str) -> String {
     let text = String::from_utf8_lossy(TRANSCRIPT);
     text.split("\r\n\r\n")
         .find(|block| block.contains(marker))
-        .map(|block| format!("{}\r\n\r\n", block.trim_start_matches(|c| c == '\r' || c == '\n')))
+        .map(|block| {
+            format!(
+                "{}\r\n\r\n",
+                block.trim_start_matches(|c| c == '\r' || c == '\n')
+            )
+        })
         .unwrap_or_else(|| panic!("the transcript has no block with {marker:?}"))
 }
 
@@ -59,8 +66,11 @@ impl FakeAmi {
         let received = Arc::new(Mutex::new(Vec::new()));
         let (user, secret) = (user.to_string(), secret.to_string());
         let log = received.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (user, secret, log) = (user.clone(), secret.clone(), log.clone());
                 tokio::spawn(async move {
                     if stream.write_all(banner().as_bytes()).await.is_err() {
@@ -74,7 +84,8 @@ impl FakeAmi {
                             let block = String::from_utf8_lossy(&block).to_string();
                             log.lock().unwrap().push(block.clone());
                             let id = header(&block, "ActionID");
-                            let reply = match header(&block, "Action").map(str::to_ascii_lowercase) {
+                            let reply = match header(&block, "Action").map(str::to_ascii_lowercase)
+                            {
                                 Some(a) if a == "login" => {
                                     let ok = header(&block, "Username") == Some(user.as_str())
                                         && header(&block, "Secret") == Some(secret.as_str());
@@ -105,6 +116,10 @@ impl FakeAmi {
                 });
             }
         });
-        FakeAmi { port, received }
+        FakeAmi {
+            port,
+            received,
+            connections,
+        }
     }
 }

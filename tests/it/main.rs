@@ -7,6 +7,7 @@ mod doctor;
 mod fake_ami;
 mod harness;
 mod metrics;
+mod ops;
 mod pty;
 mod server;
 mod smoke;
