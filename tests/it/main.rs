@@ -2,6 +2,7 @@
 //! the compiled binary, for the smoke and CLI tests) and fakes every outside party as a
 //! small port-0 server that records what it receives.
 
+mod acme;
 mod cli;
 mod doctor;
 mod fake_ami;
