@@ -232,7 +232,6 @@ async fn issue_inner(
         }
         challenge.set_ready().await.map_err(protocol)?;
     }
-    drop(authorizations);
     let retry = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .timeout(Duration::from_secs(90));

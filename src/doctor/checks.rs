@@ -49,16 +49,16 @@ pub fn config_file(ctx: &Context) -> CheckFuture<'_> {
                 format!("{path} is mode {mode:o}: other users can read its secrets (chmod 640)"),
             ));
         }
-        if let Some(user) = sysuser::service_user() {
-            if !user.can_read(&meta) {
-                out.push(Finding::fail(
-                    "permissions",
-                    format!(
-                        "the service user {} cannot read {path} (chown root:{} and chmod 640)",
-                        user.name, user.name
-                    ),
-                ));
-            }
+        if let Some(user) = sysuser::service_user()
+            && !user.can_read(&meta)
+        {
+            out.push(Finding::fail(
+                "permissions",
+                format!(
+                    "the service user {} cannot read {path} (chown root:{} and chmod 640)",
+                    user.name, user.name
+                ),
+            ));
         }
         if out.is_empty() {
             out.push(Finding::ok(

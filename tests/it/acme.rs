@@ -131,7 +131,10 @@ impl Pebble {
             {
                 return Some(started);
             }
-            assert!(std::time::Instant::now() < deadline, "pebble did not answer in 20 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pebble did not answer in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -139,7 +142,10 @@ impl Pebble {
     /// The root CA pebble issues from (PEM).
     fn root_pem(&self) -> Vec<u8> {
         let agent = agent_trusting(&std::fs::read(&self.ca_file).unwrap());
-        let mut resp = agent.get(format!("{}/roots/0", self.management)).call().unwrap();
+        let mut resp = agent
+            .get(format!("{}/roots/0", self.management))
+            .call()
+            .unwrap();
         resp.body_mut().read_to_vec().unwrap()
     }
 
@@ -199,10 +205,14 @@ async fn service_obtains_a_certificate(challenge: &str) {
     let app = TestApp::start_listeners(dir, config, cert_pem, listeners, false).await;
     let root = pebble.root_pem();
     let addr = app.addr;
-    eventually(60, "the service to serve a pebble-issued certificate", async || {
-        assert!(!app.exited(), "the appliance stopped");
-        serves_pebble_certificate(addr, &root).await.then_some(())
-    })
+    eventually(
+        60,
+        "the service to serve a pebble-issued certificate",
+        async || {
+            assert!(!app.exited(), "the appliance stopped");
+            serves_pebble_certificate(addr, &root).await.then_some(())
+        },
+    )
     .await;
     let info = appliance::tls::inspect_file(Path::new(&app.config.server.tls_cert)).unwrap();
     assert!(!info.self_signed && info.covers(DOMAIN), "{info:?}");
@@ -251,7 +261,10 @@ async fn renews_when_due_keeps_a_good_certificate_and_survives_a_failed_validati
 
     // The self-signed placeholder is replaced, and served at once.
     let placeholder = reloader.current_chain();
-    let first = match acme::renew_if_due(&config, &challenges, &reloader).await.unwrap() {
+    let first = match acme::renew_if_due(&config, &challenges, &reloader)
+        .await
+        .unwrap()
+    {
         Renewal::Renewed(info) => info,
         other => panic!("expected a renewal, got {other:?}"),
     };
@@ -261,7 +274,10 @@ async fn renews_when_due_keeps_a_good_certificate_and_survives_a_failed_validati
     let first_pem = std::fs::read(&config.server.tls_cert).unwrap();
 
     // Fresh and for the right name: nothing to do, check again later.
-    match acme::renew_if_due(&config, &challenges, &reloader).await.unwrap() {
+    match acme::renew_if_due(&config, &challenges, &reloader)
+        .await
+        .unwrap()
+    {
         Renewal::NotDue(wait) => assert!(wait > Duration::from_secs(3600), "{wait:?}"),
         other => panic!("expected no renewal, got {other:?}"),
     }
@@ -269,7 +285,10 @@ async fn renews_when_due_keeps_a_good_certificate_and_survives_a_failed_validati
 
     // Within renew_days of expiry: renewed (with the stored account) and swapped in.
     config.acme.renew_days = 100_000;
-    match acme::renew_if_due(&config, &challenges, &reloader).await.unwrap() {
+    match acme::renew_if_due(&config, &challenges, &reloader)
+        .await
+        .unwrap()
+    {
         Renewal::Renewed(info) => assert!(info.covers(DOMAIN)),
         other => panic!("expected a renewal, got {other:?}"),
     }

@@ -25,12 +25,7 @@ fn recorded_block(marker: &str) -> String {
     let text = String::from_utf8_lossy(TRANSCRIPT);
     text.split("\r\n\r\n")
         .find(|block| block.contains(marker))
-        .map(|block| {
-            format!(
-                "{}\r\n\r\n",
-                block.trim_start_matches(|c| c == '\r' || c == '\n')
-            )
-        })
+        .map(|block| format!("{}\r\n\r\n", block.trim_start_matches(['\r', '\n'])))
         .unwrap_or_else(|| panic!("the transcript has no block with {marker:?}"))
 }
 
@@ -102,10 +97,10 @@ impl FakeAmi {
                                 )),
                                 _ => None,
                             };
-                            if let Some((reply, close)) = reply {
-                                if stream.write_all(reply.as_bytes()).await.is_err() || close {
-                                    return;
-                                }
+                            if let Some((reply, close)) = reply
+                                && (stream.write_all(reply.as_bytes()).await.is_err() || close)
+                            {
+                                return;
                             }
                         }
                         match stream.read(&mut chunk).await {
