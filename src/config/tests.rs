@@ -242,12 +242,18 @@ fn acme_settings_are_validated_with_their_keys() {
     let f = file(MINIMAL);
     let path = Some(f.path());
     let e = err(&opts(path, &[("APPLIANCE_ACME__ENABLED", "true")], vec![]));
-    assert!(e.contains("`acme.domain`"), "no domain and no public_url: {e}");
+    assert!(
+        e.contains("`acme.domain`"),
+        "no domain and no public_url: {e}"
+    );
     let (config, _) = load(&opts(
         path,
         &[
             ("APPLIANCE_ACME__ENABLED", "true"),
-            ("APPLIANCE_SERVER__PUBLIC_URL", "https://PBX.example.com:8443"),
+            (
+                "APPLIANCE_SERVER__PUBLIC_URL",
+                "https://PBX.example.com:8443",
+            ),
         ],
         vec![],
     ))
@@ -259,7 +265,11 @@ fn acme_settings_are_validated_with_their_keys() {
         ("APPLIANCE_ACME__HTTP_LISTEN", "80", "`acme.http_listen`"),
         ("APPLIANCE_ACME__EMAIL", "nobody", "`acme.email`"),
         ("APPLIANCE_ACME__DOMAIN", "10.0.0.1", "`acme.domain`"),
-        ("APPLIANCE_ACME__DIRECTORY_URL", "http://ca.example", "`acme.directory_url`"),
+        (
+            "APPLIANCE_ACME__DIRECTORY_URL",
+            "http://ca.example",
+            "`acme.directory_url`",
+        ),
         ("APPLIANCE_ACME__RENEW_DAYS", "0", "`acme.renew_days`"),
         ("APPLIANCE_SERVER__PLAIN_HTTP", "true", "server.plain_http"),
     ] {
