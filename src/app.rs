@@ -11,11 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::acme;
 use crate::config::{Config, PbxConfig};
 use crate::db::{Db, DbError, pbx_settings};
 use crate::flowlu::Flowlu;
 use crate::flowlu::events::EventTransport;
 use crate::http::Pages;
+use crate::metrics::Metrics;
 use crate::outbox::{Outbox, RetryPolicy};
 use crate::pbx::{ConnectionSettings, StatusBoard};
 use crate::tls::{self, ReloadableCert, TlsError};
@@ -33,6 +35,8 @@ pub struct AppState {
     pub flowlu: Flowlu,
     /// Reloads the TLS certificate from disk (SIGHUP, certificate renewal).
     pub tls: Option<Arc<ReloadableCert>>,
+    /// Prometheus instruments (`GET /metrics`).
+    pub metrics: Metrics,
     /// Durable delivery of call events to Flowlu.
     pub outbox: Outbox,
 }
@@ -45,6 +49,42 @@ pub enum RunError {
     Db(#[from] DbError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot listen on {addr} for {what}: {source}{hint}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// The sockets the appliance serves on, bound before anything touches the disk.
+pub struct Listeners {
+    /// The HTTPS (or plain HTTP) listener for browsers and Flowlu.
+    pub main: TcpListener,
+    /// The ACME http-01 responder's listener (`[acme] http_listen`), when configured.
+    pub acme_http: Option<TcpListener>,
+}
+
+/// Binds `[acme] http_listen` when ACME with the http-01 challenge is configured.
+pub async fn bind_acme_http(config: &Config) -> Result<Option<TcpListener>, RunError> {
+    if !config.acme.enabled || config.acme.challenge() != crate::config::AcmeChallenge::Http01 {
+        return Ok(None);
+    }
+    let addr = &config.acme.http_listen;
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) => Err(RunError::Bind {
+            what: "the ACME http-01 challenge",
+            addr: addr.clone(),
+            hint: if source.kind() == std::io::ErrorKind::PermissionDenied {
+                " (ports below 1024 need CAP_NET_BIND_SERVICE: see README, \"Ports below 1024\")"
+            } else {
+                ""
+            },
+            source,
+        }),
+    }
 }
 
 /// Opens what the appliance needs and checks it is usable, without serving anything.
@@ -53,10 +93,20 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let (tls_acceptor, tls_reloader) = if config.server.plain_http {
         (None, None)
     } else {
-        let (server_config, reloader) = tls::server_config(
+        let (cert, key) = (
             config.server.tls_cert.as_ref(),
             config.server.tls_key.as_ref(),
-        )?;
+        );
+        if config.acme.enabled
+            && let Err(e) = tls::load_certified_key(cert, key)
+        {
+            // ACME replaces it within moments; a placeholder lets the service start (and
+            // survives a crash between writing a renewed key and its certificate).
+            log::warn!("{e}; serving a self-signed placeholder until ACME issues a certificate");
+            let hosts: Vec<String> = config.acme_domain().into_iter().collect();
+            tls::write_self_signed_pair(cert, key, &hosts)?;
+        }
+        let (server_config, reloader) = tls::server_config(cert, key)?;
         (Some(TlsAcceptor::from(server_config)), Some(reloader))
     };
     let path = config.database_path();
@@ -111,6 +161,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         db,
         pages: Pages::new(),
         tls: tls_reloader,
+        metrics: Metrics::new(),
     });
     Ok((state, tls_acceptor))
 }
@@ -122,19 +173,69 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    let acme_http = bind_acme_http(&config).await?;
+    let listeners = Listeners {
+        main: listener,
+        acme_http,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+/// [`run`] with every listener bound by the caller.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     let (state, tls) = prepare(config).await?;
-    serve(state, listener, tls, shutdown).await;
+    serve_with(state, listeners, tls, shutdown).await;
     Ok(())
 }
 
-/// Serves an already prepared appliance, with its background workers, until
-/// `shutdown` resolves; the workers are stopped after the server has drained.
+/// Serves an already prepared appliance on one listener (see [`serve_with`]).
 pub async fn serve(
     state: State,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let listeners = Listeners {
+        main: listener,
+        acme_http: None,
+    };
+    serve_with(state, listeners, tls, shutdown).await;
+}
+
+/// Serves an already prepared appliance, with its background workers (token refresh,
+/// ACME renewal and the http-01 responder), until `shutdown` resolves; the workers are
+/// stopped after the server has drained.
+pub async fn serve_with(
+    state: State,
+    listeners: Listeners,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let listener = listeners.main;
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    if state.config.acme.enabled
+        && let Some(reloader) = state.tls.clone()
+    {
+        let challenges = Arc::new(acme::Challenges::new(reloader.alpn_challenges()));
+        if let Some(http) = listeners.acme_http {
+            workers.push(tokio::spawn(acme::serve_http01(
+                http,
+                challenges.clone(),
+                stopped.clone(),
+            )));
+        }
+        workers.push(tokio::spawn(acme::renewal_task(
+            state.config.clone(),
+            challenges,
+            reloader,
+            stopped.clone(),
+        )));
+    }
     if let Ok(addr) = listener.local_addr() {
         let scheme = if tls.is_some() { "https" } else { "http" };
         log::info!(
@@ -143,23 +244,27 @@ pub async fn serve(
             state.pbx.get().state.as_str()
         );
     }
-    let (stop, stopped) = watch::channel(false);
+    workers.push(tokio::spawn(crate::flowlu::tokens::run_refresher(
+        state.clone(),
+        stopped.clone(),
+    )));
     let outbox = state.outbox.clone();
-    let workers = vec![
-        tokio::spawn(crate::flowlu::tokens::run_refresher(
-            state.clone(),
-            stopped.clone(),
-        )),
-        tokio::spawn(async move { outbox.run(until_stopped(stopped)).await }),
-    ];
+    let outbox_stop = stopped.clone();
+    workers.push(tokio::spawn(async move {
+        outbox.run(until_stopped(outbox_stop)).await
+    }));
     crate::http::serve(listener, state, tls, shutdown).await;
     let _ = stop.send(true);
-    for worker in workers {
-        if tokio::time::timeout(WORKER_STOP_GRACE, worker)
+    for mut worker in workers {
+        // Workers stop at their next await point once told; file replacements never
+        // span one, so aborting a straggler is safe.
+        if tokio::time::timeout(WORKER_STOP_GRACE, &mut worker)
             .await
             .is_err()
         {
             log::warn!("a background worker did not stop within {WORKER_STOP_GRACE:?}");
+            worker.abort();
+            let _ = worker.await;
         }
     }
 }

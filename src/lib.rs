@@ -10,7 +10,8 @@
 //!                                    └────────► db ◄────────────┘
 //! ```
 //!
-//! - [`cli`]: command-line surface (clap): `run`, `--init`, `check-config`.
+//! - [`cli`]: command-line surface (clap): `run`, `--init` (the setup wizard),
+//!   `check-config`, `doctor`, `backup`, and the hidden `generate` (completions, man page).
 //! - [`config`]: layered configuration (embedded defaults, TOML file, `APPLIANCE_*`
 //!   environment, flags), validated once after merging.
 //! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
@@ -27,17 +28,27 @@
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
 //! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
+//! - [`acme`]: ACME (Let's Encrypt) issuance and background renewal into [`tls`].
+//! - [`metrics`]: Prometheus instruments behind `GET /metrics`.
+//! - [`doctor`]: the checks `appliance doctor` runs and reports.
+//! - [`sdnotify`]: systemd readiness notification (`Type=notify`).
+//! - [`sysuser`]: the `appliance` service account: lookup, access checks, handing files over.
 
+pub mod acme;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod doctor;
 pub mod flowlu;
 pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod pbx;
 pub mod routing;
+pub mod sdnotify;
 pub mod secret;
+pub mod sysuser;
 pub mod tls;
 
 pub use app::run;

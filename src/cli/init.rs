@@ -1,5 +1,7 @@
 //! `appliance --init`: writes a working configuration, creates the data directory and
-//! database, and generates a self-signed certificate when asked.
+//! database, and generates a self-signed certificate (or the placeholder ACME replaces)
+//! when asked. The interactive questions live in `questions.rs`, what it detects on the
+//! host in `wizard.rs`.
 //!
 //! Everything is validated before anything is written, and the config file is written
 //! last and atomically, so a failed `--init` never leaves a half-made setup behind, and
@@ -11,27 +13,44 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{Cli, PbxArg, absolute, fail, prompt};
-use crate::config::{self, LoadOptions, PbxType};
-use crate::db::Db;
-use crate::tls;
+use std::time::Duration;
 
-enum TlsChoice {
+use super::{Cli, PbxArg, absolute, fail, questions};
+use crate::config::{self, Config, LoadOptions, PbxType};
+use crate::db::Db;
+use crate::pbx::{self, ConnectionSettings, ProbeResult};
+use crate::{sysuser, tls};
+
+pub(super) enum TlsChoice {
     Files { cert: PathBuf, key: PathBuf },
     SelfSigned,
+    Acme(AcmeAnswers),
     PlainHttp,
 }
 
-struct Answers {
-    pbx: Option<PbxType>,
-    pbx_host: String,
-    pbx_port: u16,
-    pbx_user: String,
-    pbx_secret: String,
-    public_url: String,
-    listen: String,
-    tls: TlsChoice,
-    data_dir: PathBuf,
+#[derive(Default)]
+pub(super) struct AcmeAnswers {
+    /// Empty: the host of the public URL.
+    pub domain: String,
+    pub email: String,
+    /// Empty: the default (http-01).
+    pub challenge: String,
+    /// Empty: the default (Let's Encrypt).
+    pub directory: String,
+}
+
+pub(super) struct Answers {
+    pub pbx: Option<PbxType>,
+    pub pbx_host: String,
+    pub pbx_port: u16,
+    pub pbx_user: String,
+    pub pbx_secret: String,
+    pub public_url: String,
+    pub listen: String,
+    pub tls: TlsChoice,
+    pub data_dir: PathBuf,
+    /// The outcome of the PBX login test, when one was made.
+    pub login_test: Option<ProbeResult>,
 }
 
 struct Failure {
@@ -68,15 +87,23 @@ fn init(cli: &Cli) -> Result<String, Failure> {
         ));
     }
     let interactive = !cli.init_args.non_interactive && std::io::stdin().is_terminal();
-    let answers = if interactive {
-        ask(cli).map_err(|e| failure(1, format!("init aborted: {e}")))?
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failure(1, format!("cannot start the async runtime: {e}")))?;
+    let mut answers = if interactive {
+        questions::ask(cli, from_flags(cli), &runtime)
+            .map_err(|e| failure(1, format!("init aborted: {e}")))?
     } else {
         from_flags(cli)
     };
+    if answers.login_test.is_none() {
+        answers.login_test = runtime.block_on(login_test(&answers));
+    }
 
     let (cert, key) = match &answers.tls {
         TlsChoice::Files { cert, key } => (absolute(cert), absolute(key)),
-        TlsChoice::SelfSigned => {
+        TlsChoice::SelfSigned | TlsChoice::Acme(_) => {
             let dir = answers.data_dir.join("tls");
             (dir.join("cert.pem"), dir.join("key.pem"))
         }
@@ -94,27 +121,33 @@ fn init(cli: &Cli) -> Result<String, Failure> {
         let _ = fs::remove_file(&staging);
         f
     };
-    let checked = config::load(&LoadOptions {
+    let checked = match config::load(&LoadOptions {
         path: Some(staging.clone()),
         env: Vec::new(),
         flags: Vec::new(),
-    });
-    if let Err(e) = checked {
-        let message = e.to_string().replace(
-            &staging.display().to_string(),
-            "the answers given to --init",
-        );
-        return Err(cleanup(failure(2, message)));
-    }
+    }) {
+        Ok((config, _)) => config,
+        Err(e) => {
+            let message = e.to_string().replace(
+                &staging.display().to_string(),
+                "the answers given to --init",
+            );
+            return Err(cleanup(failure(2, message)));
+        }
+    };
     if let TlsChoice::Files { .. } = answers.tls {
         tls::load_certified_key(&cert, &key).map_err(|e| cleanup(failure(1, e)))?;
     }
 
     make_dir(&answers.data_dir).map_err(|e| cleanup(failure(1, e)))?;
-    if let TlsChoice::SelfSigned = answers.tls {
+    if let TlsChoice::SelfSigned | TlsChoice::Acme(_) = answers.tls {
         let tls_dir = answers.data_dir.join("tls");
         make_dir(&tls_dir).map_err(|e| cleanup(failure(1, e)))?;
-        let hosts = certificate_hosts(&answers.public_url);
+        // For ACME this is the placeholder the service serves until its first issuance.
+        let mut hosts = certificate_hosts(&answers.public_url);
+        if let Some(domain) = checked.acme_domain().filter(|d| !hosts.contains(d)) {
+            hosts.insert(0, domain);
+        }
         tls::write_self_signed(&tls_dir, &hosts).map_err(|e| cleanup(failure(1, e)))?;
     }
     let db_path = answers.data_dir.join("appliance.db");
@@ -126,6 +159,7 @@ fn init(cli: &Cli) -> Result<String, Failure> {
         0o600
     };
     fs::set_permissions(&staging, fs::Permissions::from_mode(mode))
+        .and_then(|()| hand_over(&staging, &answers.data_dir))
         .and_then(|()| fs::rename(&staging, &path))
         .map_err(|e| {
             cleanup(failure(
@@ -134,7 +168,55 @@ fn init(cli: &Cli) -> Result<String, Failure> {
             ))
         })?;
 
-    Ok(summary(&answers, &path, &db_path, &cert))
+    Ok(summary(&answers, &checked, &path, &db_path, &cert))
+}
+
+/// Run as root on a host with the `appliance` service user (the .deb creates it): the
+/// config becomes `root:appliance` 0640 and the data directory the service's, so the
+/// sandboxed service (which is not root) can use what `--init` made.
+fn hand_over(config: &Path, data_dir: &Path) -> std::io::Result<()> {
+    if !config::running_as_root() {
+        return Ok(());
+    }
+    let Some(user) = sysuser::service_user() else {
+        return Ok(());
+    };
+    sysuser::chown(config, Some(0), Some(user.gid))?;
+    let mut pending = vec![data_dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        sysuser::chown(&path, Some(user.uid), Some(user.gid))?;
+        if path.is_dir() && !path.is_symlink() {
+            for entry in fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tests the PBX login with the answers (never fails `--init`: the PBX may come later).
+pub(super) async fn login_test(a: &Answers) -> Option<ProbeResult> {
+    let kind = a.pbx?;
+    let settings = ConnectionSettings {
+        kind,
+        host: a.pbx_host.clone(),
+        port: if a.pbx_port == 0 {
+            kind.default_port()
+        } else {
+            a.pbx_port
+        },
+        user: a.pbx_user.clone(),
+        secret: crate::secret::Secret::new(a.pbx_secret.clone()),
+    };
+    Some(pbx::probe(&settings, Duration::from_secs(3)).await)
+}
+
+/// The dialplan lines to add to the PBX so that calls are routed through the appliance,
+/// printed at the end of `--init`. Empty until call routing exists (issue 5 fills it in
+/// for Asterisk and FreeSWITCH from `config.pbx`).
+pub fn dialplan_snippet(config: &Config) -> String {
+    let _ = config;
+    String::new()
 }
 
 fn from_flags(cli: &Cli) -> Answers {
@@ -145,6 +227,12 @@ fn from_flags(cli: &Cli) -> Answers {
         Some(PbxArg::None) | None => None,
     };
     let tls = match (&a.tls_cert, &a.tls_key, a.plain_http) {
+        _ if a.acme => TlsChoice::Acme(AcmeAnswers {
+            domain: a.acme_domain.clone().unwrap_or_default(),
+            email: a.acme_email.clone().unwrap_or_default(),
+            challenge: a.acme_challenge.clone().unwrap_or_default(),
+            directory: a.acme_directory.clone().unwrap_or_default(),
+        }),
         (Some(cert), Some(key), _) => TlsChoice::Files {
             cert: cert.clone(),
             key: key.clone(),
@@ -175,84 +263,8 @@ fn from_flags(cli: &Cli) -> Answers {
             .as_deref()
             .map(absolute)
             .unwrap_or_else(config::default_data_dir),
+        login_test: None,
     }
-}
-
-/// The interactive questions; flags given on the command line become the defaults.
-fn ask(cli: &Cli) -> std::io::Result<Answers> {
-    let mut a = from_flags(cli);
-    eprintln!("Setting up the appliance. Press Enter to accept the value in brackets.");
-    let kind = prompt::choose(
-        "PBX type",
-        &["asterisk", "freeswitch", "none"],
-        a.pbx.map_or("asterisk", PbxType::as_str),
-    )?;
-    a.pbx = PbxType::parse(&kind);
-    if let Some(pbx) = a.pbx {
-        a.pbx_host = prompt::ask("PBX host", &a.pbx_host)?;
-        let default_port = if a.pbx_port == 0 {
-            pbx.default_port()
-        } else {
-            a.pbx_port
-        };
-        loop {
-            let port = prompt::ask("PBX port", &default_port.to_string())?;
-            match port.parse::<u16>() {
-                Ok(p) if p > 0 => {
-                    a.pbx_port = p;
-                    break;
-                }
-                _ => eprintln!("  please enter a port number from 1 to 65535"),
-            }
-        }
-        if pbx == PbxType::Asterisk {
-            let user = if a.pbx_user.is_empty() {
-                "appliance"
-            } else {
-                &a.pbx_user
-            };
-            a.pbx_user = prompt::ask("AMI user name (manager.conf)", user)?;
-            a.pbx_secret = prompt::ask_secret("AMI secret", &a.pbx_secret)?;
-        } else {
-            let default = if a.pbx_secret.is_empty() {
-                "ClueCon"
-            } else {
-                &a.pbx_secret
-            };
-            a.pbx_secret = prompt::ask_secret("Event socket password", default)?;
-        }
-    }
-    let url_default = if a.public_url.is_empty() {
-        format!("https://{}:8443", hostname())
-    } else {
-        a.public_url.clone()
-    };
-    a.public_url = prompt::ask(
-        "Public HTTPS URL Flowlu will use for this appliance",
-        &url_default,
-    )?;
-    a.listen = prompt::ask("Listen address", &a.listen)?;
-    let current = match a.tls {
-        TlsChoice::Files { .. } => "files",
-        TlsChoice::SelfSigned => "self-signed",
-        TlsChoice::PlainHttp => "proxy",
-    };
-    let tls = prompt::choose(
-        "TLS certificate: existing files, self-signed (testing only), or a reverse proxy terminates TLS",
-        &["files", "self-signed", "proxy"],
-        current,
-    )?;
-    a.tls = match tls.as_str() {
-        "files" => TlsChoice::Files {
-            cert: prompt::ask("Certificate chain (PEM)", "/etc/appliance/cert.pem")?.into(),
-            key: prompt::ask("Private key (PEM)", "/etc/appliance/key.pem")?.into(),
-        },
-        "proxy" => TlsChoice::PlainHttp,
-        _ => TlsChoice::SelfSigned,
-    };
-    let dir = prompt::ask("Data directory", &a.data_dir.display().to_string())?;
-    a.data_dir = absolute(Path::new(&dir));
-    Ok(a)
 }
 
 /// The example config with our answers filled in: comments and every other key stay.
@@ -271,19 +283,42 @@ fn render(a: &Answers, cert: &Path, key: &Path) -> String {
         doc["pbx"]["secret"] = toml_edit::value(a.pbx_secret.as_str());
     }
     doc["storage"]["data_dir"] = toml_edit::value(a.data_dir.display().to_string());
+    if let TlsChoice::Acme(acme) = &a.tls {
+        doc["acme"]["enabled"] = toml_edit::value(true);
+        for (key, value) in [
+            ("domain", &acme.domain),
+            ("email", &acme.email),
+            ("challenge", &acme.challenge),
+            ("directory_url", &acme.directory),
+        ] {
+            if !value.is_empty() {
+                doc["acme"][key] = toml_edit::value(value.as_str());
+            }
+        }
+    }
     let date = time::OffsetDateTime::now_utc().date();
     format!("# Written by `appliance --init` on {date}.\n{doc}")
 }
 
-fn summary(a: &Answers, config: &Path, db: &Path, cert: &Path) -> String {
+fn summary(a: &Answers, checked: &Config, config: &Path, db: &Path, cert: &Path) -> String {
     let mut lines = vec![
         format!("Configuration: {}", config.display()),
         format!("Database:      {}", db.display()),
     ];
-    match a.tls {
+    match &a.tls {
         TlsChoice::SelfSigned => lines.push(format!(
             "TLS:           self-signed certificate {} (for testing: browsers and Flowlu \
              will not trust it; use a real certificate in production)",
+            cert.display()
+        )),
+        TlsChoice::Acme(_) => lines.push(format!(
+            "TLS:           ACME ({}) for {} via {}: the service obtains the certificate when \
+             it starts and renews it {} days before expiry (a self-signed placeholder {} \
+             is served until then)",
+            checked.acme.directory_url,
+            checked.acme_domain().unwrap_or_default(),
+            checked.acme.challenge,
+            checked.acme.renew_days,
             cert.display()
         )),
         TlsChoice::Files { .. } => lines.push(format!("TLS:           {}", cert.display())),
@@ -296,20 +331,34 @@ fn summary(a: &Answers, config: &Path, db: &Path, cert: &Path) -> String {
         Some(pbx) => lines.push(format!("PBX:           {} at {}", pbx.as_str(), a.pbx_host)),
         None => lines.push("PBX:           not configured yet".to_string()),
     }
-    if a.public_url.is_empty() {
-        lines.push(
+    match &a.login_test {
+        Some(ProbeResult::Ok(detail)) => lines.push(format!("PBX login:     OK ({detail})")),
+        Some(ProbeResult::Down(detail)) => lines.push(format!(
+            "PBX login:     FAILED, the PBX is not reachable: {detail} (the service keeps retrying)"
+        )),
+        Some(ProbeResult::AuthFailed(detail)) => lines.push(format!(
+            "PBX login:     FAILED, credentials refused: {detail} (fix [pbx] user/secret)"
+        )),
+        None => {}
+    }
+    match checked.public_url() {
+        None => lines.push(
             "Flowlu:        set [server] public_url, then use <public_url>/integration/settings \
              as the MiniApp iframe URL"
                 .to_string(),
-        );
-    } else {
+        ),
+        Some(url) => lines.push(format!(
+            "Flowlu:        MiniApp settings iframe URL {url}/integration/settings"
+        )),
+    }
+    let dialplan = dialplan_snippet(checked);
+    if !dialplan.is_empty() {
         lines.push(format!(
-            "Flowlu:        MiniApp settings iframe URL {}/integration/settings",
-            a.public_url.trim_end_matches('/')
+            "Dialplan:      add to the PBX dialplan:\n{dialplan}"
         ));
     }
     lines.push(format!(
-        "Start it with: appliance run --config {}",
+        "Start it with: appliance run --config {}   (packaged: systemctl start appliance)",
         config.display()
     ));
     lines.join("\n")
@@ -332,7 +381,7 @@ fn certificate_hosts(public_url: &str) -> Vec<String> {
     hosts
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -3,11 +3,16 @@
 //! Exit codes: 0 success, 1 a runtime failure (port in use, unusable database or TLS
 //! files, refused overwrite), 2 bad usage or an invalid configuration.
 
+mod backup;
 mod check;
+mod doctor;
+mod generate;
 mod init;
 mod outbox;
 mod prompt;
+mod questions;
 mod run;
+mod wizard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +60,24 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         action: outbox::OutboxCommand,
+    },
+    /// Check the whole setup (config, database, certificate, PBX login, permissions) and
+    /// print one line per check; exits 1 when any check fails.
+    Doctor,
+    /// Write a consistent copy of the database to FILE (safe while the service runs).
+    Backup {
+        /// Where to write the copy (created mode 0600).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print shell completions or the man page (used to build the .deb).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: generate::What,
     },
 }
 
@@ -121,6 +144,54 @@ pub struct InitArgs {
     /// Never prompt, even on a terminal.
     #[arg(long, requires = "init")]
     pub non_interactive: bool,
+    /// Obtain the certificate from an ACME CA (Let's Encrypt) for the host of --public-url
+    /// (or --acme-domain); the running service renews it.
+    #[arg(long, requires = "init", conflicts_with_all = ["tls_cert", "plain_http", "self_signed"])]
+    pub acme: bool,
+    /// Contact e-mail for the ACME account.
+    #[arg(long, requires = "acme", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// DNS name to certify [default: the host of --public-url].
+    #[arg(long, requires = "acme", value_name = "DOMAIN")]
+    pub acme_domain: Option<String>,
+    /// ACME challenge: http-01 (port 80) or tls-alpn-01 (port 443).
+    #[arg(long, requires = "acme", value_name = "TYPE", value_parser = ["http-01", "tls-alpn-01"])]
+    pub acme_challenge: Option<String>,
+    /// ACME directory URL [default: Let's Encrypt production].
+    #[arg(long, requires = "acme", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Asterisk manager.conf to offer AMI credentials from.
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "FILE",
+        default_value = "/etc/asterisk/manager.conf"
+    )]
+    pub manager_conf: PathBuf,
+    /// FreeSWITCH event_socket.conf.xml to offer the ESL password from.
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "FILE",
+        default_value = "/etc/freeswitch/autoload_configs/event_socket.conf.xml"
+    )]
+    pub event_socket_conf: PathBuf,
+    /// Where to look for a local Asterisk AMI.
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:5038"
+    )]
+    pub detect_ami: String,
+    /// Where to look for a local FreeSWITCH event socket.
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8021"
+    )]
+    pub detect_esl: String,
 }
 
 /// Entry point used by `main`.
@@ -129,10 +200,13 @@ pub fn main() -> ExitCode {
     if cli.init {
         return init::run(&cli);
     }
-    match cli.command {
+    match &cli.command {
         None | Some(Command::Run) => run::run(&cli),
         Some(Command::CheckConfig) => check::run(&cli),
-        Some(Command::Outbox { ref action }) => outbox::run(&cli, action),
+        Some(Command::Outbox { action }) => outbox::run(&cli, action),
+        Some(Command::Doctor) => doctor::run(&cli),
+        Some(Command::Backup { file, force }) => backup::run(&cli, file, *force),
+        Some(Command::Generate { what }) => generate::run(what),
     }
 }
 

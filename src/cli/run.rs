@@ -6,8 +6,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Cli, fail};
-use crate::app;
+use crate::app::{self, Listeners};
 use crate::config::Config;
+use crate::sdnotify;
 
 pub fn run(cli: &Cli) -> ExitCode {
     let config = match cli.load_config() {
@@ -33,6 +34,10 @@ async fn serve(config: Config) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(1, format!("cannot listen on {addr}: {e}")),
     };
+    let acme_http = match app::bind_acme_http(&config).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(1, e),
+    };
     let origin = config.origin.clone();
     let (state, tls) = match app::prepare(config).await {
         Ok(prepared) => prepared,
@@ -54,19 +59,33 @@ async fn serve(config: Config) -> ExitCode {
             }
         });
     }
-    app::serve(state, listener, tls, shutdown_signal()).await;
+    let listeners = Listeners {
+        main: listener,
+        acme_http,
+    };
+    // Handlers first: a SIGTERM right after READY=1 must stop us gracefully.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => return fail(1, format!("cannot install signal handlers: {e}")),
+    };
+    // Bound, database open, certificate loaded: connections are accepted from here on.
+    sdnotify::notify_or_log("READY=1");
+    app::serve_with(state, listeners, tls, shutdown).await;
     log::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received"),
-        _ = int.recv() => log::info!("SIGINT received"),
-    }
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first one.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM received"),
+            _ = int.recv() => log::info!("SIGINT received"),
+        }
+        sdnotify::notify_or_log("STOPPING=1");
+    })
 }
 
 /// `RUST_LOG` wins when set; otherwise `[log] level` applies to our crate and `warn`

@@ -5,6 +5,7 @@
 //! How the layers are merged lives in [`layers`]; nothing here reads files or the
 //! environment directly.
 
+mod delivery;
 mod duration;
 mod layers;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub use delivery::{OutboxConfig, RoutingConfig};
 pub use duration::{format_duration, parse_duration};
 pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
 
@@ -32,6 +34,8 @@ pub struct Config {
     pub log: LogConfig,
     pub outbox: OutboxConfig,
     pub routing: RoutingConfig,
+    pub acme: AcmeConfig,
+    pub metrics: MetricsConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -146,46 +150,56 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `[acme]`: certificates from an ACME CA, renewed by the running service.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutboxConfig {
-    pub retry_schedule: Vec<String>,
-    pub jitter_percent: u64,
-    pub throttle_floor: String,
-    pub retry_after_max: String,
-    pub hold_recheck: String,
-    pub max_in_flight: u64,
+pub struct AcmeConfig {
+    pub enabled: bool,
+    pub directory_url: String,
+    pub email: String,
+    pub domain: String,
+    pub challenge: String,
+    pub http_listen: String,
+    pub renew_days: u64,
+    pub ca_file: String,
 }
 
+/// The ACME challenge types the appliance can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    Http01,
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn parse(s: &str) -> Option<AcmeChallenge> {
+        match s {
+            "http-01" => Some(AcmeChallenge::Http01),
+            "tls-alpn-01" => Some(AcmeChallenge::TlsAlpn01),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+impl AcmeConfig {
+    /// The validated challenge type.
+    pub fn challenge(&self) -> AcmeChallenge {
+        AcmeChallenge::parse(&self.challenge).expect("validated by load")
+    }
+}
+
+/// `[metrics]`: who may read `GET /metrics` besides loopback clients.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoutingConfig {
-    pub agi_listen: String,
-    pub decision_timeout: String,
-}
-
-impl RoutingConfig {
-    pub fn decision_timeout(&self) -> std::time::Duration {
-        parse_duration(&self.decision_timeout).expect("validated")
-    }
-
-    pub fn agi_addr(&self) -> SocketAddr {
-        self.agi_listen.parse().expect("validated")
-    }
-}
-
-impl OutboxConfig {
-    /// The retry waits (validated by [`load`], so parsing cannot fail here).
-    pub fn schedule(&self) -> Vec<std::time::Duration> {
-        self.retry_schedule
-            .iter()
-            .map(|s| parse_duration(s).expect("validated"))
-            .collect()
-    }
-
-    pub fn duration(value: &str) -> std::time::Duration {
-        parse_duration(value).expect("validated")
-    }
+pub struct MetricsConfig {
+    pub token: Secret,
 }
 
 impl Config {
@@ -216,6 +230,18 @@ impl Config {
     pub fn public_url(&self) -> Option<&str> {
         let url = self.server.public_url.trim_end_matches('/');
         (!url.is_empty()).then_some(url)
+    }
+
+    /// The name ACME certifies: `[acme] domain`, else the host of `public_url`.
+    pub fn acme_domain(&self) -> Option<String> {
+        if !self.acme.domain.trim().is_empty() {
+            return Some(self.acme.domain.trim().to_ascii_lowercase());
+        }
+        let url = url::Url::parse(self.public_url()?).ok()?;
+        match url.host()? {
+            url::Host::Domain(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        }
     }
 
     /// The merged configuration as TOML with every secret shown as `***`.
@@ -302,80 +328,76 @@ impl Config {
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }
+        self.validate_acme(sources)
+    }
+
+    fn validate_acme(&self, sources: &Sources) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| Err(sources.error(key, message));
+        let a = &self.acme;
+        if AcmeChallenge::parse(&a.challenge).is_none() {
+            return bad(
+                "acme.challenge",
+                format!(
+                    "{:?} is not one of \"http-01\", \"tls-alpn-01\"",
+                    a.challenge
+                ),
+            );
+        }
+        if a.http_listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "acme.http_listen",
+                format!(
+                    "{:?} is not an address:port such as 0.0.0.0:80",
+                    a.http_listen
+                ),
+            );
+        }
+        if !a.email.is_empty() && !a.email.contains('@') {
+            return bad(
+                "acme.email",
+                format!("{:?} is not an e-mail address", a.email),
+            );
+        }
+        if !a.domain.is_empty() && !is_dns_name(&a.domain) {
+            return bad(
+                "acme.domain",
+                format!("{:?} is not a DNS name such as pbx.example.com", a.domain),
+            );
+        }
+        if !a.enabled {
+            return Ok(());
+        }
+        if self.server.plain_http {
+            return bad(
+                "acme.enabled",
+                "cannot be true with server.plain_http = true (the proxy holds the certificate)"
+                    .into(),
+            );
+        }
+        match url::Url::parse(&a.directory_url) {
+            Ok(u) if u.scheme() == "https" => {}
+            _ => {
+                return bad(
+                    "acme.directory_url",
+                    format!("{:?} is not an https:// URL", a.directory_url),
+                );
+            }
+        }
+        if a.renew_days == 0 {
+            return bad("acme.renew_days", "must be at least 1".into());
+        }
+        if self.acme_domain().is_none() {
+            return bad(
+                "acme.domain",
+                "must be set (or server.public_url must name a DNS host) when acme.enabled = true"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
 
 impl Config {
-    fn validate_routing(&self, sources: &Sources) -> Result<(), ConfigError> {
-        let r = &self.routing;
-        let bad = |key: &str, message: String| Err(sources.error(key, message));
-        match r.agi_listen.parse::<SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() => {}
-            Ok(_) => {
-                return bad(
-                    "routing.agi_listen",
-                    "must be a loopback address (127.0.0.1 or ::1): the PBX runs on this host"
-                        .into(),
-                );
-            }
-            Err(_) => {
-                return bad(
-                    "routing.agi_listen",
-                    format!(
-                        "{:?} is not an address:port such as 127.0.0.1:4573",
-                        r.agi_listen
-                    ),
-                );
-            }
-        }
-        match parse_duration(&r.decision_timeout) {
-            Ok(d)
-                if d >= std::time::Duration::from_millis(100)
-                    && d <= std::time::Duration::from_secs(10) => {}
-            Ok(_) => {
-                return bad(
-                    "routing.decision_timeout",
-                    "must be between 100ms and 10s".into(),
-                );
-            }
-            Err(why) => return bad("routing.decision_timeout", why),
-        }
-        Ok(())
-    }
-
-    fn validate_outbox(&self, sources: &Sources) -> Result<(), ConfigError> {
-        let o = &self.outbox;
-        let bad = |key: &str, message: String| Err(sources.error(key, message));
-        if o.retry_schedule.is_empty() {
-            return bad(
-                "outbox.retry_schedule",
-                "must list at least one wait".into(),
-            );
-        }
-        for entry in &o.retry_schedule {
-            if let Err(why) = parse_duration(entry) {
-                return bad("outbox.retry_schedule", why);
-            }
-        }
-        for (key, value) in [
-            ("outbox.throttle_floor", &o.throttle_floor),
-            ("outbox.retry_after_max", &o.retry_after_max),
-            ("outbox.hold_recheck", &o.hold_recheck),
-        ] {
-            if let Err(why) = parse_duration(value) {
-                return bad(key, why);
-            }
-        }
-        if o.jitter_percent > 50 {
-            return bad("outbox.jitter_percent", "must be between 0 and 50".into());
-        }
-        if o.max_in_flight == 0 {
-            return bad("outbox.max_in_flight", "must be at least 1".into());
-        }
-        Ok(())
-    }
-
     fn validate_flowlu(&self, sources: &Sources) -> Result<(), ConfigError> {
         let bad = |key: &str, message: String| Err(sources.error(key, message));
         let f = &self.flowlu;
@@ -477,6 +499,21 @@ fn check_public_url(raw: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A plausible DNS name: dot-separated labels of letters, digits and hyphens.
+pub fn is_dns_name(s: &str) -> bool {
+    let s = s.trim_end_matches('.');
+    !s.is_empty()
+        && s.len() <= 253
+        && s.parse::<std::net::IpAddr>().is_err()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// Parses `10.0.0.1` or `10.0.0.0/8` (and IPv6 forms) into a network.

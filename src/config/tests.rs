@@ -300,3 +300,54 @@ fn flowlu_keys_have_defaults_and_are_validated() {
         assert!(e.contains(var), "{e}");
     }
 }
+
+#[test]
+fn acme_settings_are_validated_with_their_keys() {
+    let f = file(MINIMAL);
+    let path = Some(f.path());
+    let e = err(&opts(path, &[("APPLIANCE_ACME__ENABLED", "true")], vec![]));
+    assert!(
+        e.contains("`acme.domain`"),
+        "no domain and no public_url: {e}"
+    );
+    let (config, _) = load(&opts(
+        path,
+        &[
+            ("APPLIANCE_ACME__ENABLED", "true"),
+            (
+                "APPLIANCE_SERVER__PUBLIC_URL",
+                "https://PBX.example.com:8443",
+            ),
+        ],
+        vec![],
+    ))
+    .unwrap();
+    assert_eq!(config.acme_domain().as_deref(), Some("pbx.example.com"));
+    assert_eq!(config.acme.challenge(), AcmeChallenge::Http01);
+    for (key, value, named) in [
+        ("APPLIANCE_ACME__CHALLENGE", "dns-01", "`acme.challenge`"),
+        ("APPLIANCE_ACME__HTTP_LISTEN", "80", "`acme.http_listen`"),
+        ("APPLIANCE_ACME__EMAIL", "nobody", "`acme.email`"),
+        ("APPLIANCE_ACME__DOMAIN", "10.0.0.1", "`acme.domain`"),
+        (
+            "APPLIANCE_ACME__DIRECTORY_URL",
+            "http://ca.example",
+            "`acme.directory_url`",
+        ),
+        ("APPLIANCE_ACME__RENEW_DAYS", "0", "`acme.renew_days`"),
+        ("APPLIANCE_SERVER__PLAIN_HTTP", "true", "server.plain_http"),
+    ] {
+        let e = err(&opts(
+            path,
+            &[
+                ("APPLIANCE_ACME__ENABLED", "true"),
+                ("APPLIANCE_ACME__DOMAIN", "pbx.example.com"),
+                (key, value),
+            ],
+            vec![],
+        ));
+        assert!(e.contains(named), "{key}={value}: {e}");
+    }
+    assert!(is_dns_name("pbx.example.com") && !is_dns_name("-x.example.com"));
+    assert!(!is_dns_name("a..b") && !is_dns_name("::1"));
+}

@@ -4,6 +4,7 @@
 //! gets, schema migrations, and [`Db::run`], the one way async code touches SQLite.
 //! Table-specific queries live with the module that owns the table.
 
+pub mod backup;
 pub mod migrate;
 pub mod pbx_settings;
 

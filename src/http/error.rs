@@ -22,6 +22,8 @@ pub struct HttpError {
     pub message: String,
     /// For 405: the methods that are allowed.
     pub allow: Option<&'static str>,
+    /// For 401: the `WWW-Authenticate` challenge.
+    pub www_authenticate: Option<HeaderValue>,
 }
 
 impl HttpError {
@@ -31,6 +33,7 @@ impl HttpError {
             code,
             message: message.into(),
             allow: None,
+            www_authenticate: None,
         }
     }
 
@@ -82,6 +85,10 @@ impl HttpError {
         if let Some(allow) = self.allow {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         resp
     }

@@ -10,6 +10,7 @@ mod form;
 mod forwarded;
 mod health;
 mod io;
+mod metrics;
 mod pages;
 mod redact;
 mod respond;
@@ -97,7 +98,16 @@ pub async fn serve(
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(tls_stream)) => {
+                        Ok(Ok(mut tls_stream)) => {
+                            if tls_stream.get_ref().1.alpn_protocol()
+                                == Some(crate::tls::ACME_TLS_ALPN)
+                            {
+                                // An ACME tls-alpn-01 validation: the handshake was the answer.
+                                use tokio::io::AsyncWriteExt;
+                                let _ = tls_stream.shutdown().await;
+                                log::info!("ACME tls-alpn-01 validation from {peer}");
+                                return;
+                            }
                             let io = io::IdleTimeout::new(tls_stream, idle);
                             serve_connection(io, state, peer, "https", proxies, watcher).await;
                         }
@@ -165,6 +175,13 @@ async fn handle(state: State, ctx: Ctx, req: hyper::Request<Incoming>) -> Respon
     let method = req.method().clone();
     let logged_path = redact_path(req.uri().path(), req.uri().query());
     let mut response = router::route(&state, &ctx, req).await;
+    let route = response
+        .extensions()
+        .get::<router::RouteName>()
+        .map_or("unknown", |r| r.0);
+    state
+        .metrics
+        .http_request(route, response.status().as_u16());
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -5,7 +5,7 @@ use hyper::{Method, Request};
 
 use super::error::wants_html;
 use super::respond::Response;
-use super::{Ctx, HttpError, assets, health, settings};
+use super::{Ctx, HttpError, assets, health, metrics, settings};
 use crate::app::State;
 
 /// Fails with 405 (and an `Allow` header) unless `method` is one of `allowed`.
@@ -20,35 +20,70 @@ fn allow(method: &Method, allowed: &[Method], allow_header: &'static str) -> Res
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
 
-pub async fn route(state: &State, _ctx: &Ctx, req: Request<Incoming>) -> Response {
+/// The route that served a request, as a response extension: the `route` label of
+/// `appliance_http_requests_total`. A fixed name per route, never the raw path (paths
+/// carry secrets).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteName(pub &'static str);
+
+pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response {
     let html = wants_html(req.headers());
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
-    let result: Result<Response, HttpError> = match segments.as_slice() {
-        [""] => match allow(&method, GET, "GET, HEAD") {
-            Ok(()) => Ok(health::index(state).await),
-            Err(e) => Err(e),
-        },
-        ["healthz"] => match allow(&method, GET, "GET, HEAD") {
-            Ok(()) => Ok(health::get(state).await),
-            Err(e) => Err(e),
-        },
-        ["assets", name] => {
-            allow(&method, GET, "GET, HEAD").and_then(|()| assets::get(name, req.headers()))
-        }
-        ["integration", "settings"] => match allow(&method, POST, "POST") {
-            Ok(()) => return settings::entry(state, req).await,
-            Err(e) => Err(e),
-        },
-        ["integration", "settings", action] => match allow(&method, POST, "POST") {
-            Ok(()) => {
-                let action = action.to_string();
-                return settings::action(state, &action, req).await;
-            }
-            Err(e) => Err(e),
-        },
-        _ => Err(HttpError::not_found()),
+    let (name, result): (&'static str, Result<Response, HttpError>) = match segments.as_slice() {
+        [""] => (
+            "index",
+            match allow(&method, GET, "GET, HEAD") {
+                Ok(()) => Ok(health::index(state).await),
+                Err(e) => Err(e),
+            },
+        ),
+        ["healthz"] => (
+            "healthz",
+            match allow(&method, GET, "GET, HEAD") {
+                Ok(()) => Ok(health::get(state).await),
+                Err(e) => Err(e),
+            },
+        ),
+        ["metrics"] => (
+            "metrics",
+            allow(&method, GET, "GET, HEAD").and_then(|()| metrics::get(state, ctx, req.headers())),
+        ),
+        ["assets", name] => (
+            "assets",
+            allow(&method, GET, "GET, HEAD").and_then(|()| assets::get(name, req.headers())),
+        ),
+        ["integration", "settings"] => (
+            "settings",
+            match allow(&method, POST, "POST") {
+                Ok(()) => return named("settings", settings::entry(state, req).await),
+                Err(e) => Err(e),
+            },
+        ),
+        ["integration", "settings", action] => (
+            "settings_action",
+            match allow(&method, POST, "POST") {
+                Ok(()) => {
+                    let action = action.to_string();
+                    return named(
+                        "settings_action",
+                        settings::action(state, &action, req).await,
+                    );
+                }
+                Err(e) => Err(e),
+            },
+        ),
+        _ => ("not_found", Err(HttpError::not_found())),
     };
-    result.unwrap_or_else(|e| e.into_response(&state.pages, html))
+    named(
+        name,
+        result.unwrap_or_else(|e| e.into_response(&state.pages, html)),
+    )
+}
+
+/// Tags a response with the route that served it.
+fn named(name: &'static str, mut response: Response) -> Response {
+    response.extensions_mut().insert(RouteName(name));
+    response
 }

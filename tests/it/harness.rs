@@ -78,14 +78,30 @@ impl TestApp {
 
     pub async fn start_config(dir: tempfile::TempDir, config: Config, cert_pem: String) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = appliance::app::Listeners {
+            main: listener,
+            acme_http: None,
+        };
+        Self::start_listeners(dir, config, cert_pem, listeners, true).await
+    }
+
+    /// Starts on listeners the test bound itself (e.g. the ACME http-01 one). Without
+    /// `check_ready`, returns at once (for tests where the served certificate changes).
+    pub async fn start_listeners(
+        dir: tempfile::TempDir,
+        config: Config,
+        cert_pem: String,
+        listeners: appliance::app::Listeners,
+        check_ready: bool,
+    ) -> TestApp {
+        let addr = listeners.main.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let (state, tls) = appliance::app::prepare(config.clone())
             .await
             .unwrap_or_else(|e| panic!("the appliance did not start: {e}"));
         let serve_state = state.clone();
         let handle = tokio::spawn(async move {
-            appliance::app::serve(serve_state, listener, tls, async {
+            appliance::app::serve_with(serve_state, listeners, tls, async {
                 let _ = rx.await;
             })
             .await;
@@ -106,8 +122,15 @@ impl TestApp {
             shutdown: Some(tx),
             handle: Some(handle),
         };
-        app.wait_ready().await;
+        if check_ready {
+            app.wait_ready().await;
+        }
         app
+    }
+
+    /// True once the in-process appliance has returned (start-up failure or shutdown).
+    pub fn exited(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Polls `/healthz` until the server answers (start-up opens the database first).

@@ -2,9 +2,12 @@
 //! the compiled binary, for the smoke and CLI tests) and fakes every outside party as a
 //! small port-0 server that records what it receives.
 
+mod acme;
 mod browser;
 mod cli;
 mod delivery;
+mod doctor;
+mod fake_ami;
 mod fake_flowlu;
 mod flowlu_forms;
 mod flowlu_iframe;
@@ -12,6 +15,10 @@ mod flowlu_pbx;
 mod flowlu_support;
 mod flowlu_tokens;
 mod harness;
+mod metrics;
+mod ops;
 mod outbox_cli;
+mod pty;
 mod server;
 mod smoke;
+mod wizard;

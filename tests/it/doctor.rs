@@ -1,0 +1,153 @@
+//! `appliance doctor` on the compiled binary: a good setup passes, each broken part is a
+//! FAIL line naming the cause with exit 1, a certificate close to expiry is a WARN.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::fake_ami::FakeAmi;
+use crate::smoke::{BIN, init};
+
+fn doctor(config: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["doctor", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !stdout.contains("s3cret"),
+        "the report must never show the secret:\n{stdout}"
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn line<'a>(report: &'a str, status: &str, check: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(status) && words.next() == Some(check)
+        })
+        .unwrap_or_else(|| panic!("no {status} {check} line in:\n{report}"))
+}
+
+/// A certificate for localhost valid from `from` to `until` days from now, written over
+/// the setup's self-signed pair.
+fn write_cert(data: &Path, from: i64, until: i64) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(from);
+    params.not_after = now + time::Duration::days(until);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(data.join("tls/cert.pem"), cert.pem()).unwrap();
+    std::fs::write(data.join("tls/key.pem"), key.serialize_pem()).unwrap();
+}
+
+fn setup(dir: &Path, pbx_port: u16) -> std::path::PathBuf {
+    init(
+        dir,
+        &[
+            "--pbx",
+            "asterisk",
+            "--pbx-port",
+            &pbx_port.to_string(),
+            "--pbx-user",
+            "appliance",
+            "--pbx-secret",
+            "s3cret",
+            "--public-url",
+            "https://localhost:8443",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_setup_passes_and_a_near_expiry_certificate_warns() {
+    let ami = FakeAmi::start("appliance", "s3cret").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), ami.port);
+    let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{report}");
+    assert!(line(&report, "OK", "config").contains("is valid"));
+    assert!(line(&report, "OK", "database").contains("integrity ok, schema version"));
+    assert!(line(&report, "OK", "data").contains(&dir.path().join("data").display().to_string()));
+    assert!(line(&report, "WARN", "tls").contains("self-signed"));
+    assert!(line(&report, "OK", "pbx").contains(&ami.port.to_string()));
+    assert!(!report.lines().any(|l| l.starts_with("FAIL")), "{report}");
+    assert!(report.trim_end().ends_with(", 0 FAIL"), "{report}");
+
+    write_cert(&dir.path().join("data"), -80, 5);
+    let config = dir.path().join("config.toml");
+    let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "a warning is not a failure:\n{report}");
+    let warn = line(&report, "WARN", "tls");
+    assert!(warn.contains("expires in"), "{report}");
+}
+
+#[test]
+fn a_broken_setup_fails_with_one_line_per_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the PBX is down.
+    let config = setup(dir.path(), 1);
+    let data = dir.path().join("data");
+    write_cert(&data, -400, -1);
+    {
+        let c = rusqlite::Connection::open(data.join("appliance.db")).unwrap();
+        c.execute_batch("PRAGMA user_version = 999;").unwrap();
+    }
+    let db_before = std::fs::read(data.join("appliance.db")).unwrap();
+    let (code, report) = doctor(&config);
+    assert_eq!(code, 1, "{report}");
+    assert!(line(&report, "FAIL", "tls").contains("expired"), "{report}");
+    assert!(
+        line(&report, "FAIL", "database").contains("newer"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "FAIL", "pbx").contains("127.0.0.1:1"),
+        "{report}"
+    );
+    assert!(report.contains("3 FAIL"), "{report}");
+    assert_eq!(
+        std::fs::read(data.join("appliance.db")).unwrap(),
+        db_before,
+        "doctor must not modify the database"
+    );
+
+    // A key that does not belong to the certificate, and a file that is not a database.
+    let other = tempfile::tempdir().unwrap();
+    appliance::tls::write_self_signed(other.path(), &["localhost".into()]).unwrap();
+    std::fs::copy(other.path().join("key.pem"), data.join("tls/key.pem")).unwrap();
+    std::fs::write(data.join("appliance.db"), vec![b'x'; 8192]).unwrap();
+    let (code, report) = doctor(&config);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        line(&report, "FAIL", "tls").contains("does not match"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "FAIL", "database").contains("appliance.db"),
+        "{report}"
+    );
+
+    // A configuration that does not load: one FAIL, and the checks needing it are silent.
+    std::fs::write(dir.path().join("bad.toml"), "[pbx]\nhots = 1\n").unwrap();
+    let (code, report) = doctor(&dir.path().join("bad.toml"));
+    assert_eq!(code, 1, "{report}");
+    assert!(line(&report, "FAIL", "config").contains("hots"), "{report}");
+    assert!(report.contains(" 1 FAIL"), "{report}");
+    for check in ["database", "tls", "pbx"] {
+        assert!(
+            !report
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(check)),
+            "{report}"
+        );
+    }
+}
