@@ -24,6 +24,7 @@
 //!   (including the Flowlu settings page, `http::settings`).
 //! - [`pbx`]: the PBX connection state shared with `/healthz`.
 //! - [`routing`]: the dialplan's question "who takes this incoming call?" (FastAGI).
+//! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
@@ -36,6 +37,7 @@
 
 pub mod acme;
 pub mod app;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod db;

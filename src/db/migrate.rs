@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox",
         sql: include_str!("migrations/0003_outbox.sql"),
     },
+    Migration {
+        version: 4,
+        name: "calls",
+        sql: include_str!("migrations/0004_calls.sql"),
+    },
 ];
 
 /// The schema version this binary writes.
