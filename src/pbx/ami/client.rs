@@ -1,0 +1,677 @@
+//! One AMI connection: TCP connect, banner, login (MD5 challenge, plaintext fallback),
+//! then an actor task that owns the socket.
+//!
+//! The actor correlates responses with their actions by `ActionID`, including event lists
+//! whose items arrive before the response or between unrelated events; turns every other
+//! event into normalized events (waiting when the consumer is slow, never dropping); keeps
+//! the connection alive with `Ping`; and takes the resync snapshot (`CoreShowChannels`),
+//! holding back live events that arrive while the list is being sent so the snapshot and
+//! the events stay in PBX order. It does not decide when to reconnect: the supervisor does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use md5::{Digest, Md5};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::codec::{self, Message};
+use super::events::{self, EVENTS, VARIABLES};
+use crate::pbx::{
+    ConnectError, ConnectionSettings, Event, Options, OriginateOutcome, PbxError, PbxEvent,
+};
+
+/// The event classes asked for at login; the filters then narrow them to [`EVENTS`].
+const LOGIN_EVENTS: &str = "call,cdr,system,dialplan";
+
+/// A logged-in connection whose actor has not started yet.
+pub(crate) struct Session {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The AMI version from the banner (`11.0.0`).
+    pub version: String,
+    addr: String,
+}
+
+/// A complete answer to an action: the response and, for list actions, the list items
+/// (without the closing `...Complete` event).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub response: Message,
+    pub items: Vec<Message>,
+}
+
+impl Reply {
+    /// The response's `Message:` as a refusal, or `Ok` when it succeeded.
+    pub fn ok(self) -> Result<Reply, PbxError> {
+        if self.response.is_success() {
+            Ok(self)
+        } else {
+            Err(PbxError::Refused(self.response.message().to_string()))
+        }
+    }
+}
+
+enum Request {
+    Action {
+        name: String,
+        headers: Vec<(String, String)>,
+        originate: Option<String>,
+        reply: oneshot::Sender<Result<Reply, PbxError>>,
+    },
+    ChannelName {
+        id: String,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    Resync {
+        reply: oneshot::Sender<Result<usize, PbxError>>,
+    },
+    Logoff {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Sends actions to a running connection. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Client {
+    tx: mpsc::Sender<Request>,
+    pub opts: Arc<Options>,
+}
+
+fn lost() -> PbxError {
+    PbxError::Unavailable("the PBX connection was lost".into())
+}
+
+impl Client {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+        wait: Duration,
+    ) -> Result<T, PbxError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| lost())?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(lost()),
+            Err(_) => Err(PbxError::Timeout(wait.as_millis() as u64)),
+        }
+    }
+
+    /// Sends one action and waits for its complete answer.
+    pub async fn send(&self, name: &str, headers: &[(&str, &str)]) -> Result<Reply, PbxError> {
+        self.send_tagged(name, headers, None).await
+    }
+
+    /// Like [`send`](Self::send); the later `OriginateResponse` is reported as an
+    /// [`Event::OriginateResult`] for `originate` (our call id).
+    pub async fn send_tagged(
+        &self,
+        name: &str,
+        headers: &[(&str, &str)],
+        originate: Option<&str>,
+    ) -> Result<Reply, PbxError> {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let name = name.to_string();
+        let originate = originate.map(str::to_string);
+        self.call(
+            |reply| Request::Action {
+                name,
+                headers,
+                originate,
+                reply,
+            },
+            self.opts.timeout,
+        )
+        .await?
+    }
+
+    /// The name of a live channel, from the events seen on this connection.
+    pub async fn channel_name(&self, id: &str) -> Result<Option<String>, PbxError> {
+        let id = id.to_string();
+        self.call(
+            |reply| Request::ChannelName { id, reply },
+            self.opts.timeout,
+        )
+        .await
+    }
+
+    /// Takes the channel snapshot and emits it as [`Event::Resync`] in stream order.
+    pub async fn resync(&self) -> Result<usize, PbxError> {
+        self.call(|reply| Request::Resync { reply }, self.opts.timeout)
+            .await?
+    }
+
+    /// Says goodbye; the connection ends once the PBX answers.
+    pub async fn logoff(&self) {
+        let _ = self
+            .call(|reply| Request::Logoff { reply }, Duration::from_secs(1))
+            .await;
+    }
+}
+
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    addr: &str,
+) -> Result<(), ConnectError> {
+    match stream.read_buf(buf).await {
+        Ok(0) => Err(ConnectError::Down(format!(
+            "{addr} closed the connection during login"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConnectError::Down(format!("{addr}: {e}"))),
+    }
+}
+
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    addr: &str,
+    action_id: &str,
+) -> Result<Message, ConnectError> {
+    loop {
+        match codec::check(buf) {
+            Ok(Some(n)) => {
+                let msg = codec::parse(&buf.split_to(n));
+                if msg.response().is_some() && msg.action_id() == Some(action_id) {
+                    return Ok(msg);
+                }
+            }
+            Ok(None) => read_more(stream, buf, addr).await?,
+            Err(e) => return Err(ConnectError::Down(format!("{addr}: {e}"))),
+        }
+    }
+}
+
+async fn write(stream: &mut TcpStream, bytes: &[u8], addr: &str) -> Result<(), ConnectError> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|e| ConnectError::Down(format!("{addr}: {e}")))
+}
+
+fn encode(name: &str, id: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, ConnectError> {
+    codec::encode_action(name, id, headers).map_err(|e| ConnectError::Down(e.to_string()))
+}
+
+/// Connects, checks the banner and logs in. `events`: whether this session wants events
+/// (the supervisor does; a probe does not).
+pub(crate) async fn open(
+    settings: &ConnectionSettings,
+    events: bool,
+) -> Result<Session, ConnectError> {
+    let addr = settings.addr();
+    let mut stream = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| ConnectError::Down(format!("cannot connect to {addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let version = loop {
+        match codec::check_banner(&buf) {
+            Ok(Some((n, version))) => {
+                let _ = buf.split_to(n);
+                break version;
+            }
+            Ok(None) => read_more(&mut stream, &mut buf, &addr).await?,
+            Err(e) => {
+                return Err(ConnectError::Down(format!(
+                    "{addr} is not an Asterisk manager interface: {e}"
+                )));
+            }
+        }
+    };
+
+    write(
+        &mut stream,
+        &encode("Challenge", "challenge", &[("AuthType", "MD5")])?,
+        &addr,
+    )
+    .await?;
+    let challenge = read_response(&mut stream, &mut buf, &addr, "challenge").await?;
+    let user = settings.user.as_str();
+    let key;
+    let mut headers = vec![("Username", user)];
+    match challenge
+        .get("Challenge")
+        .filter(|_| challenge.is_success())
+    {
+        Some(nonce) => {
+            let mut md5 = Md5::new();
+            md5.update(nonce.as_bytes());
+            md5.update(settings.secret.expose().as_bytes());
+            key = hex::encode(md5.finalize());
+            headers.extend([("AuthType", "MD5"), ("Key", key.as_str())]);
+        }
+        None => {
+            log::info!(
+                "AMI at {addr} refused the MD5 challenge ({}); logging in with the plain secret",
+                challenge.message()
+            );
+            headers.push(("Secret", settings.secret.expose()));
+        }
+    }
+    headers.push(("Events", if events { LOGIN_EVENTS } else { "off" }));
+    write(&mut stream, &encode("Login", "login", &headers)?, &addr).await?;
+    let login = read_response(&mut stream, &mut buf, &addr, "login").await?;
+    if !login.is_success() {
+        return Err(ConnectError::AuthFailed(format!(
+            "{addr} refused the AMI login of user {user:?}: {}",
+            login.message()
+        )));
+    }
+    Ok(Session {
+        stream,
+        buf,
+        version,
+        addr,
+    })
+}
+
+/// The settings page's "test connection": log in, log off.
+pub(crate) async fn probe(
+    settings: &ConnectionSettings,
+    _timeout: Duration,
+) -> Result<String, ConnectError> {
+    let mut session = open(settings, false).await?;
+    let logoff = encode("Logoff", "logoff", &[])?;
+    let _ = session.stream.write_all(&logoff).await;
+    Ok(format!(
+        "logged in to Asterisk (AMI {}) at {} as {:?}",
+        session.version, session.addr, settings.user
+    ))
+}
+
+/// The session `Filter`s: `VarSet` for our variables only, then one per event name. The
+/// risky one goes first, so a refusal leaves the session unfiltered rather than half
+/// filtered. `Ok(false)`: the PBX refused filters (no `system` write permission), which
+/// is fine when manager.conf has the `eventfilter`s. `Err`: refused after some were
+/// accepted; the connection must be dropped.
+pub(crate) async fn add_filters(client: &Client) -> Result<bool, PbxError> {
+    let variables = format!("^({})$", VARIABLES.join("|"));
+    let first = client
+        .send(
+            "Filter",
+            &[
+                ("Operation", "Add"),
+                (
+                    "MatchCriteria",
+                    "action(include),name(VarSet),header(Variable),method(regex)",
+                ),
+                ("Filter", &variables),
+            ],
+        )
+        .await?;
+    if !first.response.is_success() {
+        log::info!(
+            "AMI refused the session event filter ({}); relying on manager.conf eventfilter",
+            first.response.message()
+        );
+        return Ok(false);
+    }
+    for name in EVENTS {
+        let criteria = format!("action(include),name({name})");
+        let reply = client
+            .send(
+                "Filter",
+                &[("Operation", "Add"), ("MatchCriteria", &criteria)],
+            )
+            .await?;
+        if !reply.response.is_success() {
+            return Err(PbxError::Refused(format!(
+                "AMI filter for {name}: {}",
+                reply.response.message()
+            )));
+        }
+    }
+    Ok(true)
+}
+
+enum Kind {
+    Caller(oneshot::Sender<Result<Reply, PbxError>>),
+    Resync(oneshot::Sender<Result<usize, PbxError>>),
+    Ping,
+    Logoff(oneshot::Sender<()>),
+}
+
+struct Pending {
+    kind: Kind,
+    response: Option<Message>,
+    items: Vec<Message>,
+    complete: bool,
+    since: Instant,
+}
+
+struct Actor {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    buf: BytesMut,
+    rx: mpsc::Receiver<Request>,
+    events: mpsc::Sender<PbxEvent>,
+    pending: HashMap<String, Pending>,
+    /// ActionID of an `Originate` → our call id, for its `OriginateResponse`.
+    originates: HashMap<String, (String, Instant)>,
+    /// Uniqueid → channel name of live channels (AMI commands take names).
+    names: HashMap<String, String>,
+    /// Live events held back while a resync list is arriving.
+    held: Option<Vec<PbxEvent>>,
+    prefix: String,
+    next: u64,
+    keepalive: Duration,
+    last_rx: Instant,
+    ping_sent: Option<Instant>,
+    scratch: Vec<PbxEvent>,
+}
+
+/// Starts the actor for a logged-in session. The task ends (returning why) when the
+/// connection breaks, the PBX says goodbye or every [`Client`] is dropped.
+pub(crate) fn start(
+    session: Session,
+    opts: Arc<Options>,
+    events: mpsc::Sender<PbxEvent>,
+) -> (Client, JoinHandle<String>) {
+    let (tx, rx) = mpsc::channel(64);
+    let (reader, writer) = session.stream.into_split();
+    let actor = Actor {
+        reader,
+        writer,
+        buf: session.buf,
+        rx,
+        events,
+        pending: HashMap::new(),
+        originates: HashMap::new(),
+        names: HashMap::new(),
+        held: None,
+        prefix: format!("app-{}", &crate::pbx::new_uuid()[..8]),
+        next: 0,
+        keepalive: opts.keepalive,
+        last_rx: Instant::now(),
+        ping_sent: None,
+        scratch: Vec::new(),
+    };
+    (Client { tx, opts }, tokio::spawn(actor.run()))
+}
+
+impl Actor {
+    async fn run(mut self) -> String {
+        let period = (self.keepalive / 4).max(Duration::from_millis(5));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Bytes that came with the login response.
+        if let Err(why) = self.drain().await {
+            return why;
+        }
+        loop {
+            let step = tokio::select! {
+                read = self.reader.read_buf(&mut self.buf) => match read {
+                    Ok(0) => Err("the PBX closed the connection".to_string()),
+                    Ok(_) => {
+                        self.last_rx = Instant::now();
+                        self.drain().await
+                    }
+                    Err(e) => Err(format!("read error: {e}")),
+                },
+                request = self.rx.recv() => match request {
+                    Some(request) => self.handle(request).await,
+                    None => Err("closed by the appliance".to_string()),
+                },
+                _ = tick.tick() => self.keepalive_check().await,
+            };
+            if let Err(why) = step {
+                return why;
+            }
+        }
+    }
+
+    async fn drain(&mut self) -> Result<(), String> {
+        loop {
+            match codec::check(&self.buf) {
+                Ok(Some(n)) => {
+                    let frame = self.buf.split_to(n);
+                    let msg = codec::parse(&frame);
+                    self.dispatch(msg).await?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("protocol error: {e}")),
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: PbxEvent) -> Result<(), String> {
+        match &mut self.held {
+            Some(held) => {
+                held.push(event);
+                Ok(())
+            }
+            None => self
+                .events
+                .send(event)
+                .await
+                .map_err(|_| "the event consumer stopped".to_string()),
+        }
+    }
+
+    async fn dispatch(&mut self, msg: Message) -> Result<(), String> {
+        if let Some(id) = msg.action_id() {
+            if msg.event() == Some("OriginateResponse") {
+                let Some((call_id, _)) = self.originates.remove(id) else {
+                    return Ok(());
+                };
+                let response = msg.get("Response").unwrap_or("");
+                let reason = msg.get("Reason").unwrap_or("");
+                let event = Event::OriginateResult {
+                    call_id,
+                    outcome: OriginateOutcome::from_asterisk(response, reason),
+                    channel: msg.fields.value("Uniqueid").map(str::to_string),
+                    detail: format!("{response} (Reason: {reason})"),
+                };
+                return self
+                    .emit(PbxEvent::at_micros(events::timestamp(&msg), event))
+                    .await;
+            }
+            if self.pending.contains_key(id) {
+                let id = id.to_string();
+                return self.route(id, msg).await;
+            }
+            if msg.response().is_some() || id.starts_with(&self.prefix) {
+                log::debug!("AMI: no action waits for ActionID {id} any more");
+                return Ok(());
+            }
+        }
+        match msg.event() {
+            Some("Newchannel") => {
+                if let (Some(id), Some(name)) = (msg.get("Uniqueid"), msg.get("Channel")) {
+                    self.names.insert(id.to_string(), name.to_string());
+                }
+            }
+            Some("Rename") => {
+                if let (Some(id), Some(name)) = (msg.get("Uniqueid"), msg.get("Newname")) {
+                    self.names.insert(id.to_string(), name.to_string());
+                }
+            }
+            Some("Hangup") => {
+                if let Some(id) = msg.get("Uniqueid") {
+                    self.names.remove(id);
+                }
+            }
+            Some("Shutdown") => return Err("Asterisk is shutting down".to_string()),
+            Some(_) => {}
+            None => return Ok(()),
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        events::map(&msg, &mut out);
+        for event in out.drain(..) {
+            self.emit(event).await?;
+        }
+        self.scratch = out;
+        Ok(())
+    }
+
+    async fn route(&mut self, id: String, msg: Message) -> Result<(), String> {
+        let pending = self.pending.get_mut(&id).expect("checked by the caller");
+        if msg.response().is_some() {
+            if matches!(pending.kind, Kind::Resync(_)) && msg.starts_list() {
+                self.held.get_or_insert_with(Vec::new);
+            }
+            pending.response = Some(msg);
+        } else if msg.completes_list() {
+            pending.complete = true;
+        } else {
+            pending.items.push(msg);
+        }
+        let done = match &pending.response {
+            Some(response) => !response.starts_list() || pending.complete,
+            None => false,
+        };
+        if !done {
+            return Ok(());
+        }
+        let pending = self.pending.remove(&id).expect("present");
+        let response = pending.response.expect("done implies a response");
+        match pending.kind {
+            Kind::Caller(reply) => {
+                let _ = reply.send(Ok(Reply {
+                    response,
+                    items: pending.items,
+                }));
+            }
+            Kind::Ping => self.ping_sent = None,
+            Kind::Logoff(reply) => {
+                let _ = reply.send(());
+                return Err("logged off".to_string());
+            }
+            Kind::Resync(reply) => {
+                let held = self.held.take().unwrap_or_default();
+                if !response.is_success() {
+                    for event in held {
+                        self.emit(event).await?;
+                    }
+                    let _ = reply.send(Err(PbxError::Refused(format!(
+                        "CoreShowChannels: {}",
+                        response.message()
+                    ))));
+                    return Ok(());
+                }
+                let channels: Vec<_> = pending.items.iter().map(events::snapshot).collect();
+                self.names = channels
+                    .iter()
+                    .map(|c| (c.id.clone(), c.name.clone()))
+                    .collect();
+                let count = channels.len();
+                self.emit(PbxEvent::now(Event::Resync { channels })).await?;
+                for event in held {
+                    self.emit(event).await?;
+                }
+                let _ = reply.send(Ok(count));
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_action(
+        &mut self,
+        name: &str,
+        headers: &[(&str, &str)],
+        kind: Kind,
+    ) -> Result<String, String> {
+        self.next += 1;
+        let id = format!("{}-{}", self.prefix, self.next);
+        let bytes = match codec::encode_action(name, &id, headers) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if let Kind::Caller(reply) = kind {
+                    let _ = reply.send(Err(PbxError::Invalid {
+                        field: "header",
+                        why: e.to_string(),
+                    }));
+                }
+                return Ok(id);
+            }
+        };
+        self.pending.insert(
+            id.clone(),
+            Pending {
+                kind,
+                response: None,
+                items: Vec::new(),
+                complete: false,
+                since: Instant::now(),
+            },
+        );
+        self.writer
+            .write_all(&bytes)
+            .await
+            .map_err(|e| format!("write error: {e}"))?;
+        Ok(id)
+    }
+
+    async fn handle(&mut self, request: Request) -> Result<(), String> {
+        match request {
+            Request::Action {
+                name,
+                headers,
+                originate,
+                reply,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                // Registered before sending: the OriginateResponse may beat the response.
+                let id = format!("{}-{}", self.prefix, self.next + 1);
+                if let Some(call_id) = originate {
+                    self.originates
+                        .insert(id.clone(), (call_id, Instant::now()));
+                }
+                self.send_action(&name, &headers, Kind::Caller(reply))
+                    .await?;
+            }
+            Request::ChannelName { id, reply } => {
+                let _ = reply.send(self.names.get(&id).cloned());
+            }
+            Request::Resync { reply } => {
+                self.send_action("CoreShowChannels", &[], Kind::Resync(reply))
+                    .await?;
+            }
+            Request::Logoff { reply } => {
+                self.send_action("Logoff", &[], Kind::Logoff(reply)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn keepalive_check(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        self.pending.retain(|_, p| match &p.kind {
+            Kind::Caller(reply) => !(reply.is_closed() && now - p.since > Duration::from_secs(60)),
+            _ => true,
+        });
+        self.originates
+            .retain(|_, (_, since)| now - *since < Duration::from_secs(3600));
+        if let Some(sent) = self.ping_sent {
+            // Dead only if nothing at all came back since the Ping went out.
+            if self.last_rx < sent && now - sent >= self.keepalive {
+                return Err(format!(
+                    "no answer to Ping within {} ms",
+                    self.keepalive.as_millis()
+                ));
+            }
+            if self.last_rx >= sent {
+                self.ping_sent = None;
+            }
+            return Ok(());
+        }
+        if now - self.last_rx >= self.keepalive {
+            self.ping_sent = Some(now);
+            self.send_action("Ping", &[], Kind::Ping).await?;
+        }
+        Ok(())
+    }
+}
