@@ -3,6 +3,10 @@
 //! small port-0 server that records what it receives.
 
 mod cli;
+mod fake_pbx;
 mod harness;
+mod pbx_ami;
+mod pbx_esl;
+mod pbx_health;
 mod server;
 mod smoke;
