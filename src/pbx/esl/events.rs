@@ -166,11 +166,9 @@ impl Mapper {
             }
         }
         match name {
-            "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA" => {
-                if !leg.ringing && !leg.answered {
-                    leg.ringing = true;
-                    push(Event::Ringing { channel: id });
-                }
+            "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA" if !leg.ringing && !leg.answered => {
+                leg.ringing = true;
+                push(Event::Ringing { channel: id });
             }
             "CHANNEL_ANSWER" => {
                 if leg.dialed && !leg.answered {

@@ -486,13 +486,11 @@ impl Session {
                 }
                 return;
             }
-            "login" => {
-                if self.script.refuse_login || !self.credentials_ok(h) {
-                    self.out
-                        .extend(canned("actions-responses", "badlogin-1", &id));
-                    self.close = true;
-                    return;
-                }
+            "login" if self.script.refuse_login || !self.credentials_ok(h) => {
+                self.out
+                    .extend(canned("actions-responses", "badlogin-1", &id));
+                self.close = true;
+                return;
             }
             "logoff" => {
                 // The recorded goodbye at once: what the transcript holds after this
