@@ -1,7 +1,8 @@
 //! The AMI codec on arbitrary bytes: the banner, then messages fed in chunks whose size
 //! the input's first byte chooses, exactly as a connection feeds them; every message goes
 //! through the event mapping too. Nothing may panic, every length `check` reports must lie
-//! inside the buffer, and chunked feeding must find the same messages as one whole buffer.
+//! inside the buffer, and chunked feeding (resumed with `check_from`) must find the same
+//! messages as one whole buffer.
 
 #![no_main]
 
@@ -11,9 +12,17 @@ use libfuzzer_sys::fuzz_target;
 fn stream(data: &[u8], chunk: usize) -> Result<Vec<codec::Message>, codec::CodecError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
+    let mut scanned = 0;
     for piece in data.chunks(chunk.max(1)) {
         buf.extend_from_slice(piece);
-        while let Some(n) = codec::check(&buf)? {
+        // Resumed as a connection resumes it; the whole-buffer pass below uses plain
+        // `check`, so any disagreement shows up as different messages.
+        loop {
+            let Some(n) = codec::check_from(&buf, scanned)? else {
+                scanned = buf.len();
+                break;
+            };
+            scanned = 0;
             assert!(n > 0 && n <= buf.len(), "check said {n} of {}", buf.len());
             let msg = codec::parse(&buf[..n]);
             if !msg.fields.is_empty() {

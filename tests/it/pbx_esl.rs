@@ -386,3 +386,21 @@ async fn probes_log_in_and_report_each_failure() {
         matches!(probe(&settings, timeout).await, ProbeResult::Down(d) if d.contains("cannot connect"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_switch_is_detected_by_the_keepalive() {
+    let fake = FakeEsl::start(vec![EslScript::new("agent-busy").deaf()]).await;
+    let mut c = config(&fake);
+    c.keepalive_ms = 100;
+    let mut pbx = PbxUnderTest::start(c);
+    pbx.wait_up().await;
+    let events = pbx.until(|e| matches!(e, Event::Disconnected { .. })).await;
+    let Some(Event::Disconnected { reason }) = events.last() else {
+        panic!()
+    };
+    assert!(reason.contains("no answer to api status"), "{reason}");
+    assert!(!fake.sent_named("api status").is_empty());
+    pbx.wait_up().await;
+    assert!(fake.connections() >= 2);
+    pbx.stop().await;
+}

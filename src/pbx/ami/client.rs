@@ -353,6 +353,8 @@ struct Actor {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buf: BytesMut,
+    /// How much of `buf` was checked without finding a message end.
+    scanned: usize,
     rx: mpsc::Receiver<Request>,
     events: mpsc::Sender<PbxEvent>,
     pending: HashMap<String, Pending>,
@@ -383,6 +385,7 @@ pub(crate) fn start(
         reader,
         writer,
         buf: session.buf,
+        scanned: 0,
         rx,
         events,
         pending: HashMap::new(),
@@ -432,13 +435,17 @@ impl Actor {
 
     async fn drain(&mut self) -> Result<(), String> {
         loop {
-            match codec::check(&self.buf) {
+            match codec::check_from(&self.buf, self.scanned) {
                 Ok(Some(n)) => {
+                    self.scanned = 0;
                     let frame = self.buf.split_to(n);
                     let msg = codec::parse(&frame);
                     self.dispatch(msg).await?;
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    self.scanned = self.buf.len();
+                    return Ok(());
+                }
                 Err(e) => return Err(format!("protocol error: {e}")),
             }
         }

@@ -124,20 +124,46 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 /// terminating empty line, and any empty lines before it); `Ok(None)` when more bytes are
 /// needed.
 pub fn check(buf: &[u8]) -> Result<Option<usize>, CodecError> {
-    let mut pos = 0;
-    let mut seen_content = false;
+    check_from(buf, 0)
+}
+
+/// [`check`] for a buffer whose first `scanned` bytes were already checked without
+/// finding the end (the length it had when `check` last said `None`): the search resumes
+/// there, so a large message arriving in many small reads costs linear time, not
+/// quadratic.
+pub fn check_from(buf: &[u8], scanned: usize) -> Result<Option<usize>, CodecError> {
+    // Empty lines before a message are not its end.
+    let mut start = 0;
+    loop {
+        if buf[start..].starts_with(b"\r\n") {
+            start += 2;
+        } else if buf[start..].starts_with(b"\n") {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    // A line feed ending a line, followed by an empty line ("\n" or "\r\n"). Back up two
+    // bytes so a line feed whose followers had not arrived yet is looked at again.
+    let mut pos = start.max(scanned.saturating_sub(2));
     while let Some(off) = buf[pos..].iter().position(|&b| b == b'\n') {
         let nl = pos + off;
-        let empty = trim_cr(&buf[pos..nl]).is_empty();
-        pos = nl + 1;
-        if empty && seen_content {
-            return if pos > MAX_MESSAGE {
-                Err(CodecError::TooLarge)
-            } else {
-                Ok(Some(pos))
-            };
-        }
-        seen_content |= !empty;
+        let rest = &buf[nl + 1..];
+        let end = if rest.starts_with(b"\n") {
+            nl + 2
+        } else if rest.starts_with(b"\r\n") {
+            nl + 3
+        } else if rest.is_empty() || rest == b"\r" {
+            break;
+        } else {
+            pos = nl + 1;
+            continue;
+        };
+        return if end > MAX_MESSAGE {
+            Err(CodecError::TooLarge)
+        } else {
+            Ok(Some(end))
+        };
     }
     if buf.len() > MAX_MESSAGE {
         return Err(CodecError::TooLarge);

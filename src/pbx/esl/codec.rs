@@ -125,6 +125,8 @@ fn content_length(headers: &[u8]) -> Result<usize, CodecError> {
 /// `Ok(Some(n))` when the first `n` bytes of `buf` hold a whole envelope; `Ok(None)` when
 /// more bytes are needed.
 pub fn check(buf: &[u8]) -> Result<Option<usize>, CodecError> {
+    // Only the (small) header block is scanned, never the body, so calling this again
+    // after every read costs little even for a large body.
     let Some(end) = header_end(buf) else {
         if buf.len() > MAX_HEADER {
             return Err(CodecError::HeaderTooLarge);

@@ -204,6 +204,7 @@ pub struct EslScript {
     refuse_auth: bool,
     /// Command key → (fixture, reply number, times).
     canned: Vec<(String, String, usize, usize)>,
+    deaf: bool,
 }
 
 impl EslScript {
@@ -216,7 +217,15 @@ impl EslScript {
             password: "ClueCon".into(),
             refuse_auth: false,
             canned: Vec::new(),
+            deaf: false,
         }
+    }
+
+    /// After the first `api show channels as json` (the resync) answers nothing more,
+    /// keeping the socket open: a hung switch.
+    pub fn deaf(mut self) -> EslScript {
+        self.deaf = true;
+        self
     }
 
     /// Refuses the password with the recorded `-ERR invalid`, then disconnects.
@@ -311,6 +320,7 @@ struct Session {
     canned_used: HashMap<usize, usize>,
     out: Vec<u8>,
     close: bool,
+    resynced: bool,
 }
 
 impl Session {
@@ -328,6 +338,7 @@ impl Session {
             canned_used: HashMap::new(),
             out: Vec::new(),
             close: false,
+            resynced: false,
         };
         // The greeting: everything up to and including auth/request.
         session.send_range(1);
@@ -440,6 +451,12 @@ impl Session {
 
     fn answer(&mut self, line: &str, headers: &[(String, String)]) {
         let key = key_of(line);
+        if self.script.deaf && self.resynced {
+            return;
+        }
+        if key == "api show channels as json" {
+            self.resynced = true;
+        }
         if key == "auth" {
             let password = line.trim().strip_prefix("auth").unwrap_or("").trim();
             if self.script.refuse_auth || password != self.script.password {

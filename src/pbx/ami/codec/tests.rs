@@ -32,6 +32,7 @@ fn stream<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Message> {
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     let mut want_banner = true;
+    let mut scanned = 0;
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
@@ -49,12 +50,19 @@ fn stream<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Message> {
                     None => break,
                 }
             }
-            match check(&buf).unwrap() {
+            // Resumed the way a connection resumes; must agree with a fresh `check`.
+            let found = check_from(&buf, scanned).unwrap();
+            assert_eq!(found, check(&buf).unwrap());
+            match found {
                 Some(n) => {
+                    scanned = 0;
                     out.push(parse(&buf[..n]));
                     buf.drain(..n);
                 }
-                None => break,
+                None => {
+                    scanned = buf.len();
+                    break;
+                }
             }
         }
     }
