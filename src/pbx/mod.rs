@@ -270,8 +270,8 @@ pub(crate) enum ConnectError {
 pub async fn probe(settings: &ConnectionSettings, timeout: Duration) -> ProbeResult {
     let attempt = async {
         match settings.kind {
-            PbxType::Asterisk => ami::client::probe(settings, timeout).await,
-            PbxType::Freeswitch => esl::client::probe(settings, timeout).await,
+            PbxType::Asterisk => ami::login::probe(settings).await,
+            PbxType::Freeswitch => esl::client::probe(settings).await,
         }
     };
     let addr = settings.addr();

@@ -224,7 +224,7 @@ impl Supervisor {
         let timeout = opts.timeout;
         let login = async {
             match conn.kind {
-                PbxType::Asterisk => ami::client::open(conn, true).await.map(Session::Ami),
+                PbxType::Asterisk => ami::login::open(conn, true).await.map(Session::Ami),
                 PbxType::Freeswitch => esl::client::open(conn, true).await.map(Session::Esl),
             }
         };
@@ -273,7 +273,7 @@ impl Supervisor {
         match &live.backend {
             Backend::Ami(client) => {
                 if *filters {
-                    match ami::client::add_filters(client).await {
+                    match ami::commands::add_filters(client).await {
                         Ok(_) => {}
                         Err(e) => {
                             // Half a whitelist would hide events: drop this session and
@@ -300,7 +300,7 @@ impl Supervisor {
 }
 
 enum Session {
-    Ami(ami::client::Session),
+    Ami(ami::login::Session),
     Esl(esl::client::Session),
 }
 

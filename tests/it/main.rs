@@ -6,6 +6,7 @@ mod cli;
 mod fake_pbx;
 mod harness;
 mod pbx_ami;
+mod pbx_ami_calls;
 mod pbx_esl;
 mod pbx_health;
 mod server;

@@ -1,4 +1,5 @@
-//! The [`PbxHandle`](crate::pbx::PbxHandle) commands in AMI actions: `Originate`,
+//! The [`PbxHandle`](crate::pbx::PbxHandle) commands in AMI actions, and the session's
+//! event `Filter`s: `Originate`,
 //! `Redirect`, `BlindTransfer`, `Hangup`, `PJSIPShowEndpoints`/`PJSIPShowContacts` (or
 //! `SIPpeers` + `DeviceStateList` on chan_sip systems) and `CoreShowChannels`.
 //!
@@ -8,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::client::Client;
-use super::events;
+use super::events::{self, EVENTS, VARIABLES};
 use crate::pbx::handle::clean_name;
 use crate::pbx::{
     CALL_ID_VAR, ChannelSnapshot, Extension, LineState, OriginateRequest, Originated, PbxError,
@@ -224,4 +225,49 @@ async fn sip_peers(client: &Client) -> Result<Vec<Extension>, PbxError> {
         .collect();
     out.sort_by(|a, b| a.ext.cmp(&b.ext));
     Ok(out)
+}
+
+/// The session `Filter`s: `VarSet` for our variables only, then one per event name. The
+/// risky one goes first, so a refusal leaves the session unfiltered rather than half
+/// filtered. `Ok(false)`: the PBX refused filters (no `system` write permission), which
+/// is fine when manager.conf has the `eventfilter`s. `Err`: refused after some were
+/// accepted; the connection must be dropped.
+pub(crate) async fn add_filters(client: &Client) -> Result<bool, PbxError> {
+    let variables = format!("^({})$", VARIABLES.join("|"));
+    let first = client
+        .send(
+            "Filter",
+            &[
+                ("Operation", "Add"),
+                (
+                    "MatchCriteria",
+                    "action(include),name(VarSet),header(Variable),method(regex)",
+                ),
+                ("Filter", &variables),
+            ],
+        )
+        .await?;
+    if !first.response.is_success() {
+        log::info!(
+            "AMI refused the session event filter ({}); relying on manager.conf eventfilter",
+            first.response.message()
+        );
+        return Ok(false);
+    }
+    for name in EVENTS {
+        let criteria = format!("action(include),name({name})");
+        let reply = client
+            .send(
+                "Filter",
+                &[("Operation", "Add"), ("MatchCriteria", &criteria)],
+            )
+            .await?;
+        if !reply.response.is_success() {
+            return Err(PbxError::Refused(format!(
+                "AMI filter for {name}: {}",
+                reply.response.message()
+            )));
+        }
+    }
+    Ok(true)
 }

@@ -233,10 +233,7 @@ pub(crate) async fn open(
 }
 
 /// The settings page's "test connection": authenticate, exit.
-pub(crate) async fn probe(
-    settings: &ConnectionSettings,
-    _timeout: Duration,
-) -> Result<String, ConnectError> {
+pub(crate) async fn probe(settings: &ConnectionSettings) -> Result<String, ConnectError> {
     let mut session = open(settings, false).await?;
     let _ = session.stream.write_all(b"exit\n\n").await;
     Ok(format!(

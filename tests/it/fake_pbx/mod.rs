@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod ami;
+mod ami_recording;
 pub mod esl;
 
 use std::net::SocketAddr;
