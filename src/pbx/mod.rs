@@ -61,7 +61,7 @@ pub use event::{
     OriginateOutcome, PbxEvent, Transfer, TransferKind, asterisk_endpoint, q850_of,
 };
 pub use handle::{OriginateRequest, Originated, PbxError, PbxEvents, PbxHandle};
-pub use supervisor::{Supervisor, channel};
+pub use supervisor::{Supervisor, channel, channel_with_queue};
 
 /// The channel variable that carries our call id on every leg of a click-to-call
 /// (Asterisk; FreeSWITCH uses [`CALL_ID_VAR_FS`]).

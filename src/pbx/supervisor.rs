@@ -24,7 +24,16 @@ use crate::config::{PbxConfig, PbxType};
 /// Builds the three parts of the PBX side: the command handle (clone it freely), the
 /// event stream (one consumer: the call tracker) and the supervisor to run.
 pub fn channel(config: &PbxConfig, status: StatusBoard) -> (PbxHandle, PbxEvents, Supervisor) {
-    let (events_tx, events_rx) = mpsc::channel(super::EVENT_QUEUE);
+    channel_with_queue(config, status, super::EVENT_QUEUE)
+}
+
+/// [`channel`] with `queue` events of room before the connection waits for the consumer.
+pub fn channel_with_queue(
+    config: &PbxConfig,
+    status: StatusBoard,
+    queue: usize,
+) -> (PbxHandle, PbxEvents, Supervisor) {
+    let (events_tx, events_rx) = mpsc::channel(queue.max(1));
     let (backend_tx, backend_rx) = watch::channel(None);
     let handle = PbxHandle {
         backend: backend_rx,
@@ -173,6 +182,13 @@ impl Supervisor {
                     log::warn!("PBX: disconnected from {}: {reason}", conn.addr());
                     self.status
                         .set(LinkState::Down, Some(format!("disconnected: {reason}")));
+                    if matches!(stop, Some(Stop::Shutdown)) {
+                        // The consumer may have stopped first: never wait for it now.
+                        let _ = self
+                            .events
+                            .try_send(PbxEvent::now(Event::Disconnected { reason }));
+                        return;
+                    }
                     self.emit(Event::Disconnected { reason }).await;
                     match stop {
                         Some(Stop::Shutdown) => return,

@@ -375,3 +375,42 @@ async fn redirects_a_ringing_call_by_channel_name() {
     }));
     pbx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_consumer_loses_nothing() {
+    // The same recorded call read at leisure through a queue of 4096 and of 1: the
+    // connection waits for the consumer instead of dropping anything.
+    let mut runs = Vec::new();
+    for queue in [appliance::pbx::EVENT_QUEUE, 1] {
+        let fake = FakeAmi::start(vec![Script::new("agent101-ok").idle_resync()]).await;
+        let mut pbx = PbxUnderTest::start_with_queue(config(&fake), queue);
+        pbx.wait_up().await;
+        pbx.handle
+            .originate(&click("crm-42", "101", "79161234567"))
+            .await
+            .unwrap();
+        // Everything is on the wire before anyone reads an event.
+        assert!(fake.release_all().await);
+        let mut events = Vec::new();
+        loop {
+            let event = pbx.next().await.event;
+            let last =
+                matches!(&event, Event::HungUp { channel, .. } if channel == "1795413228.13");
+            events.push(event);
+            if last {
+                break;
+            }
+        }
+        pbx.stop().await;
+        runs.push(events);
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert!(runs[0].len() >= 30, "{:#?}", runs[0]);
+    assert!(runs[1].iter().any(|e| matches!(
+        e,
+        Event::OriginateResult {
+            outcome: OriginateOutcome::Answered,
+            ..
+        }
+    )));
+}

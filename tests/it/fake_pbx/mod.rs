@@ -247,8 +247,14 @@ pub struct PbxUnderTest {
 
 impl PbxUnderTest {
     pub fn start(config: PbxConfig) -> PbxUnderTest {
+        Self::start_with_queue(config, appliance::pbx::EVENT_QUEUE)
+    }
+
+    /// With room for only `queue` unread events (to exercise backpressure).
+    pub fn start_with_queue(config: PbxConfig, queue: usize) -> PbxUnderTest {
         let status = StatusBoard::new(&config);
-        let (handle, events, supervisor) = appliance::pbx::channel(&config, status.clone());
+        let (handle, events, supervisor) =
+            appliance::pbx::channel_with_queue(&config, status.clone(), queue);
         let (settings, settings_rx) = watch::channel(ConnectionSettings::from_config(&config));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(supervisor.run(settings_rx, async {
