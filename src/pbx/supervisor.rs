@@ -97,6 +97,22 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     half + half.mul_f64(jitter)
 }
 
+/// Resolves when the settings differ from `current` (publishing the same values again
+/// does not drop a working connection); never, once nobody can change them any more.
+async fn changed(
+    settings: &mut watch::Receiver<Option<ConnectionSettings>>,
+    current: &Option<ConnectionSettings>,
+) {
+    loop {
+        if settings.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if *settings.borrow_and_update() != *current {
+            return;
+        }
+    }
+}
+
 enum Stop {
     Shutdown,
     SettingsChanged,
@@ -130,20 +146,15 @@ impl Supervisor {
                 self.status.set(LinkState::NotConfigured, None);
                 tokio::select! {
                     _ = &mut shutdown => return,
-                    changed = settings.changed() => {
-                        if changed.is_err() {
-                            shutdown.await;
-                            return;
-                        }
-                        continue;
-                    }
+                    _ = changed(&mut settings, &None) => continue,
                 }
             };
             self.status.set_kind(Some(conn.kind));
+            let current = Some(conn.clone());
             let opts = Arc::new(self.opts.for_kind(conn.kind));
             let attempt_result = tokio::select! {
                 _ = &mut shutdown => return,
-                _ = settings.changed() => {
+                _ = changed(&mut settings, &current) => {
                     attempt = 0;
                     filters = true;
                     continue;
@@ -169,7 +180,7 @@ impl Supervisor {
                     );
                     let (reason, stop) = tokio::select! {
                         _ = &mut shutdown => ("the appliance is stopping".to_string(), Some(Stop::Shutdown)),
-                        _ = settings.changed() => ("the connection settings changed".to_string(), Some(Stop::SettingsChanged)),
+                        _ = changed(&mut settings, &current) => ("the connection settings changed".to_string(), Some(Stop::SettingsChanged)),
                         ended = &mut live.task => (
                             ended.unwrap_or_else(|e| format!("connection task failed: {e}")),
                             None,
@@ -222,7 +233,7 @@ impl Supervisor {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(wait) => {}
-                _ = settings.changed() => {
+                _ = changed(&mut settings, &current) => {
                     attempt = 0;
                     filters = true;
                 }
