@@ -123,6 +123,15 @@ fn esl_pass(buf: &[u8], map: bool) -> Count {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this too, unoptimized and without `--bench`: one
+    // pass over the transcripts as a smoke test, no measurement.
+    if !std::env::args().any(|a| a == "--bench") {
+        let ami = ami_pass(&fixtures("asterisk"), true);
+        let esl = esl_pass(&fixtures("freeswitch"), true);
+        assert!(ami.normalized > 0 && esl.normalized > 0);
+        println!("codec bench: smoke pass ok (run `cargo bench --bench codec` to measure)");
+        return;
+    }
     let ami_buf = repeat(&fixtures("asterisk"));
     let esl_buf = repeat(&fixtures("freeswitch"));
     println!(
