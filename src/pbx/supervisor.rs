@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -152,14 +153,27 @@ impl Supervisor {
             self.status.set_kind(Some(conn.kind));
             let current = Some(conn.clone());
             let opts = Arc::new(self.opts.for_kind(conn.kind));
+            // Set once `Connected` went out, so an abandoned attempt still ends with
+            // `Disconnected`.
+            let announced = AtomicBool::new(false);
             let attempt_result = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    if announced.load(Ordering::Relaxed) {
+                        let reason = "the appliance is stopping".to_string();
+                        let _ = self.events.try_send(PbxEvent::now(Event::Disconnected { reason }));
+                    }
+                    return;
+                }
                 _ = changed(&mut settings, &current) => {
+                    if announced.load(Ordering::Relaxed) {
+                        let reason = "the connection settings changed".to_string();
+                        self.emit(Event::Disconnected { reason }).await;
+                    }
                     attempt = 0;
                     filters = true;
                     continue;
                 }
-                result = self.connect(&conn, opts.clone(), &mut filters) => result,
+                result = self.connect(&conn, opts.clone(), &mut filters, &announced) => result,
             };
             let wait = match attempt_result {
                 Ok(mut live) => {
@@ -247,6 +261,7 @@ impl Supervisor {
         conn: &ConnectionSettings,
         opts: Arc<Options>,
         filters: &mut bool,
+        announced: &AtomicBool,
     ) -> Result<Live, ConnectError> {
         let timeout = opts.timeout;
         let login = async {
@@ -270,6 +285,7 @@ impl Supervisor {
             server: conn.addr(),
         })
         .await;
+        announced.store(true, Ordering::Relaxed);
         let live = match session {
             Session::Ami(session) => {
                 let (client, task) = ami::client::start(session, opts.clone(), self.events.clone());

@@ -109,7 +109,8 @@ impl Client {
 
     /// Takes the channel snapshot and emits it as [`Event::Resync`] in stream order.
     pub async fn resync(&self) -> Result<usize, PbxError> {
-        self.call(|reply| Request::Resync { reply }, self.opts.timeout)
+        // A big switch's list, or a consumer catching up, may take longer than a command.
+        self.call(|reply| Request::Resync { reply }, self.opts.timeout * 6)
             .await?
     }
 
