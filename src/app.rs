@@ -5,7 +5,7 @@
 //! `127.0.0.1:0`; it owns no global state, so several appliances can run in one test.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,7 +17,7 @@ use crate::db::{Db, DbError, pbx_settings};
 use crate::flowlu::Flowlu;
 use crate::http::Pages;
 use crate::metrics::Metrics;
-use crate::pbx::{ConnectionSettings, StatusBoard};
+use crate::pbx::{ConnectionSettings, PbxEvents, PbxHandle, StatusBoard, Supervisor};
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -28,6 +28,13 @@ pub struct AppState {
     /// The PBX connection settings in force (`None`: not configured). The settings page
     /// publishes changes here; the PBX connection supervisor follows them.
     pub pbx_settings: watch::Sender<Option<ConnectionSettings>>,
+    /// Commands to the PBX (click-to-call, redirect, employees); fails fast while down.
+    pub pbx_handle: PbxHandle,
+    /// The normalized PBX events, taken once by their consumer (the call tracker); until
+    /// one takes them, [`serve`] logs and discards them so the PBX connection never stalls.
+    pub pbx_events: Mutex<Option<PbxEvents>>,
+    /// The PBX connection supervisor, started by [`serve`].
+    pub pbx_supervisor: Mutex<Option<Supervisor>>,
     pub pages: Pages,
     /// Flowlu client, settings-session key, per-integration locks.
     pub flowlu: Flowlu,
@@ -131,6 +138,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
                 port: s.port,
                 user: s.user.clone(),
                 secret: s.secret.clone(),
+                ..config.pbx.clone()
             };
             (as_config, Some(saved.settings))
         }
@@ -140,9 +148,14 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         ),
     };
     let (pbx_settings, _) = watch::channel(pbx_now);
+    let pbx = StatusBoard::new(&pbx_config);
+    let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
     let state = Arc::new(AppState {
-        pbx: StatusBoard::new(&pbx_config),
+        pbx,
         pbx_settings,
+        pbx_handle,
+        pbx_events: Mutex::new(Some(pbx_events)),
+        pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
         flowlu: Flowlu::new(&config.flowlu, session_key),
         config: Arc::new(config),
         db,
@@ -235,8 +248,29 @@ pub async fn serve_with(
         state.clone(),
         stopped.clone(),
     )));
+    let (stop_pbx, pbx_stopped) = tokio::sync::oneshot::channel::<()>();
+    let supervisor = state.pbx_supervisor.lock().expect("pbx lock").take();
+    if let Some(supervisor) = supervisor {
+        // Stopped after the server has drained; it logs off cleanly.
+        workers.push(tokio::spawn(supervisor.run(
+            state.pbx_settings.subscribe(),
+            async {
+                let _ = pbx_stopped.await;
+            },
+        )));
+    }
+    if let Some(mut events) = state.pbx_events.lock().expect("pbx lock").take() {
+        // No consumer took the events: log them so the connection never waits on a full
+        // queue.
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                log::debug!("PBX event: {:?}", event.event);
+            }
+        });
+    }
     crate::http::serve(listener, state, tls, shutdown).await;
     let _ = stop.send(true);
+    let _ = stop_pbx.send(());
     for mut worker in workers {
         // Workers stop at their next await point once told; file replacements never
         // span one, so aborting a straggler is safe.

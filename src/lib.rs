@@ -22,7 +22,10 @@
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, and the handlers browsers, Flowlu and operators call
 //!   (including the Flowlu settings page, `http::settings`).
-//! - [`pbx`]: the PBX connection state shared with `/healthz`.
+//! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:
+//!   codecs, a supervisor that keeps one connection logged in (following
+//!   `state.pbx_settings`), the command handle (`PbxHandle`), the normalized event stream
+//!   (`PbxEvents`) for the call tracker, and the connection state for `/healthz`.
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
 //! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
