@@ -5,7 +5,7 @@
 //! `127.0.0.1:0`; it owns no global state, so several appliances can run in one test.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,7 +19,7 @@ use crate::flowlu::events::EventTransport;
 use crate::http::Pages;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, RetryPolicy};
-use crate::pbx::{ConnectionSettings, StatusBoard};
+use crate::pbx::{ConnectionSettings, PbxEvents, PbxHandle, StatusBoard, Supervisor};
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -30,6 +30,13 @@ pub struct AppState {
     /// The PBX connection settings in force (`None`: not configured). The settings page
     /// publishes changes here; the PBX connection supervisor follows them.
     pub pbx_settings: watch::Sender<Option<ConnectionSettings>>,
+    /// Commands to the PBX (click-to-call, redirect, employees); fails fast while down.
+    pub pbx_handle: PbxHandle,
+    /// The normalized PBX events, taken once by their consumer (the call tracker); until
+    /// one takes them, [`serve`] logs and discards them so the PBX connection never stalls.
+    pub pbx_events: Mutex<Option<PbxEvents>>,
+    /// The PBX connection supervisor, started by [`serve`].
+    pub pbx_supervisor: Mutex<Option<Supervisor>>,
     pub pages: Pages,
     /// Flowlu client, settings-session key, per-integration locks.
     pub flowlu: Flowlu,
@@ -135,6 +142,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
                 port: s.port,
                 user: s.user.clone(),
                 secret: s.secret.clone(),
+                ..config.pbx.clone()
             };
             (as_config, Some(saved.settings))
         }
@@ -147,6 +155,8 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let policy = RetryPolicy::from_config(&config.outbox);
     let max_in_flight = config.outbox.max_in_flight as usize;
     let outbox_db = db.clone();
+    let pbx = StatusBoard::new(&pbx_config);
+    let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
     let state = Arc::new_cyclic(|weak| AppState {
         outbox: Outbox::new(
             outbox_db,
@@ -154,8 +164,11 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
             policy,
             max_in_flight,
         ),
-        pbx: StatusBoard::new(&pbx_config),
+        pbx,
         pbx_settings,
+        pbx_handle,
+        pbx_events: Mutex::new(Some(pbx_events)),
+        pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
         flowlu: Flowlu::new(&config.flowlu, session_key),
         config: Arc::new(config),
         db,
@@ -253,8 +266,29 @@ pub async fn serve_with(
     workers.push(tokio::spawn(async move {
         outbox.run(until_stopped(outbox_stop)).await
     }));
+    let (stop_pbx, pbx_stopped) = tokio::sync::oneshot::channel::<()>();
+    let supervisor = state.pbx_supervisor.lock().expect("pbx lock").take();
+    if let Some(supervisor) = supervisor {
+        // Stopped after the server has drained; it logs off cleanly.
+        workers.push(tokio::spawn(supervisor.run(
+            state.pbx_settings.subscribe(),
+            async {
+                let _ = pbx_stopped.await;
+            },
+        )));
+    }
+    if let Some(mut events) = state.pbx_events.lock().expect("pbx lock").take() {
+        // No consumer took the events: log them so the connection never waits on a full
+        // queue.
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                log::debug!("PBX event: {:?}", event.event);
+            }
+        });
+    }
     crate::http::serve(listener, state, tls, shutdown).await;
     let _ = stop.send(true);
+    let _ = stop_pbx.send(());
     for mut worker in workers {
         // Workers stop at their next await point once told; file replacements never
         // span one, so aborting a straggler is safe.

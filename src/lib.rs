@@ -22,7 +22,10 @@
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, and the handlers browsers, Flowlu and operators call
 //!   (including the Flowlu settings page, `http::settings`).
-//! - [`pbx`]: the PBX connection state shared with `/healthz`.
+//! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:
+//!   codecs, a supervisor that keeps one connection logged in (following
+//!   `state.pbx_settings`), the command handle (`PbxHandle`), the normalized event stream
+//!   (`PbxEvents`) for the call tracker, and the connection state for `/healthz`.
 //! - [`routing`]: the dialplan's question "who takes this incoming call?" (FastAGI).
 //! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.

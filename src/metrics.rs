@@ -287,6 +287,7 @@ mod tests {
             port: 0,
             user: String::new(),
             secret: Default::default(),
+            ..crate::config::Config::defaults().pbx
         });
         board.set(state, None);
         board.get()

@@ -98,12 +98,49 @@ pub struct PbxConfig {
     pub port: u16,
     pub user: String,
     pub secret: Secret,
+    /// Empty: the protocol default; see [`PbxConfig::agent_channel`].
+    pub agent_channel: String,
+    pub context: String,
+    pub transfer_context: String,
+    pub dialplan: String,
+    pub ring_secs: u64,
+    pub keepalive_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub auth_retry_ms: u64,
+    pub timeout_ms: u64,
 }
 
 impl PbxConfig {
     /// The configured PBX type, `None` while not configured.
     pub fn kind(&self) -> Option<PbxType> {
         PbxType::parse(&self.kind_name)
+    }
+
+    /// The agent channel template for `kind`, `{ext}` standing for the extension.
+    pub fn agent_channel(&self, kind: PbxType) -> &str {
+        match (self.agent_channel.as_str(), kind) {
+            ("", PbxType::Asterisk) => "PJSIP/{ext}",
+            ("", PbxType::Freeswitch) => "user/{ext}",
+            (template, _) => template,
+        }
+    }
+
+    /// The context the answered agent leg continues in.
+    pub fn context(&self, kind: PbxType) -> &str {
+        match (self.context.as_str(), kind) {
+            ("", PbxType::Asterisk) => "from-internal",
+            ("", PbxType::Freeswitch) => "default",
+            (context, _) => context,
+        }
+    }
+
+    /// The context redirected and transferred calls go to.
+    pub fn transfer_context(&self, kind: PbxType) -> &str {
+        match self.transfer_context.as_str() {
+            "" => self.context(kind),
+            context => context,
+        }
     }
 
     /// The port to connect to, with 0 meaning the protocol default.
@@ -314,6 +351,53 @@ impl Config {
             return bad("pbx.host", "must be set when pbx.type is set".into());
         }
         self.validate_flowlu(sources)?;
+        if !p.agent_channel.is_empty() && !p.agent_channel.contains("{ext}") {
+            return bad(
+                "pbx.agent_channel",
+                format!("{:?} must contain {{ext}}", p.agent_channel),
+            );
+        }
+        for (key, value) in [
+            ("pbx.agent_channel", &p.agent_channel.replace("{ext}", "")),
+            ("pbx.context", &p.context),
+            ("pbx.transfer_context", &p.transfer_context),
+            ("pbx.dialplan", &p.dialplan),
+        ] {
+            if value.contains(|c: char| c.is_whitespace() || c.is_control() || ",{}'\"".contains(c))
+            {
+                return bad(
+                    key,
+                    "must not contain spaces, quotes, commas or braces".to_string(),
+                );
+            }
+        }
+        if p.dialplan.is_empty() {
+            return bad(
+                "pbx.dialplan",
+                "must not be empty (FreeSWITCH uses XML)".into(),
+            );
+        }
+        for (key, value) in [
+            ("pbx.ring_secs", p.ring_secs),
+            ("pbx.keepalive_ms", p.keepalive_ms),
+            ("pbx.reconnect_min_ms", p.reconnect_min_ms),
+            ("pbx.reconnect_max_ms", p.reconnect_max_ms),
+            ("pbx.auth_retry_ms", p.auth_retry_ms),
+            ("pbx.timeout_ms", p.timeout_ms),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if p.reconnect_max_ms < p.reconnect_min_ms {
+            return bad(
+                "pbx.reconnect_max_ms",
+                format!(
+                    "must not be below pbx.reconnect_min_ms ({})",
+                    p.reconnect_min_ms
+                ),
+            );
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return bad(
                 "log.level",

@@ -351,3 +351,46 @@ fn acme_settings_are_validated_with_their_keys() {
     assert!(is_dns_name("pbx.example.com") && !is_dns_name("-x.example.com"));
     assert!(!is_dns_name("a..b") && !is_dns_name("::1"));
 }
+
+#[test]
+fn pbx_dialling_defaults_follow_the_type() {
+    let f = file(MINIMAL);
+    let (c, _) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    assert_eq!(c.pbx.agent_channel(PbxType::Asterisk), "PJSIP/{ext}");
+    assert_eq!(c.pbx.agent_channel(PbxType::Freeswitch), "user/{ext}");
+    assert_eq!(c.pbx.context(PbxType::Asterisk), "from-internal");
+    assert_eq!(c.pbx.context(PbxType::Freeswitch), "default");
+    assert_eq!(c.pbx.transfer_context(PbxType::Asterisk), "from-internal");
+    assert_eq!(c.pbx.dialplan, "XML");
+    assert_eq!(c.pbx.ring_secs, 30);
+    assert!(c.pbx.reconnect_min_ms <= c.pbx.reconnect_max_ms);
+
+    let f = file(&format!(
+        "{MINIMAL}[pbx]\nagent_channel = \"Local/{{ext}}@from-internal\"\ntransfer_context = \"ext-local\"\n"
+    ));
+    let (c, _) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    assert_eq!(
+        c.pbx.agent_channel(PbxType::Asterisk),
+        "Local/{ext}@from-internal"
+    );
+    assert_eq!(c.pbx.transfer_context(PbxType::Asterisk), "ext-local");
+}
+
+#[test]
+fn bad_pbx_dialling_and_timing_keys_are_named() {
+    for (body, key) in [
+        ("agent_channel = \"PJSIP/100\"", "pbx.agent_channel"),
+        ("context = \"from internal\"", "pbx.context"),
+        ("transfer_context = \"a,b\"", "pbx.transfer_context"),
+        ("dialplan = \"\"", "pbx.dialplan"),
+        ("keepalive_ms = 0", "pbx.keepalive_ms"),
+        (
+            "reconnect_min_ms = 5000\nreconnect_max_ms = 1000",
+            "pbx.reconnect_max_ms",
+        ),
+    ] {
+        let f = file(&format!("{MINIMAL}[pbx]\n{body}\n"));
+        let e = err(&opts(Some(f.path()), &[], vec![]));
+        assert!(e.contains(key), "{body}: {e}");
+    }
+}

@@ -155,6 +155,9 @@ pub(crate) enum Update {
     Held {
         at: i64,
     },
+    /// Sent again at once by the same delivery (after a token refresh): the row keeps its
+    /// lease so nothing else picks it up meanwhile.
+    Resending,
 }
 
 /// The first 4 KiB of an answer, cut at a character boundary.
@@ -211,6 +214,10 @@ pub(crate) fn record(
                                attempts = attempts + ?3, last_status = ?4, last_error = ?5
              WHERE id = ?1",
             params![id, at, i64::from(*failure), attempt.status, last_error],
+        )?,
+        Update::Resending => tx.execute(
+            "UPDATE outbox SET last_status = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, attempt.status, last_error],
         )?,
         Update::Held { at } => tx.execute(
             "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 1,

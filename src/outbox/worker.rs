@@ -211,15 +211,8 @@ impl Outbox {
                 },
                 Verdict::Refresh => match inner.transport.refresh(integration).await {
                     Ok(()) => {
-                        self.record(
-                            &lease,
-                            &attempt,
-                            Update::Retry {
-                                at: now_ms(),
-                                failure: false,
-                            },
-                        )
-                        .await;
+                        // Keep the lease: this delivery sends again itself, at once.
+                        self.record(&lease, &attempt, Update::Resending).await;
                         refreshed = true;
                         continue;
                     }

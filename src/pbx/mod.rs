@@ -1,7 +1,51 @@
-//! The PBX side: connection state shared with `/healthz` and the settings page.
+//! The PBX side: one interface over Asterisk (AMI) and FreeSWITCH (inbound event socket).
 //!
-//! Owns the answer to "is the PBX reachable and logged in right now?". The protocol
-//! adapters (AMI, ESL) publish into [`StatusBoard`]; readers take snapshots.
+//! Owns everything that talks to the PBX: the wire codecs ([`ami::codec`],
+//! [`esl::codec`]), the connections and their commands, the [`Supervisor`] that keeps one
+//! connection logged in (reconnecting with capped, jittered backoff and resyncing after
+//! every reconnect), the connection state for `/healthz` ([`StatusBoard`]), the command
+//! handle ([`PbxHandle`]) and the stream of normalized events ([`PbxEvents`]). It knows
+//! nothing about calls as Flowlu sees them: that is `calls/`, which consumes the events.
+//!
+//! ```text
+//!  state.pbx_settings (watch) ─► Supervisor ─► ami::client | esl::client ─► PBX
+//!                                   │  │                 │
+//!          state.pbx (StatusBoard) ◄┘  └► PbxHandle      └► PbxEvents (bounded mpsc)
+//! ```
+//!
+//! Events go through a bounded channel: when the consumer is slow the connection stops
+//! reading from the socket (backpressure) instead of dropping anything.
+//!
+//! # How each normalized [`Event`] maps from both protocols
+//!
+//! | event | Asterisk AMI | FreeSWITCH ESL |
+//! |---|---|---|
+//! | `Connected` | `Response: Success` to `Login` | `+OK accepted` to `auth` |
+//! | `Resync` | `CoreShowChannels` list (`CoreShowChannel` items) | `api show channels as json` rows |
+//! | `Disconnected` | socket closed, `Shutdown`, keep-alive `Ping` unanswered | socket closed, `text/disconnect-notice`, keep-alive unanswered |
+//! | `ChannelCreated` | `Newchannel` (`Uniqueid`, call = `Linkedid`, `ChannelState` 0 = outbound, 4 = inbound; `ChanVariable: CRM_CALL_ID=` if `channelvars` is set) | `CHANNEL_CREATE` (`Unique-ID`, call = `Channel-Call-UUID`, a `loopback/…-b` leg takes its `-a` partner's call; `Call-Direction`; `variable_crm_call_id`; peer = `Other-Leg-Unique-ID` or `variable_other_loopback_leg_uuid`) |
+//! | `Ringing` | `Newstate` with `ChannelState: 5` | first `CHANNEL_PROGRESS` or `CHANNEL_PROGRESS_MEDIA` of a leg |
+//! | `Answered` | `Newstate` with `ChannelState: 6` | `CHANNEL_ANSWER` |
+//! | `DialBegin` | `DialBegin` (`Uniqueid` absent for an originate, `DestUniqueid`, `DialString`) | `CHANNEL_CREATE` of an outbound leg (caller = `Other-Leg-Unique-ID`) |
+//! | `DialEnd` | `DialEnd` `DialStatus` (ANSWER, BUSY, NOANSWER, CANCEL, CHANUNAVAIL, CONGESTION) | `CHANNEL_ANSWER` of that leg (ANSWER), or its `CHANNEL_HANGUP_COMPLETE` before answer (cause mapped: USER_BUSY → BUSY, NO_ANSWER → NOANSWER, ORIGINATOR_CANCEL/LOSE_RACE → CANCEL, USER_NOT_REGISTERED → CHANUNAVAIL, ...) |
+//! | `Bridged` / `Unbridged` | `BridgeEnter` / `BridgeLeave` (`BridgeUniqueid`) | `CHANNEL_BRIDGE` / `CHANNEL_UNBRIDGE`: one event per leg, bridge id = `Bridge-A-Unique-ID`, peer = the other leg |
+//! | `Transferred` | `BlindTransfer`, `AttendedTransfer` (transferer, transferee, target and bridge ids) | a new `Caller-Transfer-Source` on a non-loopback leg: `bl_xfer` (blind, e.g. `uuid_transfer`) or `att_xfer` (attended) |
+//! | `HungUp` | `Hangup` (`Cause`, `Cause-txt`) | `CHANNEL_HANGUP_COMPLETE` (`variable_hangup_cause_q850`, `Hangup-Cause`) |
+//! | `RecordingStarted` | `VarSet` `MIXMONITOR_FILENAME`; `Cdr` with a `recordingfile` field | `RECORD_START` `Record-File-Path` |
+//! | `CallTagged` | `VarSet` `CRM_CALL_ID` | `variable_crm_call_id` first seen on a leg |
+//! | `OriginateResult` | `OriginateResponse` for our `ActionID` (`Reason` 4 answered, 5 busy, 3 no answer, 0 unavailable, 8 congestion) | `BACKGROUND_JOB` for our `Job-UUID` (`+OK <uuid>` or `-ERR <CAUSE>`) |
+//! | `DeviceState` | `DeviceStateChange` | (none: see `Registration`; `extensions()` reads live state) |
+//! | `Registration` | `ContactStatus`, `PeerStatus` | `CUSTOM sofia::register` / `sofia::unregister` / `sofia::expire` |
+//!
+//! Every other AMI event and every other ESL event is read and dropped without cost beyond
+//! the codec; the event filters in README "PBX setup" keep most of them off the wire.
+
+pub mod ami;
+pub mod esl;
+mod event;
+pub mod fields;
+mod handle;
+mod supervisor;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +55,21 @@ use tokio::sync::watch;
 
 use crate::config::{PbxConfig, PbxType};
 use crate::secret::Secret;
+
+pub use event::{
+    Channel, ChannelSnapshot, ChannelState, DialStatus, Event, Extension, LineState, Origin,
+    OriginateOutcome, PbxEvent, Transfer, TransferKind, asterisk_endpoint, q850_of,
+};
+pub use handle::{OriginateRequest, Originated, PbxError, PbxEvents, PbxHandle};
+pub use supervisor::{Supervisor, channel, channel_with_queue};
+
+/// The channel variable that carries our call id on every leg of a click-to-call
+/// (Asterisk; FreeSWITCH uses [`CALL_ID_VAR_FS`]).
+pub const CALL_ID_VAR: &str = "CRM_CALL_ID";
+/// The same variable on FreeSWITCH, where channel variables are lower case by convention.
+pub const CALL_ID_VAR_FS: &str = "crm_call_id";
+/// How many events may wait for the call tracker before the PBX connection stops reading.
+pub const EVENT_QUEUE: usize = 4096;
 
 /// The connection state reported by `/healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +149,16 @@ impl StatusBoard {
         });
     }
 
+    /// Sets the PBX type shown with the state (the settings page may change it).
+    pub fn set_kind(&self, kind: Option<PbxType>) {
+        let kind = kind.map(|k| k.as_str());
+        self.tx.send_if_modified(|s| {
+            let changed = s.kind != kind;
+            s.kind = kind;
+            changed
+        });
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<PbxStatus> {
         self.tx.subscribe()
     }
@@ -118,6 +187,63 @@ impl ConnectionSettings {
             secret: config.secret.clone(),
         })
     }
+
+    /// `host:port`, with IPv6 literals bracketed.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The `[pbx]` settings that are not about reaching the PBX: dialling and timing.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub agent_channel: String,
+    pub context: String,
+    pub transfer_context: String,
+    pub dialplan: String,
+    pub ring: Duration,
+    pub keepalive: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub auth_retry: Duration,
+    pub timeout: Duration,
+    /// Templates and contexts for the other PBX type, used when the settings page switches
+    /// type at run time.
+    config: PbxConfig,
+}
+
+impl Options {
+    pub fn from_config(config: &PbxConfig) -> Options {
+        let kind = config.kind().unwrap_or(PbxType::Asterisk);
+        let ms = Duration::from_millis;
+        Options {
+            agent_channel: config.agent_channel(kind).to_string(),
+            context: config.context(kind).to_string(),
+            transfer_context: config.transfer_context(kind).to_string(),
+            dialplan: config.dialplan.clone(),
+            ring: Duration::from_secs(config.ring_secs),
+            keepalive: ms(config.keepalive_ms),
+            reconnect_min: ms(config.reconnect_min_ms),
+            reconnect_max: ms(config.reconnect_max_ms),
+            auth_retry: ms(config.auth_retry_ms),
+            timeout: ms(config.timeout_ms),
+            config: config.clone(),
+        }
+    }
+
+    /// The same options with the dialling defaults of `kind`.
+    pub fn for_kind(&self, kind: PbxType) -> Options {
+        Options {
+            agent_channel: self.config.agent_channel(kind).to_string(),
+            context: self.config.context(kind).to_string(),
+            transfer_context: self.config.transfer_context(kind).to_string(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The outcome of a one-off connection test ("test connection" on the settings page,
@@ -130,49 +256,49 @@ pub enum ProbeResult {
     AuthFailed(String),
 }
 
-/// Connects to the PBX once and checks that it speaks the expected protocol: the AMI
-/// banner (`Asterisk Call Manager/...`) or the event socket's `auth/request`.
+/// Why a connection attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConnectError {
+    /// Unreachable, refused, timed out, not the expected protocol: retry with backoff.
+    Down(String),
+    /// The PBX refused our credentials: retry slowly.
+    AuthFailed(String),
+}
+
+/// Connects to the PBX once, logs in with the given credentials and logs off again:
+/// `Ok` only when the login was accepted.
 pub async fn probe(settings: &ConnectionSettings, timeout: Duration) -> ProbeResult {
-    use tokio::io::AsyncReadExt;
-    let addr = format!("{}:{}", settings.host, settings.port);
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .map_err(|e| ProbeResult::Down(format!("cannot connect to {addr}: {e}")))?;
-        let mut buf = vec![0u8; 256];
-        let mut len = 0;
-        while len < buf.len() {
-            let n = stream
-                .read(&mut buf[len..])
-                .await
-                .map_err(|e| ProbeResult::Down(format!("{addr}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-            let text = String::from_utf8_lossy(&buf[..len]);
-            let expected = match settings.kind {
-                PbxType::Asterisk => text.starts_with("Asterisk Call Manager/"),
-                PbxType::Freeswitch => text.contains("auth/request"),
-            };
-            if expected {
-                return Ok(ProbeResult::Ok(format!(
-                    "{} answers on {addr}",
-                    settings.kind.as_str()
-                )));
-            }
-            if text.contains("\n\n") || text.contains("\r\n") && len > 64 {
-                break;
-            }
+        match settings.kind {
+            PbxType::Asterisk => ami::login::probe(settings).await,
+            PbxType::Freeswitch => esl::client::probe(settings).await,
         }
-        Err(ProbeResult::Down(format!(
-            "{addr} does not speak the {} protocol",
-            settings.kind.as_str()
-        )))
     };
+    let addr = settings.addr();
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(ok)) => ok,
-        Ok(Err(failed)) => failed,
-        Err(_) => ProbeResult::Down(format!("{addr}: no answer within {}s", timeout.as_secs())),
+        Ok(Ok(detail)) => ProbeResult::Ok(detail),
+        Ok(Err(ConnectError::Down(why))) => ProbeResult::Down(why),
+        Ok(Err(ConnectError::AuthFailed(why))) => ProbeResult::AuthFailed(why),
+        Err(_) => ProbeResult::Down(format!(
+            "{addr}: no answer within {} ms",
+            timeout.as_millis()
+        )),
     }
+}
+
+/// A random RFC 4122 version 4 UUID (originate channel ids, ESL `Job-UUID`s).
+pub fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b[..]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::fake_ami::FakeAmi;
+use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::smoke::{BIN, init};
 
 fn doctor(config: &Path) -> (i32, String) {
@@ -65,9 +65,9 @@ fn setup(dir: &Path, pbx_port: u16) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_setup_passes_and_a_near_expiry_certificate_warns() {
-    let ami = FakeAmi::start("appliance", "s3cret").await;
+    let ami = FakeAmi::start(vec![Script::new("actions-responses")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), ami.port);
+    let config = setup(dir.path(), ami.port());
     let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
         .await
         .unwrap();
@@ -76,7 +76,7 @@ async fn a_good_setup_passes_and_a_near_expiry_certificate_warns() {
     assert!(line(&report, "OK", "database").contains("integrity ok, schema version"));
     assert!(line(&report, "OK", "data").contains(&dir.path().join("data").display().to_string()));
     assert!(line(&report, "WARN", "tls").contains("self-signed"));
-    assert!(line(&report, "OK", "pbx").contains(&ami.port.to_string()));
+    assert!(line(&report, "OK", "pbx").contains(&ami.port().to_string()));
     assert!(!report.lines().any(|l| l.starts_with("FAIL")), "{report}");
     assert!(report.trim_end().ends_with(", 0 FAIL"), "{report}");
 
@@ -150,4 +150,17 @@ fn a_broken_setup_fails_with_one_line_per_cause() {
             "{report}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pbx_login_fails_as_such() {
+    let ami = FakeAmi::start(vec![Script::new("actions-responses").refuse_login()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), ami.port());
+    let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{report}");
+    let fail = line(&report, "FAIL", "pbx");
+    assert!(fail.contains("refused"), "{report}");
 }

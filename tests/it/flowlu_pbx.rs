@@ -2,101 +2,13 @@
 //! supervisor, precedence over `[pbx]` after a restart, the secret never shown, and
 //! "test connection" against a fake AMI that replays a recorded Asterisk transcript.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use crate::fake_pbx::Fake;
+use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::flowlu_support::{Ctx, notice_of, rig};
 
-const TRANSCRIPT: &[u8] = include_bytes!("../fixtures/asterisk/actions-responses.txt");
-
-/// The recorded blocks: the banner line, the successful login answer, the failed one,
-/// and the Logoff answer.
-struct Recorded {
-    banner: Vec<u8>,
-    login_ok: String,
-    login_failed: String,
-    goodbye: String,
-}
-
-fn recorded() -> Recorded {
-    let text = std::str::from_utf8(TRANSCRIPT).unwrap();
-    let banner_end = text.find("\r\n").unwrap() + 2;
-    let block = |action_id: &str| {
-        let at = text.find(&format!("ActionID: {action_id}\r\n")).unwrap();
-        let start = text[..at].rfind("Response: ").unwrap();
-        let end = text[at..].find("\r\n\r\n").unwrap() + at + 4;
-        text[start..end].to_string()
-    };
-    Recorded {
-        banner: TRANSCRIPT[..banner_end].to_vec(),
-        login_ok: block("login-2"),
-        login_failed: block("badlogin-1"),
-        goodbye: block("logoff-2"),
-    }
-}
-
-/// A fake AMI on 127.0.0.1:0 answering with the recorded bytes (only the ActionID is
-/// rewritten to the client's). Accepts `appliance` / `s3cret`, like the recording.
-async fn fake_ami() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let rec = std::sync::Arc::new(recorded());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let rec = rec.clone();
-            tokio::spawn(async move {
-                if stream.write_all(&rec.banner).await.is_err() {
-                    return;
-                }
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                loop {
-                    let Ok(n) = stream.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 || buf.len() > 64 * 1024 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let action: Vec<u8> = buf.drain(..end + 4).collect();
-                        let action = String::from_utf8_lossy(&action).to_string();
-                        let header = |name: &str| {
-                            action.lines().find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.trim()
-                                    .eq_ignore_ascii_case(name)
-                                    .then(|| v.trim().to_string())
-                            })
-                        };
-                        let id = header("ActionID").unwrap_or_default();
-                        let (template, old_id) = match header("Action").as_deref() {
-                            Some(a) if a.eq_ignore_ascii_case("login") => {
-                                let ok = header("Username").as_deref() == Some("appliance")
-                                    && header("Secret").as_deref() == Some("s3cret");
-                                if ok {
-                                    (&rec.login_ok, "login-2")
-                                } else {
-                                    (&rec.login_failed, "badlogin-1")
-                                }
-                            }
-                            _ => (&rec.goodbye, "logoff-2"),
-                        };
-                        let answer = template.replace(
-                            &format!("ActionID: {old_id}\r\n"),
-                            &format!("ActionID: {id}\r\n"),
-                        );
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        if template == &rec.goodbye {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    port
+/// A fake AMI replaying the recorded Asterisk transcript; accepts `appliance` / `s3cret`.
+async fn fake_ami() -> Fake {
+    FakeAmi::start(vec![Script::new("actions-responses")]).await
 }
 
 fn closed_port() -> u16 {
@@ -255,7 +167,8 @@ async fn test_connection_reports_the_pbx_state() {
     let a = r
         .session(&Ctx::new("100", "alpha.flowlu.com", "tok-a"))
         .await;
-    let port = fake_ami().await.to_string();
+    let ami = fake_ami().await;
+    let port = ami.port().to_string();
     let resp = r
         .act(
             "pbx-test",
@@ -277,6 +190,26 @@ async fn test_connection_reports_the_pbx_state() {
         "the form keeps its values"
     );
     assert!(!resp.body.contains("s3cret"));
+    // A wrong secret is reported as a refused login, not as an unreachable PBX.
+    let resp = r
+        .act(
+            "pbx-test",
+            &a,
+            &[
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "127.0.0.1"),
+                ("pbx_port", &port),
+                ("pbx_user", "appliance"),
+                ("pbx_secret", "wrong"),
+            ],
+        )
+        .await;
+    let notice = notice_of(&resp.body).unwrap();
+    assert!(notice.starts_with("The PBX refused the login"), "{notice}");
+    assert!(
+        !resp.body.contains("wrong\""),
+        "the typed secret is not echoed"
+    );
     // Testing saves nothing.
     assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
     assert!(r.app.state.pbx_settings.borrow().is_none());

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::fake_ami::FakeAmi;
+use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::pty::Pty;
 use crate::smoke::BIN;
 
@@ -35,7 +35,7 @@ fn config_value(config: &toml::Table, section: &str, key: &str) -> toml::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wizard_detects_asterisk_offers_manager_conf_and_sets_up_acme() {
-    let ami = FakeAmi::start("appliance", "s3cret").await;
+    let ami = FakeAmi::start(vec![Script::new("actions-responses")]).await;
     let dir = tempfile::tempdir().unwrap();
     let manager_conf = dir.path().join("manager.conf");
     std::fs::write(
@@ -43,7 +43,7 @@ async fn wizard_detects_asterisk_offers_manager_conf_and_sets_up_acme() {
         "[general]\nenabled = yes\nport = 5038\n\n[appliance]\nsecret = s3cret\nread = all\nwrite = all\n",
     )
     .unwrap();
-    let ami_addr = format!("127.0.0.1:{}", ami.port);
+    let ami_addr = format!("127.0.0.1:{}", ami.port());
     let esl_addr = format!("127.0.0.1:{}", closed_port());
     let path = dir.path().to_path_buf();
     let (code, transcript) = tokio::task::spawn_blocking(move || {
@@ -117,7 +117,7 @@ async fn wizard_detects_asterisk_offers_manager_conf_and_sets_up_acme() {
     );
     assert_eq!(
         config_value(&config, "pbx", "port").as_integer(),
-        Some(i64::from(ami.port))
+        Some(i64::from(ami.port()))
     );
     assert_eq!(
         config_value(&config, "acme", "enabled").as_bool(),
@@ -140,13 +140,14 @@ async fn wizard_detects_asterisk_offers_manager_conf_and_sets_up_acme() {
     let info = appliance::tls::inspect_file(&cert).unwrap();
     assert!(info.covers("pbx.example.com") && info.self_signed);
     // Detection and the login test both reached the (fake) PBX.
-    let connections = ami.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let connections = ami.connections();
     assert!(connections >= 2, "{connections} connection(s)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wizard_without_a_detected_pbx_retests_after_corrections() {
-    let ami = FakeAmi::start("appliance", "s3cret").await;
+    let ami = FakeAmi::start(vec![Script::new("actions-responses")]).await;
+    let ami_port = ami.port();
     let dir = tempfile::tempdir().unwrap();
     let (ami_addr, esl_addr) = (
         format!("127.0.0.1:{}", closed_port()),
@@ -177,7 +178,7 @@ async fn wizard_without_a_detected_pbx_retests_after_corrections() {
         t.expect(&format!("PBX port [{down_port}]: "));
         t.send_line("99999");
         t.expect("please enter a port number from 1 to 65535");
-        t.send_line(&ami.port.to_string());
+        t.send_line(&ami_port.to_string());
         t.expect("AMI user name (manager.conf) [appliance]: ");
         t.send_line("");
         t.expect("AMI secret [keep current]: ");
@@ -197,7 +198,7 @@ async fn wizard_without_a_detected_pbx_retests_after_corrections() {
     .unwrap();
     assert_eq!(code, 0, "{transcript}");
     let text = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
-    assert!(text.contains(&format!("port = {}", ami.port)), "{text}");
+    assert!(text.contains(&format!("port = {}", ami_port)), "{text}");
     assert!(text.contains("enabled = false"), "ACME stays off: {text}");
     assert!(transcript.contains("https://localhost:8443/integration/settings"));
 }

@@ -1,0 +1,273 @@
+//! The [`PbxHandle`](crate::pbx::PbxHandle) commands in AMI actions, and the session's
+//! event `Filter`s: `Originate`,
+//! `Redirect`, `BlindTransfer`, `Hangup`, `PJSIPShowEndpoints`/`PJSIPShowContacts` (or
+//! `SIPpeers` + `DeviceStateList` on chan_sip systems) and `CoreShowChannels`.
+//!
+//! Arguments arrive validated by the handle; this module only builds actions and reads
+//! their answers.
+
+use std::collections::HashMap;
+
+use super::client::Client;
+use super::events::{self, EVENTS, VARIABLES};
+use crate::pbx::handle::clean_name;
+use crate::pbx::{
+    CALL_ID_VAR, ChannelSnapshot, Extension, LineState, OriginateRequest, Originated, PbxError,
+};
+
+pub(crate) async fn originate(
+    client: &Client,
+    req: &OriginateRequest,
+) -> Result<Originated, PbxError> {
+    let opts = &client.opts;
+    let channel = opts.agent_channel.replace("{ext}", &req.agent);
+    let channel_id = crate::pbx::new_uuid();
+    let other_id = crate::pbx::new_uuid();
+    let caller_id = format!(
+        "\"{}\" <{}>",
+        clean_name(&req.caller_id_name),
+        req.caller_id_number
+    );
+    let ring_ms = req.ring.unwrap_or(opts.ring).as_millis().to_string();
+    let variable = format!("{CALL_ID_VAR}={}", req.call_id);
+    let mut headers = vec![
+        ("Channel", channel.as_str()),
+        ("Context", opts.context.as_str()),
+        ("Exten", req.customer.as_str()),
+        ("Priority", "1"),
+        ("CallerID", caller_id.as_str()),
+        ("Timeout", ring_ms.as_str()),
+        ("Async", "true"),
+        ("ChannelId", channel_id.as_str()),
+        ("Variable", variable.as_str()),
+    ];
+    if channel.starts_with("Local/") {
+        headers.push(("OtherChannelId", other_id.as_str()));
+    }
+    let reply = client
+        .send_tagged("Originate", &headers, Some(&req.call_id))
+        .await?
+        .ok()?;
+    Ok(Originated {
+        channel: channel_id,
+        reference: reply.response.action_id().unwrap_or_default().to_string(),
+    })
+}
+
+async fn name_of(client: &Client, channel: &str) -> Result<String, PbxError> {
+    client
+        .channel_name(channel)
+        .await?
+        .ok_or(PbxError::NoSuchChannel)
+}
+
+/// A refusal that says the channel is gone becomes [`PbxError::NoSuchChannel`].
+fn channel_error(e: PbxError) -> PbxError {
+    match &e {
+        PbxError::Refused(msg)
+            if msg.to_ascii_lowercase().contains("no such channel")
+                || msg.to_ascii_lowercase().contains("does not exist") =>
+        {
+            PbxError::NoSuchChannel
+        }
+        _ => e,
+    }
+}
+
+pub(crate) async fn redirect(client: &Client, channel: &str, exten: &str) -> Result<(), PbxError> {
+    let name = name_of(client, channel).await?;
+    client
+        .send(
+            "Redirect",
+            &[
+                ("Channel", &name),
+                ("Context", &client.opts.transfer_context),
+                ("Exten", exten),
+                ("Priority", "1"),
+            ],
+        )
+        .await?
+        .ok()
+        .map_err(channel_error)?;
+    Ok(())
+}
+
+pub(crate) async fn blind_transfer(
+    client: &Client,
+    channel: &str,
+    exten: &str,
+) -> Result<(), PbxError> {
+    let name = name_of(client, channel).await?;
+    client
+        .send(
+            "BlindTransfer",
+            &[
+                ("Channel", &name),
+                ("Context", &client.opts.transfer_context),
+                ("Exten", exten),
+            ],
+        )
+        .await?
+        .ok()
+        .map_err(channel_error)?;
+    Ok(())
+}
+
+pub(crate) async fn hangup(client: &Client, channel: &str) -> Result<(), PbxError> {
+    let name = name_of(client, channel).await?;
+    client
+        .send("Hangup", &[("Channel", &name), ("Cause", "16")])
+        .await?
+        .ok()
+        .map_err(channel_error)?;
+    Ok(())
+}
+
+pub(crate) async fn channels(client: &Client) -> Result<Vec<ChannelSnapshot>, PbxError> {
+    let reply = client.send("CoreShowChannels", &[]).await?.ok()?;
+    Ok(reply.items.iter().map(events::snapshot).collect())
+}
+
+pub(crate) async fn extensions(client: &Client) -> Result<Vec<Extension>, PbxError> {
+    let endpoints = client.send("PJSIPShowEndpoints", &[]).await?;
+    if !endpoints.response.is_success() {
+        log::debug!(
+            "PJSIPShowEndpoints refused ({}); trying chan_sip",
+            endpoints.response.message()
+        );
+        return sip_peers(client).await;
+    }
+    let contacts = client.send("PJSIPShowContacts", &[]).await?;
+    let mut by_endpoint: HashMap<String, Vec<String>> = HashMap::new();
+    if contacts.response.is_success() {
+        for item in &contacts.items {
+            let (Some(endpoint), Some(uri)) =
+                (item.fields.value("Endpoint"), item.fields.value("Uri"))
+            else {
+                continue;
+            };
+            let status = item.fields.str("Status");
+            if !status.eq_ignore_ascii_case("Unreachable") {
+                by_endpoint
+                    .entry(endpoint.to_string())
+                    .or_default()
+                    .push(uri.to_string());
+            }
+        }
+    }
+    let mut out: Vec<Extension> = endpoints
+        .items
+        .iter()
+        .filter(|item| item.event() == Some("EndpointList"))
+        .filter_map(|item| {
+            let ext = item.fields.value("ObjectName")?.to_string();
+            let state = LineState::from_asterisk(item.fields.str("DeviceState"));
+            Some(Extension {
+                contacts: by_endpoint.remove(&ext).unwrap_or_default(),
+                ext,
+                name: None,
+                state,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.ext.cmp(&b.ext));
+    Ok(out)
+}
+
+/// chan_sip (Asterisk 20 and older): `SIPpeers` for registration, `DeviceStateList` for
+/// ringing / in use.
+async fn sip_peers(client: &Client) -> Result<Vec<Extension>, PbxError> {
+    let peers = client.send("SIPpeers", &[]).await?.ok()?;
+    let devices = client.send("DeviceStateList", &[]).await?;
+    let states: HashMap<String, LineState> = devices
+        .items
+        .iter()
+        .filter_map(|item| {
+            Some((
+                item.fields.value("Device")?.to_string(),
+                LineState::from_asterisk(item.fields.str("State")),
+            ))
+        })
+        .collect();
+    let mut out: Vec<Extension> = peers
+        .items
+        .iter()
+        .filter(|item| item.event() == Some("PeerEntry"))
+        .filter_map(|item| {
+            let ext = item.fields.value("ObjectName")?.to_string();
+            let address = item.fields.str("IPaddress");
+            let status = item.fields.str("Status").to_ascii_uppercase();
+            let registered = !address.is_empty()
+                && address != "-none-"
+                && !status.starts_with("UNREACHABLE")
+                && !status.starts_with("UNKNOWN");
+            let state = match (registered, states.get(&format!("SIP/{ext}"))) {
+                (false, _) => LineState::Offline,
+                (true, Some(state))
+                    if *state != LineState::Unknown && *state != LineState::Offline =>
+                {
+                    *state
+                }
+                (true, _) => LineState::Online,
+            };
+            let contacts = if registered {
+                vec![format!("sip:{ext}@{address}:{}", item.fields.str("IPport"))]
+            } else {
+                Vec::new()
+            };
+            Some(Extension {
+                ext,
+                name: None,
+                state,
+                contacts,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.ext.cmp(&b.ext));
+    Ok(out)
+}
+
+/// The session `Filter`s: `VarSet` for our variables only, then one per event name. The
+/// risky one goes first, so a refusal leaves the session unfiltered rather than half
+/// filtered. `Ok(false)`: the PBX refused filters (no `system` write permission), which
+/// is fine when manager.conf has the `eventfilter`s. `Err`: refused after some were
+/// accepted; the connection must be dropped.
+pub(crate) async fn add_filters(client: &Client) -> Result<bool, PbxError> {
+    let variables = format!("^({})$", VARIABLES.join("|"));
+    let first = client
+        .send(
+            "Filter",
+            &[
+                ("Operation", "Add"),
+                (
+                    "MatchCriteria",
+                    "action(include),name(VarSet),header(Variable),method(regex)",
+                ),
+                ("Filter", &variables),
+            ],
+        )
+        .await?;
+    if !first.response.is_success() {
+        log::info!(
+            "AMI refused the session event filter ({}); relying on manager.conf eventfilter",
+            first.response.message()
+        );
+        return Ok(false);
+    }
+    for name in EVENTS {
+        let criteria = format!("action(include),name({name})");
+        let reply = client
+            .send(
+                "Filter",
+                &[("Operation", "Add"), ("MatchCriteria", &criteria)],
+            )
+            .await?;
+        if !reply.response.is_success() {
+            return Err(PbxError::Refused(format!(
+                "AMI filter for {name}: {}",
+                reply.response.message()
+            )));
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,153 @@
+//! Opening an AMI connection: TCP connect, the banner (checked by prefix only), and the
+//! login: MD5 challenge (`Challenge` then `Login` with `Key`), or the plain `Secret` when
+//! the manager refuses the challenge. A refused login is `AuthFailed`, anything else
+//! `Down`. What happens once logged in is `client`'s business.
+
+use bytes::BytesMut;
+use md5::{Digest, Md5};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::codec::{self, Message};
+use crate::pbx::{ConnectError, ConnectionSettings};
+
+/// The event classes asked for at login; the filters then narrow them to
+/// [`EVENTS`](super::events::EVENTS).
+const LOGIN_EVENTS: &str = "call,cdr,system,dialplan";
+
+/// A logged-in connection whose actor has not started yet.
+pub(crate) struct Session {
+    pub(super) stream: TcpStream,
+    pub(super) buf: BytesMut,
+    /// The AMI version from the banner (`11.0.0`).
+    pub version: String,
+    pub(super) addr: String,
+}
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    addr: &str,
+) -> Result<(), ConnectError> {
+    match stream.read_buf(buf).await {
+        Ok(0) => Err(ConnectError::Down(format!(
+            "{addr} closed the connection during login"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConnectError::Down(format!("{addr}: {e}"))),
+    }
+}
+
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    addr: &str,
+    action_id: &str,
+) -> Result<Message, ConnectError> {
+    loop {
+        match codec::check(buf) {
+            Ok(Some(n)) => {
+                let msg = codec::parse(&buf.split_to(n));
+                if msg.response().is_some() && msg.action_id() == Some(action_id) {
+                    return Ok(msg);
+                }
+            }
+            Ok(None) => read_more(stream, buf, addr).await?,
+            Err(e) => return Err(ConnectError::Down(format!("{addr}: {e}"))),
+        }
+    }
+}
+
+async fn write(stream: &mut TcpStream, bytes: &[u8], addr: &str) -> Result<(), ConnectError> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|e| ConnectError::Down(format!("{addr}: {e}")))
+}
+
+fn encode(name: &str, id: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, ConnectError> {
+    codec::encode_action(name, id, headers).map_err(|e| ConnectError::Down(e.to_string()))
+}
+
+/// Connects, checks the banner and logs in. `events`: whether this session wants events
+/// (the supervisor does; a probe does not).
+pub(crate) async fn open(
+    settings: &ConnectionSettings,
+    events: bool,
+) -> Result<Session, ConnectError> {
+    let addr = settings.addr();
+    let mut stream = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| ConnectError::Down(format!("cannot connect to {addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let version = loop {
+        match codec::check_banner(&buf) {
+            Ok(Some((n, version))) => {
+                let _ = buf.split_to(n);
+                break version;
+            }
+            Ok(None) => read_more(&mut stream, &mut buf, &addr).await?,
+            Err(e) => {
+                return Err(ConnectError::Down(format!(
+                    "{addr} is not an Asterisk manager interface: {e}"
+                )));
+            }
+        }
+    };
+
+    write(
+        &mut stream,
+        &encode("Challenge", "challenge", &[("AuthType", "MD5")])?,
+        &addr,
+    )
+    .await?;
+    let challenge = read_response(&mut stream, &mut buf, &addr, "challenge").await?;
+    let user = settings.user.as_str();
+    let key;
+    let mut headers = vec![("Username", user)];
+    match challenge
+        .get("Challenge")
+        .filter(|_| challenge.is_success())
+    {
+        Some(nonce) => {
+            let mut md5 = Md5::new();
+            md5.update(nonce.as_bytes());
+            md5.update(settings.secret.expose().as_bytes());
+            key = hex::encode(md5.finalize());
+            headers.extend([("AuthType", "MD5"), ("Key", key.as_str())]);
+        }
+        None => {
+            log::info!(
+                "AMI at {addr} refused the MD5 challenge ({}); logging in with the plain secret",
+                challenge.message()
+            );
+            headers.push(("Secret", settings.secret.expose()));
+        }
+    }
+    headers.push(("Events", if events { LOGIN_EVENTS } else { "off" }));
+    write(&mut stream, &encode("Login", "login", &headers)?, &addr).await?;
+    let login = read_response(&mut stream, &mut buf, &addr, "login").await?;
+    if !login.is_success() {
+        return Err(ConnectError::AuthFailed(format!(
+            "{addr} refused the AMI login of user {user:?}: {}",
+            login.message()
+        )));
+    }
+    Ok(Session {
+        stream,
+        buf,
+        version,
+        addr,
+    })
+}
+
+/// The settings page's "test connection": log in, log off.
+pub(crate) async fn probe(settings: &ConnectionSettings) -> Result<String, ConnectError> {
+    let mut session = open(settings, false).await?;
+    let logoff = encode("Logoff", "logoff", &[])?;
+    let _ = session.stream.write_all(&logoff).await;
+    Ok(format!(
+        "logged in to Asterisk (AMI {}) at {} as {:?}",
+        session.version, session.addr, settings.user
+    ))
+}

@@ -1,0 +1,330 @@
+use super::*;
+use crate::pbx::CALL_ID_VAR_FS;
+use crate::pbx::esl::codec::{event_of, parse_all};
+
+fn mapped(fixture: &str) -> Vec<Event> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/freeswitch")
+        .join(fixture);
+    let mut mapper = Mapper::new();
+    let mut out = Vec::new();
+    for env in parse_all(&std::fs::read(path).unwrap()).unwrap() {
+        if let Some(ev) = event_of(&env).unwrap() {
+            mapper.map(&ev, &mut out);
+        }
+    }
+    assert_eq!(mapper.live_legs(), 0, "every leg of {fixture} hung up");
+    out.into_iter().map(|e| e.event).collect()
+}
+
+const A: &str = "18ebf15d-9f85-4dbe-9930-3ef17129f2ea";
+const B: &str = "1647fda3-c854-48b6-bdf1-4c087ad41e9a";
+const C: &str = "7b1a7148-a50a-4459-af1f-9176abd06da0";
+const D: &str = "38a66762-fe93-4f50-acb2-b4aaf06f95fe";
+
+#[test]
+fn header_name_matches_the_variable() {
+    assert_eq!(CALL_ID_HEADER, format!("variable_{CALL_ID_VAR_FS}"));
+}
+
+#[test]
+fn loopback_click_to_call_maps_to_the_expected_sequence() {
+    let leg =
+        |id: &str, name: &str, origin, state, exten: &str, context: &str, peer: &str| Channel {
+            id: id.into(),
+            call: A.into(),
+            name: name.into(),
+            exten: exten.into(),
+            context: context.into(),
+            origin,
+            state,
+            local: true,
+            peer: Some(peer.into()),
+            ..Channel::default()
+        };
+    let crm = |c: Channel| Channel {
+        caller_number: "100".into(),
+        caller_name: "CRM".into(),
+        call_id: Some("crm-42".into()),
+        ..c
+    };
+    let pstn = |c: Channel| Channel {
+        caller_number: "agents".into(),
+        caller_name: "Outbound Call".into(),
+        ..c
+    };
+    let hung = |id: &str| Event::HungUp {
+        channel: id.into(),
+        cause: 16,
+        cause_text: "NORMAL_CLEARING".into(),
+    };
+    let expected = vec![
+        Event::ChannelCreated(crm(leg(
+            A,
+            "loopback/100-a",
+            Origin::Outbound,
+            ChannelState::Down,
+            "100",
+            "agents",
+            B,
+        ))),
+        Event::DialBegin {
+            caller: None,
+            callee: A.into(),
+            dial_string: "100".into(),
+        },
+        Event::ChannelCreated(crm(leg(
+            B,
+            "loopback/100-b",
+            Origin::Inbound,
+            ChannelState::Ring,
+            "100",
+            "agents",
+            A,
+        ))),
+        Event::DialEnd {
+            caller: None,
+            callee: A.into(),
+            status: DialStatus::Answer,
+        },
+        Event::Answered { channel: A.into() },
+        Event::Answered { channel: B.into() },
+        Event::RecordingStarted {
+            channel: A.into(),
+            path: format!(
+                "/work/peers/freeswitch/var/lib/freeswitch/recordings/crm-79990001122-{A}.wav"
+            ),
+        },
+        Event::ChannelCreated(pstn(leg(
+            C,
+            "loopback/79990001122-a",
+            Origin::Outbound,
+            ChannelState::Down,
+            "79990001122",
+            "pstn-sim",
+            A,
+        ))),
+        Event::DialBegin {
+            caller: Some(A.into()),
+            callee: C.into(),
+            dial_string: "79990001122".into(),
+        },
+        Event::ChannelCreated(pstn(leg(
+            D,
+            "loopback/79990001122-b",
+            Origin::Inbound,
+            ChannelState::Ring,
+            "79990001122",
+            "pstn-sim",
+            C,
+        ))),
+        Event::Ringing { channel: C.into() },
+        Event::Ringing { channel: D.into() },
+        Event::DialEnd {
+            caller: Some(A.into()),
+            callee: C.into(),
+            status: DialStatus::Answer,
+        },
+        Event::Answered { channel: C.into() },
+        Event::Answered { channel: D.into() },
+        Event::Bridged {
+            channel: A.into(),
+            bridge: A.into(),
+            peer: Some(C.into()),
+        },
+        Event::Bridged {
+            channel: C.into(),
+            bridge: A.into(),
+            peer: Some(A.into()),
+        },
+        hung(D),
+        Event::Unbridged {
+            channel: A.into(),
+            bridge: A.into(),
+            peer: Some(C.into()),
+        },
+        Event::Unbridged {
+            channel: C.into(),
+            bridge: A.into(),
+            peer: Some(A.into()),
+        },
+        hung(B),
+        hung(A),
+        hung(C),
+    ];
+    let events = mapped("originate-plain-mid-call-show-channels.txt");
+    assert_eq!(events.len(), expected.len(), "{events:#?}");
+    for (i, (got, want)) in events.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "event {i}");
+    }
+}
+
+#[test]
+fn uuid_transfer_is_reported_as_a_blind_transfer_and_the_race_loser_as_cancel() {
+    let customer = "7d6c21f6-179a-40a5-880d-cec95344ae9e";
+    let first_agent = "09b10917-e635-4eb4-9ec6-f434efb3f76c";
+    let lost_race = "762d2d1b-964f-449c-8310-fd30eafaa55d";
+    let new_agent = "e164ba20-eb77-4950-9bfd-65e7959ae06c";
+    let events = mapped("sip-uuid-transfer.txt");
+    let pos = |want: &Event| {
+        events
+            .iter()
+            .position(|e| e == want)
+            .unwrap_or_else(|| panic!("{want:?} missing from {events:#?}"))
+    };
+    let cancel = pos(&Event::DialEnd {
+        caller: Some(customer.into()),
+        callee: lost_race.into(),
+        status: DialStatus::Cancel,
+    });
+    let first_bridge = pos(&Event::Bridged {
+        channel: customer.into(),
+        bridge: customer.into(),
+        peer: Some(first_agent.into()),
+    });
+    let transfer = pos(&Event::Transferred(Transfer {
+        kind: TransferKind::Blind,
+        success: true,
+        transferer: None,
+        transferee: Some(customer.into()),
+        second_transferer: None,
+        target: None,
+        exten: Some("1001".into()),
+        context: Some("agents-sip".into()),
+        bridge: None,
+    }));
+    let second_bridge = pos(&Event::Bridged {
+        channel: new_agent.into(),
+        bridge: customer.into(),
+        peer: Some(customer.into()),
+    });
+    assert!(
+        first_bridge < transfer && transfer < second_bridge && cancel < transfer,
+        "{cancel} {first_bridge} {transfer} {second_bridge}: {events:#?}"
+    );
+    // The new leg to 1001 belongs to the same call: the call keeps its identity.
+    let created = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChannelCreated(c) if c.id == new_agent => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(created.call, customer);
+    assert_eq!(created.peer.as_deref(), Some(customer));
+    assert!(!created.local);
+    let inbound = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChannelCreated(c) if c.id == customer => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(inbound.origin, Origin::Inbound);
+    assert_eq!(inbound.state, ChannelState::Ring);
+    assert_eq!(inbound.caller_number, "79161234567");
+    assert_eq!(inbound.exten, "74950000000");
+    assert_eq!(inbound.context, "public");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Transferred(_)))
+            .count(),
+        1,
+        "exactly one transfer"
+    );
+}
+
+#[test]
+fn busy_agent_and_unanswered_agent_end_their_dial() {
+    let events = mapped("agent-busy.txt");
+    assert!(events.contains(&Event::DialEnd {
+        caller: None,
+        callee: "d89f6489-f915-476b-9cb5-36996861d8b4".into(),
+        status: DialStatus::Busy,
+    }));
+    assert!(events.contains(&Event::HungUp {
+        channel: "d89f6489-f915-476b-9cb5-36996861d8b4".into(),
+        cause: 17,
+        cause_text: "USER_BUSY".into(),
+    }));
+    let events = mapped("sip-click-to-call-noanswer.txt");
+    let agent = "bdd9fd50-b2cb-4e72-bbf8-f3594bbd970c";
+    let created = match &events[0] {
+        Event::ChannelCreated(c) => c.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(created.endpoint.as_deref(), Some("1001"));
+    assert_eq!(created.exten, "1001");
+    assert_eq!(created.call_id.as_deref(), Some("crm-45"));
+    assert!(events.contains(&Event::Ringing {
+        channel: agent.into()
+    }));
+    assert!(events.contains(&Event::DialEnd {
+        caller: None,
+        callee: agent.into(),
+        status: DialStatus::NoAnswer,
+    }));
+    assert!(events.contains(&Event::HungUp {
+        channel: agent.into(),
+        cause: 19,
+        cause_text: "NO_ANSWER".into(),
+    }));
+}
+
+#[test]
+fn registrations_come_from_sofia_events() {
+    let events = mapped("sip-register-unregister.txt");
+    assert_eq!(
+        events,
+        vec![
+            Event::Registration {
+                extension: "1001".into(),
+                online: false,
+                contact: Some("\"\" <sip:1001-0x55a85cd614a0@127.0.0.1:5103>".into()),
+            },
+            Event::Registration {
+                extension: "1001".into(),
+                online: true,
+                contact: Some("\"\" <sip:1001-0x564532e4c4a0@127.0.0.1:5103>".into()),
+            },
+        ]
+    );
+}
+
+#[test]
+fn json_and_plain_events_map_alike() {
+    let plain = mapped("sip-click-to-call.txt");
+    let json = mapped("sip-click-to-call-json.txt");
+    let kinds = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                format!("{e:?}")
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(kinds(&plain), kinds(&json));
+    assert!(
+        json.iter()
+            .any(|e| matches!(e, Event::RecordingStarted { .. }))
+    );
+}
+
+#[test]
+fn snapshots_read_show_channels_as_json() {
+    assert_eq!(snapshot("{\"row_count\": 0}\n").unwrap(), vec![]);
+    // The row layout of `show channels as json` (the columns of the recorded CSV reply).
+    let body = r#"{"row_count":1,"rows":[{"uuid":"dccfb9ad-c57f-4297-868f-bf615353679b","direction":"inbound","created":"2026-11-23 06:50:01","created_epoch":"1795416601","name":"sofia/external/79161234567@127.0.0.1","state":"CS_EXECUTE","cid_name":"Customer","cid_num":"79161234567","ip_addr":"127.0.0.1","dest":"74950000000","application":"bridge","application_data":"user/1000@127.0.0.1,user/1001@127.0.0.1","dialplan":"XML","context":"public","callstate":"EARLY","call_uuid":"","presence_id":""}]}"#;
+    let rows = snapshot(body).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id, "dccfb9ad-c57f-4297-868f-bf615353679b");
+    assert_eq!(rows[0].call, rows[0].id);
+    assert_eq!(rows[0].state, ChannelState::Ring);
+    assert_eq!(rows[0].application, "bridge");
+    assert!(snapshot("-ERR no reply").is_err());
+}
