@@ -7,6 +7,7 @@
 //! effects lives in `crate::engine`.
 
 pub mod store;
+pub mod tracker;
 
 use serde::Serialize;
 

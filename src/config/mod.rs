@@ -5,6 +5,7 @@
 //! How the layers are merged lives in [`layers`]; nothing here reads files or the
 //! environment directly.
 
+mod calls;
 mod delivery;
 mod duration;
 mod layers;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub use calls::CallsConfig;
 pub use delivery::{OutboxConfig, RoutingConfig};
 pub use duration::{format_duration, parse_duration};
 pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
@@ -34,6 +36,7 @@ pub struct Config {
     pub log: LogConfig,
     pub outbox: OutboxConfig,
     pub routing: RoutingConfig,
+    pub calls: CallsConfig,
     pub acme: AcmeConfig,
     pub metrics: MetricsConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
@@ -409,6 +412,7 @@ impl Config {
         }
         self.validate_outbox(sources)?;
         self.validate_routing(sources)?;
+        self.validate_calls(sources)?;
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }

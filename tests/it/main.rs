@@ -4,6 +4,7 @@
 
 mod acme;
 mod browser;
+mod calls_table;
 mod cli;
 mod delivery;
 mod doctor;

@@ -1,0 +1,515 @@
+//! The tracker's event handlers: legs joining, ringing, answering, moving and leaving.
+
+use std::collections::HashSet;
+
+use super::status;
+use super::{
+    ADOPTED_PATIENCE_MS, Channel, ChannelSnapshot, ChannelState, DialStatus, Emit, Facts, Leg,
+    Origin, OriginateOutcome, Role, Tracked, Tracker, Transfer, TransferKind, Update, clean_number,
+};
+use crate::calls::{Call, CallState, Direction, new_call_id};
+
+impl Tracker {
+    fn update(&self, id: &str, emit: Emit, out: &mut Vec<Update>) {
+        if let Some(t) = self.calls.get(id)
+            && !t.facts.provisional
+        {
+            out.push(Update {
+                call: t.call.clone(),
+                emit: vec![emit],
+            });
+        }
+    }
+
+    pub(super) fn created(&mut self, ch: &Channel, now: i64, out: &mut Vec<Update>) {
+        if self.legs.contains_key(&ch.id) {
+            return; // seen already (a resync and a live event can both report it)
+        }
+        let role = self.rules.role(ch);
+        let claimed = ch
+            .call_id
+            .clone()
+            .filter(|id| self.calls.contains_key(id))
+            .or_else(|| self.expected.remove(&ch.id))
+            .or_else(|| self.groups.get(&ch.call).cloned());
+        let id = match claimed {
+            Some(id) => id,
+            None => self.open(ch, &role, now, out),
+        };
+        self.groups.entry(ch.call.clone()).or_insert(id.clone());
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        t.groups.insert(ch.call.clone());
+        if t.call.pbx_call.is_empty() {
+            t.call.pbx_call = ch.call.clone();
+        }
+        if t.facts.click && t.legs.is_empty() && t.call.answered_at.is_none() {
+            // Times of one call come from one clock: the PBX's, from its first leg on.
+            t.call.started_at = t.call.started_at.min(now);
+        }
+        t.legs.insert(ch.id.clone());
+        if let Role::Customer(number) = &role {
+            let number = clean_number(number);
+            if t.call.phone.is_empty()
+                && t.call.direction != Direction::Internal
+                && !number.is_empty()
+            {
+                t.call.phone = number;
+            }
+        }
+        self.legs.insert(
+            ch.id.clone(),
+            Leg {
+                call: id,
+                role,
+                up: ch.state == ChannelState::Up,
+            },
+        );
+    }
+
+    /// A new call from its first leg.
+    fn open(&mut self, ch: &Channel, role: &Role, now: i64, out: &mut Vec<Update>) -> String {
+        let mut facts = Facts::default();
+        let (direction, phone, line, extension) = match (role, ch.origin) {
+            (Role::Customer(number), Origin::Inbound) => (
+                Direction::Incoming,
+                clean_number(number),
+                clean_number(&ch.exten),
+                None,
+            ),
+            (Role::Agent(ext), Origin::Inbound) => {
+                facts.caller_agent = Some(ext.clone());
+                let dialled = clean_number(&ch.exten);
+                let direction = if self.rules.is_extension(&dialled) {
+                    Direction::Internal
+                } else {
+                    Direction::Outgoing
+                };
+                (direction, dialled, String::new(), Some(ext.clone()))
+            }
+            (Role::Agent(ext), Origin::Outbound) => {
+                // The PBX rings an employee first: an originate (perhaps ours, tagged a
+                // moment later). Report nothing until it is clearly a call of its own.
+                facts.provisional = true;
+                facts.caller_agent = Some(ext.clone());
+                (
+                    Direction::Outgoing,
+                    String::new(),
+                    String::new(),
+                    Some(ext.clone()),
+                )
+            }
+            (Role::Customer(number), Origin::Outbound) => {
+                facts.provisional = true;
+                (
+                    Direction::Outgoing,
+                    clean_number(number),
+                    String::new(),
+                    None,
+                )
+            }
+            (Role::Unknown, origin) => {
+                facts.provisional = origin == Origin::Outbound;
+                let direction = match origin {
+                    Origin::Inbound => Direction::Incoming,
+                    Origin::Outbound => Direction::Outgoing,
+                };
+                (
+                    direction,
+                    clean_number(&ch.caller_number),
+                    clean_number(&ch.exten),
+                    None,
+                )
+            }
+        };
+        let call = Call {
+            id: new_call_id(),
+            integration_id: None,
+            crm_call_id: None,
+            pbx_call: ch.call.clone(),
+            direction,
+            phone,
+            line,
+            extension,
+            user_id: None,
+            state: CallState::Ringing,
+            status: None,
+            started_at: now,
+            answered_at: None,
+            ended_at: None,
+            duration: None,
+            wait: None,
+            hangup_cause: None,
+            recording_path: None,
+        };
+        let id = call.id.clone();
+        let provisional = facts.provisional;
+        self.calls.insert(
+            id.clone(),
+            Tracked {
+                call,
+                facts,
+                legs: HashSet::new(),
+                groups: HashSet::new(),
+            },
+        );
+        if !provisional {
+            self.update(&id, Emit::Init, out);
+        }
+        id
+    }
+
+    /// A provisional call whose leg rings, is dialled or answers is a call of its own.
+    pub(super) fn promote_leg(&mut self, channel: &str, out: &mut Vec<Update>) {
+        let Some(id) = self.legs.get(channel).map(|l| l.call.clone()) else {
+            return;
+        };
+        if let Some(t) = self.calls.get_mut(&id)
+            && t.facts.provisional
+        {
+            t.facts.provisional = false;
+            self.update(&id, Emit::Init, out);
+        }
+    }
+
+    /// Our call id showed up on a leg: that leg's call is the click-to-call `call_id`.
+    pub(super) fn tagged(&mut self, channel: &str, call_id: &str, out: &mut Vec<Update>) {
+        let Some(from) = self.legs.get(channel).map(|l| l.call.clone()) else {
+            return;
+        };
+        if from == call_id || !self.calls.contains_key(call_id) {
+            return;
+        }
+        if self.calls.get(&from).is_some_and(|t| t.facts.provisional) {
+            self.merge(&from, call_id);
+        }
+        let _ = out;
+    }
+
+    /// Moves every leg and PBX call id of `from` into `to` and forgets `from`.
+    fn merge(&mut self, from: &str, to: &str) {
+        let Some(old) = self.calls.remove(from) else {
+            return;
+        };
+        for leg in &old.legs {
+            if let Some(l) = self.legs.get_mut(leg) {
+                l.call = to.to_string();
+            }
+        }
+        for group in &old.groups {
+            self.groups.insert(group.clone(), to.to_string());
+        }
+        if let Some(t) = self.calls.get_mut(to) {
+            t.legs.extend(old.legs);
+            t.groups.extend(old.groups);
+            if t.call.pbx_call.is_empty() {
+                t.call.pbx_call = old.call.pbx_call;
+            }
+            if t.call.recording_path.is_none() {
+                t.call.recording_path = old.call.recording_path;
+            }
+        }
+    }
+
+    pub(super) fn ringing(&mut self, channel: &str, out: &mut Vec<Update>) {
+        self.promote_leg(channel, out);
+        let Some(leg) = self.legs.get(channel) else {
+            return;
+        };
+        let (id, role) = (leg.call.clone(), leg.role.clone());
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Role::Agent(ext) = role
+            && t.call.direction == Direction::Incoming
+            && t.call.state == CallState::Ringing
+            && t.call.extension.as_deref() != Some(&ext)
+        {
+            t.call.extension = Some(ext);
+            self.update(&id, Emit::State, out);
+        }
+    }
+
+    pub(super) fn dial_end(
+        &mut self,
+        callee: &str,
+        status: &DialStatus,
+        now: i64,
+        out: &mut Vec<Update>,
+    ) {
+        let Some(leg) = self.legs.get(callee) else {
+            return;
+        };
+        let (id, role) = (leg.call.clone(), leg.role.clone());
+        if let Some(t) = self.calls.get_mut(&id) {
+            match role {
+                Role::Agent(_) => t.facts.agent_dial = Some(status.clone()),
+                Role::Customer(_) => t.facts.customer_dial = Some(status.clone()),
+                Role::Unknown => {}
+            }
+        }
+        if *status == DialStatus::Answer {
+            self.answered(callee, now, out);
+        }
+    }
+
+    pub(super) fn answered(&mut self, channel: &str, now: i64, out: &mut Vec<Update>) {
+        self.promote_leg(channel, out);
+        let Some(leg) = self.legs.get_mut(channel) else {
+            return;
+        };
+        leg.up = true;
+        let (id, role) = (leg.call.clone(), leg.role.clone());
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let caller = t.facts.caller_agent.clone();
+        let connects = match (&role, t.call.direction) {
+            (Role::Agent(ext), Direction::Incoming) => Some(Some(ext.clone())),
+            (Role::Agent(_), Direction::Outgoing) if t.facts.click => {
+                t.facts.agent_answered = true;
+                None
+            }
+            (Role::Customer(_), Direction::Outgoing) => Some(None),
+            (Role::Agent(ext), Direction::Internal) if Some(ext) != caller.as_ref() => Some(None),
+            (Role::Agent(ext), _)
+                if t.call.state == CallState::Connected && Some(ext) != caller.as_ref() =>
+            {
+                // Another employee answered a connected call: a transfer landed.
+                Some(Some(ext.clone()))
+            }
+            _ => None,
+        };
+        let Some(agent) = connects else {
+            return;
+        };
+        if t.call.state == CallState::Ringing {
+            t.call.state = CallState::Connected;
+            t.call.answered_at = Some(now);
+            if let Some(ext) = agent {
+                t.call.extension = Some(ext);
+            }
+            self.update(&id, Emit::Connected, out);
+        } else if let Some(ext) = agent
+            && t.call.state == CallState::Connected
+            && t.call.extension.as_deref() != Some(&ext)
+            && t.call.direction != Direction::Internal
+        {
+            t.call.extension = Some(ext);
+            self.update(&id, Emit::State, out);
+        }
+    }
+
+    pub(super) fn transferred(&mut self, tr: &Transfer, now: i64, out: &mut Vec<Update>) {
+        if !tr.success {
+            return;
+        }
+        let Some(transferee) = tr.transferee.as_deref() else {
+            return;
+        };
+        let Some(to) = self.legs.get(transferee).map(|l| l.call.clone()) else {
+            return;
+        };
+        match tr.kind {
+            TransferKind::Blind => {
+                // The transferee is sent on; whoever answers next becomes the employee
+                // (handled when that leg answers).
+                if let Some(ext) = tr.exten.as_deref().filter(|e| self.rules.is_extension(e))
+                    && let Some(t) = self.calls.get_mut(&to)
+                    && t.call.extension.as_deref() != Some(ext)
+                    && t.call.direction != Direction::Internal
+                {
+                    t.call.extension = Some(ext.to_string());
+                    self.update(&to, Emit::State, out);
+                }
+            }
+            TransferKind::Attended => {
+                // The target's leg (from the consultation call) joins the transferred call.
+                let Some(target) = tr.target.as_deref() else {
+                    return;
+                };
+                let Some(leg) = self.legs.get_mut(target) else {
+                    return;
+                };
+                let from = std::mem::replace(&mut leg.call, to.clone());
+                let role = leg.role.clone();
+                if from != to {
+                    if let Some(old) = self.calls.get_mut(&from) {
+                        old.legs.remove(target);
+                    }
+                    if let Some(t) = self.calls.get_mut(&to) {
+                        t.legs.insert(target.to_string());
+                    }
+                }
+                if let Role::Agent(ext) = role
+                    && let Some(t) = self.calls.get_mut(&to)
+                    && t.call.extension.as_deref() != Some(&ext)
+                    && t.call.direction != Direction::Internal
+                {
+                    t.call.extension = Some(ext);
+                    self.update(&to, Emit::State, out);
+                }
+                if from != to && self.calls.get(&from).is_some_and(|c| c.legs.is_empty()) {
+                    // The consultation call has no legs left: it is over.
+                    self.finish(&from, now, None, out);
+                }
+            }
+        }
+    }
+
+    pub(super) fn hung_up(
+        &mut self,
+        channel: &str,
+        cause: u16,
+        text: &str,
+        now: i64,
+        out: &mut Vec<Update>,
+    ) {
+        let Some(leg) = self.legs.remove(channel) else {
+            return;
+        };
+        let Some(t) = self.calls.get_mut(&leg.call) else {
+            return;
+        };
+        t.legs.remove(channel);
+        let cause = (cause, text.to_string());
+        match leg.role {
+            Role::Customer(_) => t.facts.customer_cause = Some(cause.clone()),
+            Role::Agent(_) if cause.0 != 0 => t.facts.agent_cause = Some(cause.clone()),
+            _ => {}
+        }
+        t.facts.last_cause = Some(cause);
+        if t.legs.is_empty() {
+            self.finish(&leg.call, now, None, out);
+        }
+    }
+
+    /// Ends a call: decides its status, reports `call.completed`, forgets it.
+    pub(super) fn finish(&mut self, id: &str, now: i64, why: Option<&str>, out: &mut Vec<Update>) {
+        let Some(mut t) = self.calls.remove(id) else {
+            return;
+        };
+        for group in &t.groups {
+            if self.groups.get(group).map(String::as_str) == Some(id) {
+                self.groups.remove(group);
+            }
+        }
+        for leg in &t.legs {
+            self.legs.remove(leg);
+        }
+        self.expected.retain(|_, call| call != id);
+        if t.facts.provisional {
+            return; // a PBX originate that never became a call: nothing was reported
+        }
+        status::finalize(&mut t.call, &t.facts, now, why);
+        out.push(Update {
+            call: t.call,
+            emit: vec![Emit::Completed],
+        });
+    }
+
+    pub(super) fn originate_result(
+        &mut self,
+        call_id: &str,
+        outcome: OriginateOutcome,
+        channel: Option<&str>,
+        detail: &str,
+        now: i64,
+        out: &mut Vec<Update>,
+    ) {
+        if let Some(ch) = channel
+            && let Some(from) = self.legs.get(ch).map(|l| l.call.clone())
+            && from != call_id
+            && self.calls.get(&from).is_some_and(|t| t.facts.provisional)
+        {
+            self.merge(&from, call_id);
+        }
+        let Some(t) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        t.facts.originate = Some((outcome, detail.to_string()));
+        if outcome == OriginateOutcome::Answered {
+            t.facts.agent_answered = true;
+        } else if t.legs.is_empty() {
+            self.finish(call_id, now, None, out);
+        }
+    }
+
+    pub(super) fn resync(&mut self, channels: &[ChannelSnapshot], now: i64, out: &mut Vec<Update>) {
+        let live: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .legs
+            .keys()
+            .filter(|id| !live.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for leg in gone {
+            self.hung_up(&leg, 0, "ended while the PBX connection was down", now, out);
+        }
+        for snap in channels {
+            if self.legs.contains_key(&snap.id) {
+                continue;
+            }
+            let ch = channel_of(snap);
+            self.created(&ch, now, out);
+            if snap.state == ChannelState::Ringing {
+                self.ringing(&snap.id, out);
+            }
+        }
+        for snap in channels.iter().filter(|c| c.state == ChannelState::Up) {
+            if self.legs.get(&snap.id).is_some_and(|l| !l.up) {
+                self.answered(&snap.id, now, out);
+            }
+        }
+        let stale: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, t)| {
+                t.legs.is_empty()
+                    && (!t.facts.click || now - t.call.started_at > ADOPTED_PATIENCE_MS)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.finish(
+                &id,
+                now,
+                Some("ended while the appliance was not connected to the PBX"),
+                out,
+            );
+        }
+    }
+}
+
+/// A snapshot row as if the channel had just been created.
+fn channel_of(s: &ChannelSnapshot) -> Channel {
+    // A channel running Dial (or anything else) is a caller; Asterisk's dialled legs run
+    // AppDial. With no application, a leg still ringing in is the caller.
+    let origin = if s.application.starts_with("AppDial") {
+        Origin::Outbound
+    } else if s.application.is_empty() {
+        if s.state == ChannelState::Ring {
+            Origin::Inbound
+        } else {
+            Origin::Outbound
+        }
+    } else {
+        Origin::Inbound
+    };
+    Channel {
+        id: s.id.clone(),
+        call: s.call.clone(),
+        name: s.name.clone(),
+        caller_number: s.caller_number.clone(),
+        caller_name: s.caller_name.clone(),
+        exten: s.exten.clone(),
+        context: s.context.clone(),
+        origin,
+        state: s.state,
+        local: s.local,
+        endpoint: s.endpoint.clone(),
+        peer: None,
+        call_id: None,
+    }
+}

@@ -1,0 +1,276 @@
+//! The call tracker: normalized PBX events in, calls and the Flowlu events they need out.
+//!
+//! Pure: no I/O, no clock (times come from the events). The engine feeds it, writes each
+//! [`Update`] (the call record and the events to emit) in one transaction, and attributes
+//! calls to Flowlu accounts.
+//!
+//! How legs become calls:
+//! - Legs are grouped by the PBX's call id (Asterisk `Linkedid`, FreeSWITCH call UUID,
+//!   which the adapters put in `Channel::call`), so Local/loopback halves, ring-group legs
+//!   and redirected legs all join the call they belong to instead of making new ones.
+//! - A click-to-call is [`adopt`](Tracker::adopt)ed before the PBX starts it and claims
+//!   the legs that carry its id (the `CRM_CALL_ID` variable) or the agent channel id the
+//!   PBX promised. A leg the PBX originated for someone else stays *provisional* (nothing
+//!   reported) until it is clearly not ours: it rings, is dialled, or answers.
+//! - Direction comes from the first leg ([`rules`]); the call is connected when the right
+//!   party answers (the employee for incoming, the customer for outgoing, the callee for
+//!   internal); it ends when its last leg hangs up, and [`status`] decides how.
+
+mod rules;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::time::UNIX_EPOCH;
+
+use crate::config::CallsConfig;
+use crate::pbx::{
+    Channel, ChannelSnapshot, ChannelState, DialStatus, Event, Origin, OriginateOutcome, PbxEvent,
+    Transfer, TransferKind,
+};
+
+use super::{Call, CallState, Direction};
+pub use rules::{Role, Rules, clean_number, endpoint_of};
+
+/// A Flowlu event the engine must send for an [`Update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    Init,
+    State,
+    Connected,
+    Completed,
+}
+
+impl Emit {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Emit::Init => "call.init",
+            Emit::State => "call.state",
+            Emit::Connected => "call.connected",
+            Emit::Completed => "call.completed",
+        }
+    }
+}
+
+/// A changed call and what to tell Flowlu about it, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub call: Call,
+    pub emit: Vec<Emit>,
+}
+
+#[derive(Debug, Clone)]
+struct Leg {
+    call: String,
+    role: Role,
+    up: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    /// The employee who placed an outgoing or internal call.
+    caller_agent: Option<String>,
+    /// A click-to-call started by Flowlu.
+    click: bool,
+    /// Click-to-call: the employee's phone answered.
+    agent_answered: bool,
+    /// How the last dial attempt to an employee / to the customer ended.
+    agent_dial: Option<DialStatus>,
+    customer_dial: Option<DialStatus>,
+    originate: Option<(OriginateOutcome, String)>,
+    /// Hang-up cause of the customer's leg, of an employee's leg, and of any leg.
+    customer_cause: Option<(u16, String)>,
+    agent_cause: Option<(u16, String)>,
+    last_cause: Option<(u16, String)>,
+    /// Nothing reported yet: a PBX originate that may still turn out to be ours.
+    provisional: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    call: Call,
+    facts: Facts,
+    /// Live legs.
+    legs: HashSet<String>,
+    /// Every PBX call id that maps here (several after an attended transfer).
+    groups: HashSet<String>,
+}
+
+/// How long an adopted click-to-call may wait for the PBX to show any leg or result
+/// before a resync gives up on it.
+const ADOPTED_PATIENCE_MS: i64 = 5 * 60 * 1000;
+
+pub struct Tracker {
+    rules: Rules,
+    calls: HashMap<String, Tracked>,
+    groups: HashMap<String, String>,
+    legs: HashMap<String, Leg>,
+    /// Agent channel ids promised by the PBX for click-to-calls (Originated::channel).
+    expected: HashMap<String, String>,
+}
+
+pub fn ms(at: std::time::SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Tracker {
+    pub fn new(config: &CallsConfig) -> Tracker {
+        Tracker {
+            rules: Rules::new(config),
+            calls: HashMap::new(),
+            groups: HashMap::new(),
+            legs: HashMap::new(),
+            expected: HashMap::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Calls being tracked (not ended).
+    pub fn live_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn call(&self, id: &str) -> Option<&Call> {
+        self.calls.get(id).map(|t| &t.call)
+    }
+
+    /// The call a PBX channel belongs to.
+    pub fn call_of_channel(&self, channel: &str) -> Option<&Call> {
+        self.legs.get(channel).and_then(|l| self.call(&l.call))
+    }
+
+    /// The call a PBX call id belongs to.
+    pub fn call_of_group(&self, group: &str) -> Option<&Call> {
+        self.groups.get(group).and_then(|id| self.call(id))
+    }
+
+    /// The customer's live channel of a call (what a redirect moves).
+    pub fn customer_channel(&self, id: &str) -> Option<String> {
+        let t = self.calls.get(id)?;
+        t.legs
+            .iter()
+            .filter(|l| matches!(self.legs.get(*l).map(|l| &l.role), Some(Role::Customer(_))))
+            .min()
+            .cloned()
+    }
+
+    /// True while `extension` is on (or ringing in) a tracked call.
+    pub fn agent_busy(&self, extension: &str) -> bool {
+        self.legs
+            .values()
+            .any(|l| l.role == Role::Agent(extension.to_string()))
+            || self
+                .calls
+                .values()
+                .any(|t| t.facts.click && t.call.extension.as_deref() == Some(extension))
+    }
+
+    /// Registers a click-to-call the engine is about to originate. The returned update
+    /// reports it (`call.init`) at once.
+    pub fn adopt(&mut self, call: Call, agent_channel: Option<String>) -> Update {
+        let id = call.id.clone();
+        if let Some(channel) = agent_channel {
+            self.expected.insert(channel, id.clone());
+        }
+        let tracked = Tracked {
+            call: call.clone(),
+            facts: Facts {
+                click: true,
+                caller_agent: call.extension.clone(),
+                ..Facts::default()
+            },
+            legs: HashSet::new(),
+            groups: HashSet::new(),
+        };
+        self.calls.insert(id, tracked);
+        Update {
+            call,
+            emit: vec![Emit::Init],
+        }
+    }
+
+    /// The PBX promised this agent channel id for an adopted call (known only after the
+    /// originate was accepted).
+    pub fn expect_channel(&mut self, call_id: &str, channel: String) {
+        self.expected.insert(channel, call_id.to_string());
+    }
+
+    /// Takes back an open call from the database after a restart; the next resync closes
+    /// it if the PBX no longer has it.
+    pub fn restore(&mut self, call: Call) {
+        let facts = Facts {
+            click: call.crm_call_id.is_some(),
+            caller_agent: match call.direction {
+                Direction::Incoming => None,
+                _ => call.extension.clone(),
+            },
+            agent_answered: call.state == CallState::Connected,
+            ..Facts::default()
+        };
+        let mut groups = HashSet::new();
+        if !call.pbx_call.is_empty() {
+            groups.insert(call.pbx_call.clone());
+            self.groups.insert(call.pbx_call.clone(), call.id.clone());
+        }
+        self.calls.insert(
+            call.id.clone(),
+            Tracked {
+                call,
+                facts,
+                legs: HashSet::new(),
+                groups,
+            },
+        );
+    }
+
+    /// One PBX event.
+    pub fn handle(&mut self, ev: &PbxEvent) -> Vec<Update> {
+        let now = ms(ev.at);
+        let mut out = Vec::new();
+        match &ev.event {
+            Event::ChannelCreated(ch) => self.created(ch, now, &mut out),
+            Event::CallTagged { channel, call_id } => self.tagged(channel, call_id, &mut out),
+            Event::Ringing { channel } => self.ringing(channel, &mut out),
+            Event::DialBegin { callee, .. } => self.promote_leg(callee, &mut out),
+            Event::DialEnd { callee, status, .. } => self.dial_end(callee, status, now, &mut out),
+            Event::Answered { channel } => self.answered(channel, now, &mut out),
+            Event::Bridged { channel, .. } => self.promote_leg(channel, &mut out),
+            Event::Transferred(t) => self.transferred(t, now, &mut out),
+            Event::HungUp {
+                channel,
+                cause,
+                cause_text,
+            } => self.hung_up(channel, *cause, cause_text, now, &mut out),
+            Event::RecordingStarted { channel, path } => {
+                if let Some(leg) = self.legs.get(channel)
+                    && let Some(t) = self.calls.get_mut(&leg.call)
+                {
+                    t.call.recording_path = Some(path.clone());
+                }
+            }
+            Event::OriginateResult {
+                call_id,
+                outcome,
+                channel,
+                detail,
+            } => {
+                self.originate_result(call_id, *outcome, channel.as_deref(), detail, now, &mut out)
+            }
+            Event::Resync { channels } => self.resync(channels, now, &mut out),
+            Event::Connected { .. }
+            | Event::Disconnected { .. }
+            | Event::Unbridged { .. }
+            | Event::DeviceState { .. }
+            | Event::Registration { .. } => {}
+        }
+        out
+    }
+}
+
+mod legs;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! Who is who on a call: employees (agents) and customers, told apart by configuration.
+//!
+//! The PBX never says which leg is the customer. The rule (README, "Call direction"):
+//! a leg belongs to an employee when its endpoint (the PJSIP/SIP endpoint, FreeSWITCH
+//! user, or the number of a `Local/…@ctx` / `loopback/…` channel) is an extension: all
+//! digits, `[calls] extension_min_digits..=extension_max_digits` long, and not one of
+//! `[calls] trunk_endpoints`. Everything else is the customer side: a trunk endpoint,
+//! a leg entering an inbound context, or a dialled external number.
+
+use std::collections::HashSet;
+
+use crate::config::CallsConfig;
+use crate::pbx::{Channel, Origin};
+
+#[derive(Debug, Clone)]
+pub struct Rules {
+    min: usize,
+    max: usize,
+    trunks: HashSet<String>,
+    inbound_contexts: HashSet<String>,
+}
+
+/// What a leg stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// An employee's phone, by extension.
+    Agent(String),
+    /// The customer (the trunk side), with the number when known.
+    Customer(String),
+    /// Cannot tell (yet).
+    Unknown,
+}
+
+impl Rules {
+    pub fn new(c: &CallsConfig) -> Rules {
+        Rules {
+            min: c.extension_min_digits as usize,
+            max: c.extension_max_digits as usize,
+            trunks: c.trunk_endpoints.iter().cloned().collect(),
+            inbound_contexts: c.inbound_contexts.iter().cloned().collect(),
+        }
+    }
+
+    /// True for an employee's extension such as `100` or `1001`.
+    pub fn is_extension(&self, s: &str) -> bool {
+        (self.min..=self.max).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && !self.trunks.contains(s)
+    }
+
+    pub fn is_inbound_context(&self, context: &str) -> bool {
+        self.inbound_contexts.contains(context)
+    }
+
+    /// The role of a new leg.
+    pub fn role(&self, ch: &Channel) -> Role {
+        let endpoint = endpoint_of(ch);
+        let endpoint = endpoint.as_deref();
+        if let Some(e) = endpoint
+            && self.trunks.contains(e)
+        {
+            return Role::Customer(self.customer_number(ch));
+        }
+        if ch.origin == Origin::Inbound && !ch.local && self.is_inbound_context(&ch.context) {
+            return Role::Customer(self.customer_number(ch));
+        }
+        match endpoint {
+            Some(e) if self.is_extension(e) => Role::Agent(e.to_string()),
+            Some(e) if !e.is_empty() => Role::Customer(self.customer_number(ch)),
+            _ => {
+                // No endpoint in the name (e.g. FreeSWITCH sofia/external/<number>@host):
+                // an inbound leg is judged by who is calling, an outbound one by whom it
+                // dials.
+                let number = match ch.origin {
+                    Origin::Inbound => &ch.caller_number,
+                    Origin::Outbound => &ch.exten,
+                };
+                if number.is_empty() {
+                    Role::Unknown
+                } else if self.is_extension(number) {
+                    Role::Agent(number.clone())
+                } else {
+                    Role::Customer(number.clone())
+                }
+            }
+        }
+    }
+
+    /// The customer's number as this leg shows it: the caller for a leg calling in, the
+    /// dialled number for a leg the PBX dials out on.
+    fn customer_number(&self, ch: &Channel) -> String {
+        let dialled = || {
+            let endpoint = endpoint_of(ch);
+            let from_endpoint = endpoint
+                .as_deref()
+                .filter(|e| e.bytes().any(|b| b.is_ascii_digit()))
+                .unwrap_or("");
+            if !ch.exten.is_empty() && ch.exten != "s" {
+                ch.exten.clone()
+            } else {
+                from_endpoint.to_string()
+            }
+        };
+        match ch.origin {
+            Origin::Inbound if !ch.local => ch.caller_number.clone(),
+            _ => dialled(),
+        }
+    }
+}
+
+/// The endpoint behind a leg without its `@context`: `100` for `PJSIP/100-0000001a`,
+/// `Local/100@agents-00000002;1` and FreeSWITCH's `loopback/100-a`.
+pub fn endpoint_of(ch: &Channel) -> Option<String> {
+    if let Some(e) = ch.endpoint.as_deref() {
+        let e = e.split('@').next().unwrap_or(e);
+        return (!e.is_empty()).then(|| e.to_string());
+    }
+    let rest = ch.name.strip_prefix("loopback/")?;
+    let base = rest
+        .strip_suffix("-a")
+        .or_else(|| rest.strip_suffix("-b"))
+        .unwrap_or(rest);
+    (!base.is_empty()).then(|| base.to_string())
+}
+
+/// Keeps only what a phone number is made of: digits and a leading `+`.
+pub fn clean_number(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.trim().chars().enumerate() {
+        if c.is_ascii_digit() || (c == '+' && i == 0) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pbx::ChannelState;
+
+    fn rules() -> Rules {
+        let mut c = crate::config::Config::defaults().calls;
+        c.trunk_endpoints = vec!["provider".into()];
+        Rules::new(&c)
+    }
+
+    fn ch(name: &str, endpoint: Option<&str>, origin: Origin, context: &str) -> Channel {
+        Channel {
+            id: "1".into(),
+            call: "1".into(),
+            name: name.into(),
+            caller_number: "79161234567".into(),
+            exten: "74950000000".into(),
+            context: context.into(),
+            origin,
+            state: ChannelState::Ring,
+            local: name.starts_with("Local/") || name.starts_with("loopback/"),
+            endpoint: endpoint.map(str::to_string),
+            ..Channel::default()
+        }
+    }
+
+    #[test]
+    fn legs_are_told_apart() {
+        let r = rules();
+        assert_eq!(
+            r.role(&ch(
+                "PJSIP/trunk-00000017",
+                Some("trunk"),
+                Origin::Inbound,
+                "from-trunk"
+            )),
+            Role::Customer("79161234567".into())
+        );
+        assert_eq!(
+            r.role(&ch(
+                "PJSIP/100-00000018",
+                Some("100"),
+                Origin::Outbound,
+                "agents-sip"
+            )),
+            Role::Agent("100".into())
+        );
+        assert_eq!(
+            r.role(&ch(
+                "Local/100@agents-00000002;1",
+                Some("100@agents"),
+                Origin::Outbound,
+                "agents"
+            )),
+            Role::Agent("100".into())
+        );
+        let mut pstn = ch(
+            "Local/79990001122@pstn-sim-00000003;1",
+            Some("79990001122@pstn-sim"),
+            Origin::Outbound,
+            "pstn-sim",
+        );
+        pstn.exten = "79990001122".into();
+        assert_eq!(r.role(&pstn), Role::Customer("79990001122".into()));
+        // A trunk whose name is digits, listed as a trunk.
+        assert!(matches!(
+            r.role(&ch(
+                "SIP/provider-0001",
+                Some("provider"),
+                Origin::Inbound,
+                "x"
+            )),
+            Role::Customer(_)
+        ));
+        // FreeSWITCH: no endpoint in sofia/external/..., inbound context.
+        assert_eq!(
+            r.role(&ch(
+                "sofia/external/79161234567@127.0.0.1",
+                None,
+                Origin::Inbound,
+                "public"
+            )),
+            Role::Customer("79161234567".into())
+        );
+        assert!(r.is_extension("1000") && !r.is_extension("79161234567") && !r.is_extension("1"));
+        // FreeSWITCH loopback halves carry the number in the name.
+        let mut b = ch("loopback/79990001122-b", None, Origin::Inbound, "pstn-sim");
+        b.caller_number = "agents".into();
+        b.exten = "79990001122".into();
+        assert_eq!(r.role(&b), Role::Customer("79990001122".into()));
+        let a = ch("loopback/100-a", None, Origin::Outbound, "agents");
+        assert_eq!(r.role(&a), Role::Agent("100".into()));
+        assert_eq!(clean_number(" +7 (999) 000-11-22 "), "+79990001122");
+    }
+}

@@ -1,0 +1,598 @@
+//! The call tracker over every recorded call scenario, through the real adapters and the
+//! fake PBXs replaying the transcripts. Each expected record is written by hand from what
+//! happened on the real server (the fixtures README and the recorded events; FreeSWITCH
+//! times from its `Event-Date-Timestamp` headers), not printed by the code under test.
+
+use appliance::calls::tracker::{Emit, Tracker};
+use appliance::calls::{Call, CallState, CallStatus, Direction};
+use appliance::config::Config;
+use appliance::pbx::{Event, OriginateRequest};
+
+use crate::fake_pbx::ami::{FakeAmi, Script};
+use crate::fake_pbx::esl::{EslScript, FakeEsl};
+use crate::fake_pbx::{Fake, PbxUnderTest, pbx_config};
+
+struct Click {
+    call_id: &'static str,
+    agent: &'static str,
+    customer: &'static str,
+    /// `[pbx] agent_channel` as the recording was made.
+    channel: &'static str,
+}
+
+struct Expect {
+    direction: Direction,
+    status: CallStatus,
+    phone: &'static str,
+    line: &'static str,
+    extension: Option<&'static str>,
+    /// The end of the recording's path, when the call was recorded.
+    recording: Option<&'static str>,
+    /// Part of the hang-up cause.
+    cause: &'static str,
+    /// (wait, duration) in seconds, where the PBX stamped its events (FreeSWITCH).
+    times: Option<(i64, i64)>,
+    /// A call.state follows call.connected (a transfer landed).
+    state_after_connect: bool,
+}
+
+async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>) {
+    let fake: Fake = if pbx == "asterisk" {
+        FakeAmi::start(vec![Script::new(fixture).idle_resync()]).await
+    } else {
+        FakeEsl::start(vec![EslScript::new(fixture)]).await
+    };
+    let mut config = pbx_config(pbx, fake.port());
+    config.context = "from-crm".into();
+    if let Some(c) = &click {
+        config.agent_channel = c.channel.into();
+    }
+    let mut put = PbxUnderTest::start(config);
+    let mut tracker = Tracker::new(&Config::defaults().calls);
+    for e in put.wait_up().await {
+        tracker.handle(&appliance::pbx::PbxEvent::now(e));
+    }
+    let mut emits = Vec::new();
+    let mut target = None;
+    if let Some(c) = &click {
+        let call = Call {
+            id: c.call_id.into(),
+            integration_id: Some(1),
+            crm_call_id: Some("flowlu-7".into()),
+            pbx_call: String::new(),
+            direction: Direction::Outgoing,
+            phone: c.customer.into(),
+            line: String::new(),
+            extension: Some(c.agent.into()),
+            user_id: Some("u7".into()),
+            state: CallState::Ringing,
+            status: None,
+            started_at: appliance::outbox::now_ms(),
+            answered_at: None,
+            ended_at: None,
+            duration: None,
+            wait: None,
+            hangup_cause: None,
+            recording_path: None,
+        };
+        emits.extend(tracker.adopt(call, None).emit);
+        target = Some(c.call_id.to_string());
+        put.handle
+            .originate(&OriginateRequest {
+                call_id: c.call_id.into(),
+                agent: c.agent.into(),
+                customer: c.customer.into(),
+                caller_id_name: "CRM".into(),
+                caller_id_number: c.customer.into(),
+                ring: None,
+            })
+            .await
+            .unwrap();
+    }
+    fake.release_all().await;
+    loop {
+        let event = put.next().await;
+        if matches!(event.event, Event::Disconnected { .. }) {
+            panic!("the fake hung up before the call completed");
+        }
+        for update in tracker.handle(&event) {
+            let mine = target.get_or_insert_with(|| update.call.id.clone());
+            if &update.call.id != mine {
+                continue;
+            }
+            emits.extend(&update.emit);
+            if update.emit.contains(&Emit::Completed) {
+                put.stop().await;
+                return (update.call, emits);
+            }
+        }
+    }
+}
+
+fn check(name: &str, (call, emits): (Call, Vec<Emit>), e: Expect) {
+    assert_eq!(call.direction, e.direction, "{name}: direction");
+    assert_eq!(call.state, CallState::Ended, "{name}");
+    assert_eq!(call.status, Some(e.status), "{name}: status ({call:?})");
+    assert_eq!(call.phone, e.phone, "{name}: phone");
+    assert_eq!(call.line, e.line, "{name}: line");
+    assert_eq!(call.extension.as_deref(), e.extension, "{name}: extension");
+    match e.recording {
+        Some(end) => assert!(
+            call.recording_path
+                .as_deref()
+                .is_some_and(|p| p.ends_with(end)),
+            "{name}: recording {:?}",
+            call.recording_path
+        ),
+        None => assert_eq!(call.recording_path, None, "{name}"),
+    }
+    let cause = call.hangup_cause.clone().unwrap_or_default();
+    assert!(cause.contains(e.cause), "{name}: cause {cause:?}");
+    if let Some((wait, duration)) = e.times {
+        assert_eq!(
+            (call.wait, call.duration),
+            (Some(wait), Some(duration)),
+            "{name}: times"
+        );
+    } else {
+        assert!(call.wait.is_some() && call.duration.is_some(), "{name}");
+    }
+    assert_eq!(emits.first(), Some(&Emit::Init), "{name}: {emits:?}");
+    assert_eq!(emits.last(), Some(&Emit::Completed), "{name}: {emits:?}");
+    let connected = emits.iter().filter(|e| **e == Emit::Connected).count();
+    let answered = e.status == CallStatus::Answered;
+    assert_eq!(connected, usize::from(answered), "{name}: {emits:?}");
+    if e.state_after_connect {
+        let at = emits.iter().position(|e| *e == Emit::Connected).unwrap();
+        assert!(emits[at..].contains(&Emit::State), "{name}: {emits:?}");
+    }
+    assert_eq!(answered, call.answered_at.is_some(), "{name}");
+}
+
+const fn expect(direction: Direction, status: CallStatus, phone: &'static str) -> Expect {
+    Expect {
+        direction,
+        status,
+        phone,
+        line: "",
+        extension: None,
+        recording: None,
+        cause: "",
+        times: None,
+        state_after_connect: false,
+    }
+}
+
+fn click(
+    call_id: &'static str,
+    agent: &'static str,
+    customer: &'static str,
+    channel: &'static str,
+) -> Option<Click> {
+    Some(Click {
+        call_id,
+        agent,
+        customer,
+        channel,
+    })
+}
+
+const LOCAL: &str = "Local/{ext}@agents";
+const PJSIP: &str = "PJSIP/{ext}";
+const LOOPBACK: &str = "loopback/{ext}/agents";
+const USER: &str = "user/{ext}";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asterisk_inbound_answered_ring_group() {
+    // DID 74950000000 rings 100 and 101; 100 answers; the customer hangs up.
+    let r = run("asterisk", "sip-inbound-answered", None).await;
+    check(
+        "ast inbound answered",
+        r,
+        Expect {
+            line: "74950000000",
+            extension: Some("100"),
+            recording: Some("monitor/in-74950000000-1795416368.27.wav"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asterisk_inbound_missed() {
+    // Nobody answers within 20 s; the caller is hung up on.
+    let r = run("asterisk", "sip-inbound-missed", None).await;
+    check(
+        "ast inbound missed",
+        r,
+        Expect {
+            line: "74950000000",
+            extension: Some("101"),
+            recording: Some("in-74950000000-1795416387.30.wav"),
+            cause: "16",
+            ..expect(Direction::Incoming, CallStatus::Missed, "79161234567")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asterisk_redirect_of_a_ringing_call_lands_on_101() {
+    let r = run("asterisk", "sip-redirect-ringing", None).await;
+    check(
+        "ast redirect",
+        r,
+        Expect {
+            line: "74950000000",
+            extension: Some("101"),
+            recording: Some("in-74950000000-1795416508.44.wav"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asterisk_agent_to_agent_is_internal() {
+    let r = run("asterisk", "sip-agent-to-agent", None).await;
+    check(
+        "ast internal",
+        r,
+        Expect {
+            extension: Some("100"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Internal, CallStatus::Answered, "101")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asterisk_click_to_call_answered_local_and_pjsip() {
+    let r = run(
+        "asterisk",
+        "originate-mid-call-coreshowchannels",
+        click("crm-42", "100", "79990001122", LOCAL),
+    )
+    .await;
+    check(
+        "ast click local",
+        r,
+        Expect {
+            extension: Some("100"),
+            recording: Some("crm-79990001122-1795413094.4.wav"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Outgoing, CallStatus::Answered, "79990001122")
+        },
+    );
+    let r = run(
+        "asterisk",
+        "agent101-ok",
+        click("crm-42", "101", "79161234567", LOCAL),
+    )
+    .await;
+    check(
+        "ast click 101",
+        r,
+        Expect {
+            extension: Some("101"),
+            recording: Some(".wav"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Outgoing, CallStatus::Answered, "79161234567")
+        },
+    );
+    let r = run(
+        "asterisk",
+        "sip-click-to-call",
+        click("crm-43", "100", "79990001122", PJSIP),
+    )
+    .await;
+    check(
+        "ast click pjsip",
+        r,
+        Expect {
+            extension: Some("100"),
+            recording: Some("crm-79990001122-1795416477.37.wav"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Outgoing, CallStatus::Answered, "79990001122")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asterisk_click_to_call_failures() {
+    // The agent's phone is busy (OriginateResponse reason 5).
+    let r = run(
+        "asterisk",
+        "agent-busy",
+        click("crm-42", "102", "79990001122", LOCAL),
+    )
+    .await;
+    check(
+        "ast agent busy",
+        r,
+        Expect {
+            extension: Some("102"),
+            cause: "is busy",
+            ..expect(Direction::Outgoing, CallStatus::Failed, "79990001122")
+        },
+    );
+    // The agent never answers (reason 3 after 30 s).
+    let r = run(
+        "asterisk",
+        "agent-noanswer",
+        click("crm-42", "103", "79990001122", LOCAL),
+    )
+    .await;
+    check(
+        "ast agent no answer",
+        r,
+        Expect {
+            extension: Some("103"),
+            cause: "did not answer",
+            ..expect(Direction::Outgoing, CallStatus::Failed, "79990001122")
+        },
+    );
+    let r = run(
+        "asterisk",
+        "sip-click-to-call-noanswer",
+        click("crm-45", "101", "79990001122", PJSIP),
+    )
+    .await;
+    check(
+        "ast pjsip no answer",
+        r,
+        Expect {
+            extension: Some("101"),
+            cause: "did not answer",
+            ..expect(Direction::Outgoing, CallStatus::Failed, "79990001122")
+        },
+    );
+    // 102 is not registered: no channel at all, only the OriginateResponse failure.
+    let r = run(
+        "asterisk",
+        "sip-click-to-call-unavailable",
+        click("crm-45", "102", "79990001122", PJSIP),
+    )
+    .await;
+    check(
+        "ast unavailable",
+        r,
+        Expect {
+            extension: Some("102"),
+            cause: "unreachable",
+            ..expect(Direction::Outgoing, CallStatus::Failed, "79990001122")
+        },
+    );
+    // The agent answers, the customer is busy.
+    let r = run(
+        "asterisk",
+        "customer-busy",
+        click("crm-42", "100", "79990000486", LOCAL),
+    )
+    .await;
+    check(
+        "ast customer busy",
+        r,
+        Expect {
+            extension: Some("100"),
+            recording: Some("crm-79990000486-1795413315.18.wav"),
+            cause: "17",
+            ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freeswitch_inbound_answered_missed_and_transferred() {
+    // Plain: created 601.565206, 1000 answered 606.624572, hung up 613.184489.
+    // JSON: created 621.384576, 1000 answered 626.464513, hung up 633.204497.
+    for (fixture, recording) in [
+        (
+            "sip-inbound-answered",
+            "inbound-74950000000-dccfb9ad-c57f-4297-868f-bf615353679b.wav",
+        ),
+        (
+            "sip-inbound-answered-json",
+            "inbound-74950000000-e2e76c2b-b9c9-4c57-b338-5231c0784114.wav",
+        ),
+    ] {
+        let r = run("freeswitch", fixture, None).await;
+        check(
+            fixture,
+            r,
+            Expect {
+                line: "74950000000",
+                extension: Some("1000"),
+                recording: Some(recording),
+                cause: "16 NORMAL_CLEARING",
+                times: Some((5, 7)),
+                ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+            },
+        );
+    }
+    // Created 641.484495, everyone hung up at 661.029218 (NO_ANSWER).
+    let r = run("freeswitch", "sip-inbound-missed", None).await;
+    check(
+        "fs missed",
+        r,
+        Expect {
+            line: "74950000000",
+            extension: Some("1001"),
+            recording: Some(".wav"),
+            cause: "NO_ANSWER",
+            times: Some((20, 0)),
+            ..expect(Direction::Incoming, CallStatus::Missed, "79161234567")
+        },
+    );
+    // 1000 answers at 725.664490, uuid_transfer to 1001, which talks until 735.349953.
+    let r = run("freeswitch", "sip-uuid-transfer", None).await;
+    check(
+        "fs transfer",
+        r,
+        Expect {
+            line: "74950000000",
+            extension: Some("1001"),
+            recording: Some(".wav"),
+            cause: "16 NORMAL_CLEARING",
+            times: Some((3, 10)),
+            state_after_connect: true,
+            ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freeswitch_agent_to_agent_is_internal() {
+    // 1001 answers at 765.584496 (created 762.524497), hung up 768.664499.
+    let r = run("freeswitch", "sip-agent-to-agent", None).await;
+    check(
+        "fs internal",
+        r,
+        Expect {
+            extension: Some("1000"),
+            cause: "16 NORMAL_CLEARING",
+            times: Some((3, 3)),
+            ..expect(Direction::Internal, CallStatus::Answered, "1001")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freeswitch_click_to_call() {
+    // Plain: agent leg at 684.604802, customer answers 685.664497, end 687.646061.
+    // JSON: agent leg at 699.684527, customer answers 700.764569, end 702.804526.
+    for (fixture, recording) in [
+        (
+            "sip-click-to-call",
+            "crm-79990001122-c2583ae7-7c42-4792-b09c-f8376c674584.wav",
+        ),
+        (
+            "sip-click-to-call-json",
+            "crm-79990001122-9508ee33-8817-421b-a465-7376d891a8ac.wav",
+        ),
+    ] {
+        let r = run(
+            "freeswitch",
+            fixture,
+            click("crm-43", "1000", "79990001122", USER),
+        )
+        .await;
+        check(
+            fixture,
+            r,
+            Expect {
+                extension: Some("1000"),
+                recording: Some(recording),
+                cause: "16 NORMAL_CLEARING",
+                times: Some((1, 2)),
+                ..expect(Direction::Outgoing, CallStatus::Answered, "79990001122")
+            },
+        );
+    }
+    // The &bridge form: agent at 711.245031, customer answers 712.304518, end 714.325512.
+    let r = run(
+        "freeswitch",
+        "sip-click-to-call-bridge",
+        click("crm-44", "1000", "79990001122", USER),
+    )
+    .await;
+    check(
+        "fs bridge",
+        r,
+        Expect {
+            extension: Some("1000"),
+            cause: "16 NORMAL_CLEARING",
+            times: Some((1, 2)),
+            ..expect(Direction::Outgoing, CallStatus::Answered, "79990001122")
+        },
+    );
+    // Loopback agents: 373.092332, customer 374.152337, end 376.132331.
+    let r = run(
+        "freeswitch",
+        "originate-plain-mid-call-show-channels",
+        click("crm-42", "100", "79990001122", LOOPBACK),
+    )
+    .await;
+    check(
+        "fs loopback",
+        r,
+        Expect {
+            extension: Some("100"),
+            recording: Some("crm-79990001122-18ebf15d-9f85-4dbe-9930-3ef17129f2ea.wav"),
+            cause: "16 NORMAL_CLEARING",
+            times: Some((1, 2)),
+            ..expect(Direction::Outgoing, CallStatus::Answered, "79990001122")
+        },
+    );
+    let r = run(
+        "freeswitch",
+        "api-blocking-ok",
+        click("crm-42", "101", "79161234567", LOOPBACK),
+    )
+    .await;
+    check(
+        "fs blocking api",
+        r,
+        Expect {
+            extension: Some("101"),
+            recording: Some(".wav"),
+            cause: "16 NORMAL_CLEARING",
+            times: Some((1, 2)),
+            ..expect(Direction::Outgoing, CallStatus::Answered, "79161234567")
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freeswitch_click_to_call_failures() {
+    let r = run(
+        "freeswitch",
+        "agent-busy",
+        click("crm-42", "102", "79990001122", LOOPBACK),
+    )
+    .await;
+    check(
+        "fs agent busy",
+        r,
+        Expect {
+            extension: Some("102"),
+            cause: "is busy",
+            times: Some((0, 0)),
+            ..expect(Direction::Outgoing, CallStatus::Failed, "79990001122")
+        },
+    );
+    // 1001 rings from 798.664535 until NO_ANSWER at 813.004554.
+    let r = run(
+        "freeswitch",
+        "sip-click-to-call-noanswer",
+        click("crm-45", "1001", "79990001122", USER),
+    )
+    .await;
+    check(
+        "fs no answer",
+        r,
+        Expect {
+            extension: Some("1001"),
+            cause: "did not answer",
+            times: Some((14, 0)),
+            ..expect(Direction::Outgoing, CallStatus::Failed, "79990001122")
+        },
+    );
+    let r = run(
+        "freeswitch",
+        "customer-busy",
+        click("crm-42", "100", "79990000486", LOOPBACK),
+    )
+    .await;
+    check(
+        "fs customer busy",
+        r,
+        Expect {
+            extension: Some("100"),
+            recording: Some(".wav"),
+            cause: "17 USER_BUSY",
+            times: Some((0, 0)),
+            ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
+        },
+    );
+}
