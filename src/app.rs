@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::acme;
 use crate::config::{Config, PbxConfig};
 use crate::db::{Db, DbError, pbx_settings};
+use crate::engine::{EngineHandle, EngineInbox};
 use crate::flowlu::Flowlu;
 use crate::flowlu::events::EventTransport;
 use crate::http::Pages;
@@ -46,6 +47,12 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Durable delivery of call events to Flowlu.
     pub outbox: Outbox,
+    /// The call engine (click-to-call, routing questions, live-call queries).
+    pub engine: EngineHandle,
+    /// Its receiving side, taken by [`serve_with`].
+    pub engine_inbox: Mutex<Option<EngineInbox>>,
+    /// Where the FastAGI routing server listens, once bound.
+    pub agi_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 pub type State = Arc<AppState>;
@@ -157,7 +164,11 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let outbox_db = db.clone();
     let pbx = StatusBoard::new(&pbx_config);
     let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
+    let (engine, engine_inbox) = crate::engine::channel();
     let state = Arc::new_cyclic(|weak| AppState {
+        engine,
+        engine_inbox: Mutex::new(Some(engine_inbox)),
+        agi_addr: std::sync::OnceLock::new(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),
@@ -277,15 +288,17 @@ pub async fn serve_with(
             },
         )));
     }
-    if let Some(mut events) = state.pbx_events.lock().expect("pbx lock").take() {
-        // No consumer took the events: log them so the connection never waits on a full
-        // queue.
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                log::debug!("PBX event: {:?}", event.event);
-            }
-        });
+    let events = state.pbx_events.lock().expect("pbx lock").take();
+    let inbox = state.engine_inbox.lock().expect("engine lock").take();
+    if let (Some(events), Some(inbox)) = (events, inbox) {
+        workers.push(tokio::spawn(crate::engine::run(
+            state.clone(),
+            inbox,
+            events,
+            until_stopped(stopped.clone()),
+        )));
     }
+    workers.push(tokio::spawn(serve_routing(state.clone(), stopped.clone())));
     crate::http::serve(listener, state, tls, shutdown).await;
     let _ = stop.send(true);
     let _ = stop_pbx.send(());
@@ -300,6 +313,27 @@ pub async fn serve_with(
             worker.abort();
             let _ = worker.await;
         }
+    }
+}
+
+/// Answers the dialplan's routing questions (FastAGI) until `stop`. A port in use is
+/// logged and shown in /healthz; the rest of the appliance keeps serving.
+async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
+    let addr = state.config.routing.agi_addr();
+    match TcpListener::bind(addr).await {
+        Ok(listener) => {
+            if let Ok(bound) = listener.local_addr() {
+                let _ = state.agi_addr.set(bound);
+                log::info!("incoming routing: FastAGI on {bound}");
+            }
+            let decider = Arc::new(crate::engine::route::CrmDecider::new(Arc::downgrade(
+                &state,
+            )));
+            let limit = state.config.routing.decision_timeout();
+            drop(state);
+            crate::routing::agi::serve(listener, decider, limit, until_stopped(stop)).await;
+        }
+        Err(e) => log::error!("incoming routing is off: cannot listen on {addr} for FastAGI: {e}"),
     }
 }
 

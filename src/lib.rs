@@ -28,6 +28,8 @@
 //!   (`PbxEvents`) for the call tracker, and the connection state for `/healthz`.
 //! - [`routing`]: the dialplan's question "who takes this incoming call?" (FastAGI).
 //! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out.
+//! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
+//!   call rows and outbox events; click-to-call, routing decisions, call metrics.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
@@ -45,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod doctor;
+pub mod engine;
 pub mod flowlu;
 pub mod http;
 pub mod metrics;

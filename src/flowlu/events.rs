@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 use std::time::SystemTime;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{FlowluError, paths, store, tokens};
 use crate::app::AppState;
+use crate::calls::{Call, CallStatus};
 use crate::outbox::{BoxFuture, Readiness, Reply, SendError, Transport, parse_retry_after};
 use crate::secret::Secret;
 
@@ -147,6 +148,60 @@ fn effective_status(status: u16, json: Option<&Value>) -> u16 {
     }
 }
 
+/// The body of one call event [ours: contract section 4]: `event`, `event_id` and the
+/// call as it is now. Absent values are left out rather than sent as null.
+pub fn payload(kind: &str, event_id: &str, call: &Call, recording_url: Option<&str>) -> Value {
+    let mut c = serde_json::Map::new();
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            c.insert(key.to_string(), value);
+        }
+    };
+    put("id", json!(call.id));
+    put("crm_call_id", json!(call.crm_call_id));
+    put("direction", json!(call.direction.as_str()));
+    put("phone", json!(call.phone));
+    put(
+        "line",
+        json!(call.line)
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map_or(Value::Null, |l| json!(l)),
+    );
+    put("user_id", json!(call.user_id));
+    put("extension", json!(call.extension));
+    put("state", json!(call.state.as_str()));
+    put("status", json!(call.status.map(CallStatus::as_str)));
+    put("started_at", rfc3339(Some(call.started_at)));
+    put("answered_at", rfc3339(call.answered_at));
+    put("ended_at", rfc3339(call.ended_at));
+    put("duration", json!(call.duration));
+    put("wait", json!(call.wait));
+    put(
+        "hangup_cause",
+        json!(call.hangup_cause)
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map_or(Value::Null, |c| json!(c)),
+    );
+    put("recording_url", json!(recording_url));
+    json!({"event": kind, "event_id": event_id, "call": Value::Object(c)})
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-11-23T06:46:08.123Z`).
+fn rfc3339(ms: Option<i64>) -> Value {
+    let Some(ms) = ms else {
+        return Value::Null;
+    };
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(Value::Null, Value::String)
+}
+
 /// The employee Flowlu chose in its answer to an incoming call's `call.init`:
 /// `{"route": {"user_id": ..}}` or `{"route": {"extension": ..}}`, bare or inside
 /// `{"response": ..}`.
@@ -188,6 +243,57 @@ mod tests {
         assert_eq!(effective_status(404, Some(&code(json!(20)))), 404);
         assert_eq!(effective_status(200, Some(&json!({"response": {}}))), 200);
         assert_eq!(effective_status(429, None), 429);
+    }
+
+    #[test]
+    fn payload_follows_the_contract_and_omits_unknowns() {
+        let call = Call {
+            id: "c1".into(),
+            integration_id: Some(1),
+            crm_call_id: None,
+            pbx_call: "1795416368.27".into(),
+            direction: crate::calls::Direction::Incoming,
+            phone: "79161234567".into(),
+            line: "74950000000".into(),
+            extension: Some("100".into()),
+            user_id: Some("17".into()),
+            state: crate::calls::CallState::Ended,
+            status: Some(CallStatus::Answered),
+            started_at: 1_795_416_368_000,
+            answered_at: Some(1_795_416_373_000),
+            ended_at: Some(1_795_416_379_250),
+            duration: Some(6),
+            wait: Some(5),
+            hangup_cause: Some("16 Normal Clearing".into()),
+            recording_path: Some("/var/spool/asterisk/monitor/x.wav".into()),
+        };
+        let p = payload(
+            "call.completed",
+            "e1",
+            &call,
+            Some("https://a/recordings/t"),
+        );
+        assert_eq!(
+            p,
+            json!({
+                "event": "call.completed",
+                "event_id": "e1",
+                "call": {
+                    "id": "c1", "direction": "incoming", "phone": "79161234567",
+                    "line": "74950000000", "user_id": "17", "extension": "100",
+                    "state": "ended", "status": "answered",
+                    "started_at": "2026-11-23T06:46:08Z",
+                    "answered_at": "2026-11-23T06:46:13Z",
+                    "ended_at": "2026-11-23T06:46:19.25Z",
+                    "duration": 6, "wait": 5, "hangup_cause": "16 Normal Clearing",
+                    "recording_url": "https://a/recordings/t"
+                }
+            })
+        );
+        assert!(
+            !p.to_string().contains("/var/spool"),
+            "PBX paths are not sent"
+        );
     }
 
     #[test]

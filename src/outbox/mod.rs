@@ -27,7 +27,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use policy::{RetryPolicy, parse_retry_after};
-pub use store::{Attempt, Row, Summary, enqueue, list, purge, release_held, replay, show, summary};
+pub use store::{
+    Attempt, Row, Summary, enqueue, enqueue_reserved, list, purge, release_held, replay, show,
+    summary,
+};
 pub use worker::Outbox;
 
 /// One event to deliver, as the call engine hands it over.

@@ -8,18 +8,30 @@ use super::{NewEvent, State, now_ms};
 
 /// Appends an event. Call inside the transaction that writes the call change it reports.
 pub fn enqueue(conn: &Connection, ev: &NewEvent) -> rusqlite::Result<i64> {
+    enqueue_reserved(conn, ev, None)
+}
+
+/// Appends an event the caller will deliver itself ([`Outbox::deliver_now`](super::Outbox::deliver_now))
+/// until `reserved_until` (unix ms): the worker leaves it alone until then, and sends it
+/// as usual if nobody did.
+pub fn enqueue_reserved(
+    conn: &Connection,
+    ev: &NewEvent,
+    reserved_until: Option<i64>,
+) -> rusqlite::Result<i64> {
     let now = now_ms();
     conn.execute(
         "INSERT INTO outbox (integration_id, call_key, event_id, kind, payload, state,
-                             next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                             next_attempt_at, leased_until, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?6)",
         params![
             ev.integration_id,
             ev.call_key,
             ev.event_id,
             ev.kind,
             ev.payload.to_string(),
-            now
+            now,
+            reserved_until
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -89,7 +101,8 @@ pub(crate) fn lease_due(
     Ok(leases)
 }
 
-/// Leases one specific row if it is the head of its call and not in flight.
+/// Leases one specific row if it is the head of its call (whatever lease it holds: the
+/// caller reserved it).
 pub(crate) fn lease_one(
     conn: &mut Connection,
     id: i64,
@@ -101,10 +114,9 @@ pub(crate) fn lease_one(
         .query_row(
             &format!(
                 "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts FROM outbox o
-                 WHERE o.id = ?1 AND {HEAD}
-                   AND (o.leased_until IS NULL OR o.leased_until <= ?2)"
+                 WHERE o.id = ?1 AND {HEAD}"
             ),
-            params![id, now],
+            params![id],
             lease_from,
         )
         .optional()?;

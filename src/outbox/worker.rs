@@ -144,8 +144,8 @@ impl Outbox {
         count
     }
 
-    /// Sends one row now (if it is the head of its call and not in flight) and waits up
-    /// to `wait` for the answer. The attempt is recorded like any other; if it fails or
+    /// Sends one row now (if it is the head of its call: a row reserved with
+    /// [`enqueue_reserved`](super::enqueue_reserved)) and waits up to `wait` for the answer. The attempt is recorded like any other; if it fails or
     /// takes longer, the row stays queued and the worker retries it on schedule.
     pub async fn deliver_now(&self, id: i64, wait: Duration) -> Option<Reply> {
         let lease = self

@@ -53,6 +53,10 @@ pub struct OriginateRequest {
     pub caller_id_number: String,
     /// How long the agent's phone rings; `None`: `[pbx] ring_secs`.
     pub ring: Option<Duration>,
+    /// The caller ID / line the customer should see, when the account chose one: set as
+    /// the `APPLIANCE_LINE` (`appliance_line`) channel variable for the dialplan to use
+    /// on the trunk.
+    pub line: Option<String>,
 }
 
 /// The PBX accepted a click-to-call; the outcome comes later as an event.
@@ -126,6 +130,9 @@ impl OriginateRequest {
         check_number("customer number", &self.customer)?;
         if !self.caller_id_number.is_empty() {
             check_number("caller id number", &self.caller_id_number)?;
+        }
+        if let Some(line) = self.line.as_deref().filter(|l| !l.is_empty()) {
+            check_number("line", line)?;
         }
         if let Some(ring) = self.ring
             && !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&ring)
@@ -248,6 +255,7 @@ mod tests {
             caller_id_name: "CRM".into(),
             caller_id_number: "79990001122".into(),
             ring: None,
+            line: None,
         }
     }
 

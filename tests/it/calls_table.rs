@@ -85,6 +85,7 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
                 caller_id_name: "CRM".into(),
                 caller_id_number: c.customer.into(),
                 ring: None,
+                line: None,
             })
             .await
             .unwrap();

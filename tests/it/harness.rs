@@ -55,6 +55,7 @@ pub fn test_config(dir: &std::path::Path) -> (Config, String) {
     .unwrap();
     let mut config = Config::defaults();
     config.server.listen = "127.0.0.1:0".into();
+    config.routing.agi_listen = "127.0.0.1:0".into();
     config.server.tls_cert = cert.display().to_string();
     config.server.tls_key = key.display().to_string();
     config.storage.data_dir = dir.join("data").display().to_string();

@@ -25,6 +25,7 @@ pub(crate) fn click(call_id: &str, agent: &str, customer: &str) -> OriginateRequ
         caller_id_name: "CRM".into(),
         caller_id_number: customer.into(),
         ring: None,
+        line: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn click(call_id: &str, agent: &str, customer: &str) -> OriginateRequest {
         caller_id_name: "CRM".into(),
         caller_id_number: "100".into(),
         ring: None,
+        line: None,
     }
 }
 

@@ -192,6 +192,17 @@ impl Tracker {
         }
     }
 
+    /// Records which account a call was attributed to (and its employee's Flowlu user),
+    /// so every later update carries them.
+    pub fn set_owner(&mut self, id: &str, integration_id: i64, user_id: Option<String>) {
+        if let Some(t) = self.calls.get_mut(id) {
+            t.call.integration_id = Some(integration_id);
+            if user_id.is_some() {
+                t.call.user_id = user_id;
+            }
+        }
+    }
+
     /// The PBX promised this agent channel id for an adopted call (known only after the
     /// originate was accepted).
     pub fn expect_channel(&mut self, call_id: &str, channel: String) {

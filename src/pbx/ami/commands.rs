@@ -30,6 +30,11 @@ pub(crate) async fn originate(
     );
     let ring_ms = req.ring.unwrap_or(opts.ring).as_millis().to_string();
     let variable = format!("{CALL_ID_VAR}={}", req.call_id);
+    let line_variable = req
+        .line
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("APPLIANCE_LINE={l}"));
     let mut headers = vec![
         ("Channel", channel.as_str()),
         ("Context", opts.context.as_str()),
@@ -41,6 +46,9 @@ pub(crate) async fn originate(
         ("ChannelId", channel_id.as_str()),
         ("Variable", variable.as_str()),
     ];
+    if let Some(v) = &line_variable {
+        headers.push(("Variable", v.as_str()));
+    }
     if channel.starts_with("Local/") {
         headers.push(("OtherChannelId", other_id.as_str()));
     }

@@ -29,6 +29,9 @@ pub(crate) async fn originate(
         format!("originate_timeout={ring}"),
         "ignore_early_media=true".to_string(),
     ];
+    if let Some(line) = req.line.as_deref().filter(|l| !l.is_empty()) {
+        vars.push(format!("appliance_line={line}"));
+    }
     if !req.caller_id_number.is_empty() {
         vars.push(format!(
             "origination_caller_id_number={}",

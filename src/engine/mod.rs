@@ -1,0 +1,374 @@
+//! The call engine: the one task that owns the call tracker.
+//!
+//! PBX events come in (in PBX order, in batches), the tracker turns them into call
+//! updates, and each batch is written in ONE SQLite transaction: the call rows and the
+//! outbox rows of the Flowlu events they need. Then the outbox worker is woken. Owns
+//! also: attributing calls to a Flowlu account, click-to-call registration
+//! ([`EngineHandle::click_to_call`]), the routing decider for incoming calls ([`route`]),
+//! publishing recordings after hang-up, and the call metrics. It does not know protocol
+//! details (that is `pbx/`) nor Flowlu's URLs (that is `flowlu/`).
+
+mod persist;
+pub mod route;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::State;
+use crate::calls::tracker::{Tracker, Update};
+use crate::calls::{Call, CallState, Direction, new_call_id, store};
+use crate::db::DbError;
+use crate::pbx::{OriginateRequest, PbxError, PbxEvent, PbxEvents};
+
+pub use persist::Pending;
+
+/// Why the engine could not do something asked of it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Pbx(#[from] PbxError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the call engine is not running")]
+    Stopped,
+}
+
+impl From<rusqlite::Error> for EngineError {
+    fn from(e: rusqlite::Error) -> Self {
+        EngineError::Db(e.into())
+    }
+}
+
+/// A click-to-call to place for a Flowlu account.
+#[derive(Debug, Clone)]
+pub struct ClickToCall {
+    pub integration_id: i64,
+    pub user_id: Option<String>,
+    /// The employee's extension: rung first.
+    pub extension: String,
+    /// The customer's number, already normalized.
+    pub phone: String,
+    /// The caller ID the customer should see, if the account chose one.
+    pub line: Option<String>,
+    /// Flowlu's id for the call, echoed in every event.
+    pub crm_call_id: Option<String>,
+}
+
+/// What a routing question needs from the engine: the incoming call and the row of its
+/// `call.init` event, reserved for the decider to send.
+#[derive(Debug, Clone)]
+pub struct RouteTicket {
+    pub call_id: String,
+    pub integration_id: i64,
+    pub init_row: i64,
+}
+
+enum Input {
+    Adopt {
+        call: Call,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Expect {
+        call_id: String,
+        channel: String,
+    },
+    AgentBusy {
+        extension: String,
+        reply: oneshot::Sender<bool>,
+    },
+    CustomerChannel {
+        call_id: String,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    Route {
+        channel: String,
+        group: Option<String>,
+        reply: oneshot::Sender<RouteTicket>,
+    },
+    /// An event the engine itself produced (an originate the PBX refused).
+    Event(PbxEvent),
+}
+
+/// Asks the engine task things; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+/// The receiving side, taken once by [`run`].
+pub struct EngineInbox(mpsc::Receiver<Input>);
+
+pub fn channel() -> (EngineHandle, EngineInbox) {
+    let (tx, rx) = mpsc::channel(256);
+    (EngineHandle { tx }, EngineInbox(rx))
+}
+
+impl EngineHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Places a click-to-call: records it (and its `call.init`) first, then asks the PBX
+    /// to ring the employee. Returns as soon as the PBX accepted the originate; what
+    /// happens next arrives as PBX events and becomes Flowlu events. When the PBX refuses,
+    /// the call is ended as failed (and reported so) and the error returned.
+    pub async fn click_to_call(
+        &self,
+        state: &State,
+        req: ClickToCall,
+    ) -> Result<Call, EngineError> {
+        if !state.pbx_handle.is_up() {
+            return Err(PbxError::Unavailable(state.pbx.get().detail.unwrap_or_default()).into());
+        }
+        let call = Call {
+            id: new_call_id(),
+            integration_id: Some(req.integration_id),
+            crm_call_id: req.crm_call_id.clone(),
+            pbx_call: String::new(),
+            direction: Direction::Outgoing,
+            phone: req.phone.clone(),
+            line: req.line.clone().unwrap_or_default(),
+            extension: Some(req.extension.clone()),
+            user_id: req.user_id.clone(),
+            state: CallState::Ringing,
+            status: None,
+            started_at: crate::outbox::now_ms(),
+            answered_at: None,
+            ended_at: None,
+            duration: None,
+            wait: None,
+            hangup_cause: None,
+            recording_path: None,
+        };
+        let adopted = call.clone();
+        self.ask(|reply| Input::Adopt {
+            call: adopted,
+            reply,
+        })
+        .await
+        .ok_or(EngineError::Stopped)??;
+        let originate = OriginateRequest {
+            call_id: call.id.clone(),
+            agent: req.extension,
+            customer: req.phone.clone(),
+            caller_id_name: "Flowlu".into(),
+            caller_id_number: req.phone,
+            ring: None,
+            line: req.line,
+        };
+        match state.pbx_handle.originate(&originate).await {
+            Ok(accepted) => {
+                let _ = self
+                    .tx
+                    .send(Input::Expect {
+                        call_id: call.id.clone(),
+                        channel: accepted.channel,
+                    })
+                    .await;
+                Ok(call)
+            }
+            Err(e) => {
+                // Tell the tracker as the PBX would have: the originate failed.
+                let result = PbxEvent::now(crate::pbx::Event::OriginateResult {
+                    call_id: call.id.clone(),
+                    outcome: crate::pbx::OriginateOutcome::Failed,
+                    channel: None,
+                    detail: e.to_string(),
+                });
+                let _ = self.tx.send(Input::Event(result)).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// True while the employee is on (or ringing in) a call the engine tracks.
+    pub async fn agent_busy(&self, extension: &str) -> bool {
+        let extension = extension.to_string();
+        self.ask(|reply| Input::AgentBusy { extension, reply })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The customer's live PBX channel of a call (what a redirect moves).
+    pub async fn customer_channel(&self, call_id: &str) -> Option<String> {
+        let call_id = call_id.to_string();
+        self.ask(|reply| Input::CustomerChannel { call_id, reply })
+            .await
+            .flatten()
+    }
+
+    /// Waits until the incoming call on `channel` is known and its `call.init` is queued
+    /// for an account; never returns for calls that are not routed through the CRM (the
+    /// caller's own deadline ends the wait).
+    pub async fn route_ticket(&self, channel: &str, group: Option<&str>) -> Option<RouteTicket> {
+        let (channel, group) = (channel.to_string(), group.map(str::to_string));
+        self.ask(|reply| Input::Route {
+            channel,
+            group,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Runs the engine until `shutdown`: restores open calls from the database, then
+/// consumes PBX events and requests.
+pub async fn run(
+    state: State,
+    inbox: EngineInbox,
+    mut events: PbxEvents,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut inbox = inbox.0;
+    let mut core = Core {
+        tracker: Tracker::new(&state.config.calls),
+        pending: Pending::default(),
+        init_rows: HashMap::new(),
+        waiters: Vec::new(),
+    };
+    match state
+        .db
+        .run(|c| Ok::<_, EngineError>(store::open_calls(c)?))
+        .await
+    {
+        Ok(open) => {
+            if !open.is_empty() {
+                log::info!(
+                    "engine: {} call(s) were open at the last stop; checking them against the PBX",
+                    open.len()
+                );
+            }
+            for call in open {
+                core.tracker.restore(call);
+            }
+        }
+        Err(e) => log::error!("engine: cannot read open calls: {e}"),
+    }
+    state
+        .metrics
+        .set_active_calls(core.tracker.live_calls() as i64);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(input) = inbox.recv() => core.input(&state, input).await,
+            Some(event) = events.recv() => {
+                let mut batch = vec![event];
+                while batch.len() < BATCH {
+                    match events.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                core.events(&state, batch).await;
+            }
+            else => break,
+        }
+    }
+}
+
+/// Events written per transaction at most.
+const BATCH: usize = 256;
+
+struct Core {
+    tracker: Tracker,
+    pending: Pending,
+    /// The reserved `call.init` rows of incoming calls routed through the CRM.
+    init_rows: HashMap<String, RouteTicket>,
+    waiters: Vec<(String, Option<String>, oneshot::Sender<RouteTicket>)>,
+}
+
+impl Core {
+    async fn input(&mut self, state: &State, input: Input) {
+        match input {
+            Input::Adopt { call, reply } => {
+                let update = self.tracker.adopt(call, None);
+                let result = self.write(state, vec![update]).await;
+                let _ = reply.send(result);
+            }
+            Input::Expect { call_id, channel } => self.tracker.expect_channel(&call_id, channel),
+            Input::AgentBusy { extension, reply } => {
+                let _ = reply.send(self.tracker.agent_busy(&extension));
+            }
+            Input::CustomerChannel { call_id, reply } => {
+                let _ = reply.send(self.tracker.customer_channel(&call_id));
+            }
+            Input::Route {
+                channel,
+                group,
+                reply,
+            } => {
+                self.waiters.push((channel, group, reply));
+                self.answer_waiters();
+            }
+            Input::Event(event) => self.events(state, vec![event]).await,
+        }
+    }
+
+    async fn events(&mut self, state: &State, batch: Vec<PbxEvent>) {
+        let updates: Vec<Update> = batch.iter().flat_map(|e| self.tracker.handle(e)).collect();
+        if updates.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write(state, updates).await {
+            // The PBX keeps no copy: a lost write is lost events. Log loudly; the next
+            // resync (reconnect or restart) reconciles what it can.
+            log::error!("engine: cannot store call updates: {e}");
+        }
+        state
+            .metrics
+            .set_active_calls(self.tracker.live_calls() as i64);
+        self.answer_waiters();
+    }
+
+    /// Writes updates in one transaction and hands their consequences on.
+    async fn write(&mut self, state: &State, updates: Vec<Update>) -> Result<(), EngineError> {
+        let pending = std::mem::take(&mut self.pending);
+        let reserve = state.config.routing.decision_timeout() + std::time::Duration::from_secs(2);
+        let (pending, written) = state
+            .db
+            .run(move |c| persist::write(c, updates, pending, reserve))
+            .await?;
+        self.pending = pending;
+        state.outbox.wake();
+        for done in written {
+            if let Some(integration) = done.call.integration_id {
+                self.tracker
+                    .set_owner(&done.call.id, integration, done.call.user_id.clone());
+            }
+            if let Some(ticket) = done.ticket {
+                self.init_rows.insert(done.call.id.clone(), ticket);
+            }
+            if let Some(status) = done.finished {
+                self.init_rows.remove(&done.call.id);
+                state.metrics.call_finished(status);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer_waiters(&mut self) {
+        let mut still = Vec::new();
+        for (channel, group, reply) in self.waiters.drain(..) {
+            if reply.is_closed() {
+                continue; // the decider gave up
+            }
+            let call = self
+                .tracker
+                .call_of_channel(&channel)
+                .or_else(|| group.as_deref().and_then(|g| self.tracker.call_of_group(g)));
+            match call.and_then(|c| self.init_rows.get(&c.id)) {
+                Some(ticket) => {
+                    let _ = reply.send(ticket.clone());
+                }
+                None => still.push((channel, group, reply)),
+            }
+        }
+        self.waiters = still;
+    }
+}

@@ -1,0 +1,146 @@
+//! Writing the tracker's updates: which account a call belongs to, the call row, and the
+//! outbox rows of its Flowlu events, all in the caller's transaction.
+//!
+//! Attribution (README, "Which account gets a call"): a click-to-call belongs to the
+//! account that asked for it; otherwise to the only connected account, or, when several
+//! are connected, to the one whose user↔extension mapping has the call's employee. Until
+//! a call can be attributed its events wait here (in order); a call that ends without an
+//! account is stored but reported to no one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use super::{EngineError, RouteTicket};
+use crate::calls::tracker::{Emit, Update};
+use crate::calls::{Call, Direction, store};
+use crate::flowlu::store::{IncomingRouting, settings, user_for_extension};
+use crate::outbox::{NewEvent, enqueue_reserved, now_ms};
+
+/// Events of calls not yet attributed to an account, by call id.
+#[derive(Debug, Default)]
+pub struct Pending {
+    calls: HashMap<String, Vec<Emit>>,
+}
+
+/// What the engine needs to know about one written update.
+pub struct Written {
+    pub call: Call,
+    /// The reserved `call.init` of an incoming call routed through the CRM.
+    pub ticket: Option<RouteTicket>,
+    /// The final status, when the call ended.
+    pub finished: Option<&'static str>,
+}
+
+pub fn write(
+    conn: &mut Connection,
+    updates: Vec<Update>,
+    mut pending: Pending,
+    reserve: Duration,
+) -> Result<(Pending, Vec<Written>), EngineError> {
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    let mut written = Vec::with_capacity(updates.len());
+    for Update { mut call, emit } in updates {
+        attribute(&tx, &mut call)?;
+        store::save(&tx, &call, now)?;
+        let completed = emit.contains(&Emit::Completed);
+        let mut kinds = pending.calls.remove(&call.id).unwrap_or_default();
+        kinds.extend(emit);
+        let mut ticket = None;
+        match call.integration_id {
+            None if completed => log::info!(
+                "call {} ({} {}) belongs to no connected Flowlu account: stored, not reported",
+                call.id,
+                call.direction.as_str(),
+                call.phone
+            ),
+            None => {
+                pending.calls.insert(call.id.clone(), kinds);
+            }
+            Some(integration) => {
+                let via_crm = call.direction == Direction::Incoming
+                    && kinds.contains(&Emit::Init)
+                    && settings(&tx, integration)?.incoming_routing == IncomingRouting::Crm;
+                for kind in kinds {
+                    let event_id = format!("e{}", crate::secret::random_token(15));
+                    let reserved =
+                        (kind == Emit::Init && via_crm).then(|| now + reserve.as_millis() as i64);
+                    let row = enqueue_reserved(
+                        &tx,
+                        &NewEvent {
+                            integration_id: integration,
+                            call_key: call.id.clone(),
+                            event_id: event_id.clone(),
+                            kind: kind.kind().to_string(),
+                            payload: crate::flowlu::events::payload(
+                                kind.kind(),
+                                &event_id,
+                                &call,
+                                None,
+                            ),
+                        },
+                        reserved,
+                    )?;
+                    if reserved.is_some() {
+                        ticket = Some(RouteTicket {
+                            call_id: call.id.clone(),
+                            integration_id: integration,
+                            init_row: row,
+                        });
+                    }
+                }
+            }
+        }
+        let finished = completed.then(|| call.status.map_or("unknown", |s| s.as_str()));
+        written.push(Written {
+            call,
+            ticket,
+            finished,
+        });
+    }
+    tx.commit()?;
+    Ok((pending, written))
+}
+
+/// Sets the call's account (when it has none yet) and its employee's Flowlu user.
+fn attribute(conn: &Connection, call: &mut Call) -> Result<(), EngineError> {
+    if call.integration_id.is_none() {
+        let connected: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM flowlu_integrations WHERE telephony_uuid IS NOT NULL ORDER BY id",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        call.integration_id = match connected.as_slice() {
+            [] => None,
+            [only] => Some(*only),
+            many => match call.extension.as_deref() {
+                None => None,
+                Some(ext) => {
+                    let owners: Vec<i64> = conn
+                        .prepare_cached(
+                            "SELECT DISTINCT integration_id FROM flowlu_extensions
+                             WHERE extension = ?1",
+                        )?
+                        .query_map(params![ext], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<i64>>>()?
+                        .into_iter()
+                        .filter(|id| many.contains(id))
+                        .collect();
+                    match owners.as_slice() {
+                        [one] => Some(*one),
+                        _ => None,
+                    }
+                }
+            },
+        };
+    }
+    if let (Some(integration), Some(ext)) = (call.integration_id, call.extension.as_deref())
+        && let Some(user) = user_for_extension(conn, integration, ext)?
+    {
+        call.user_id = Some(user);
+    }
+    Ok(())
+}

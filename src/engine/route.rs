@@ -1,0 +1,95 @@
+//! The routing decider for incoming calls: the dialplan asks (FastAGI, the FreeSWITCH
+//! outbound socket), the engine finds the call and its reserved `call.init`, we send that
+//! event to Flowlu at once and read the employee it names from the answer.
+//!
+//! Every step is bounded by the routing server's deadline; any failure is "no decision",
+//! so the PBX's own routing goes on. The `call.init` stays in the outbox either way: if
+//! this attempt fails it is delivered again like any other event.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::flowlu::events::{RouteChoice, route_from_answer};
+use crate::flowlu::store::{IncomingRouting, extension_for_user, settings};
+use crate::routing::{Decider, DecisionFuture, RouteDecision, RouteRequest};
+
+/// Asks Flowlu through `call.init`. Holds the state weakly: the state owns the routing
+/// servers that hold the decider.
+pub struct CrmDecider {
+    state: Weak<AppState>,
+}
+
+impl CrmDecider {
+    pub fn new(state: Weak<AppState>) -> CrmDecider {
+        CrmDecider { state }
+    }
+}
+
+/// Longer than any configured decision timeout: the routing server cuts us off first.
+const SEND_WAIT: Duration = Duration::from_secs(15);
+
+impl Decider for CrmDecider {
+    fn decide(&self, request: RouteRequest) -> DecisionFuture {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let state = state.upgrade()?;
+            let ticket = state
+                .engine
+                .route_ticket(&request.channel_id, request.group_id.as_deref())
+                .await?;
+            let integration = ticket.integration_id;
+            let routing = state
+                .db
+                .run(move |c| settings(c, integration))
+                .await
+                .ok()?
+                .incoming_routing;
+            if routing != IncomingRouting::Crm {
+                return None;
+            }
+            let reply = state.outbox.deliver_now(ticket.init_row, SEND_WAIT).await?;
+            if !(200..300).contains(&reply.status) {
+                log::info!(
+                    "routing: Flowlu answered call.init of {} with HTTP {}; the PBX routes it",
+                    ticket.call_id,
+                    reply.status
+                );
+                return None;
+            }
+            let extension = match route_from_answer(&reply.body)? {
+                RouteChoice::Extension(ext) => ext,
+                RouteChoice::User(user) => {
+                    let found = state
+                        .db
+                        .run(move |c| extension_for_user(c, integration, &user))
+                        .await
+                        .ok()
+                        .flatten();
+                    if found.is_none() {
+                        log::info!(
+                            "routing: Flowlu chose a user with no extension for {}",
+                            ticket.call_id
+                        );
+                    }
+                    found?
+                }
+            };
+            if !extension.bytes().all(|b| b.is_ascii_alphanumeric()) || extension.len() > 32 {
+                log::warn!("routing: ignoring an unusable extension from Flowlu");
+                return None;
+            }
+            let kind = state.config.pbx.kind()?;
+            let dial = state
+                .config
+                .pbx
+                .agent_channel(kind)
+                .replace("{ext}", &extension);
+            log::info!(
+                "routing: {} goes to {extension} (Flowlu's choice)",
+                ticket.call_id
+            );
+            Some(RouteDecision { extension, dial })
+        })
+    }
+}
