@@ -85,7 +85,7 @@ enum Input {
     Route {
         channel: String,
         group: Option<String>,
-        reply: oneshot::Sender<RouteTicket>,
+        reply: oneshot::Sender<Option<RouteTicket>>,
     },
     /// An event the engine itself produced (an originate the PBX refused).
     Event(PbxEvent),
@@ -201,9 +201,9 @@ impl EngineHandle {
             .flatten()
     }
 
-    /// Waits until the incoming call on `channel` is known and its `call.init` is queued
-    /// for an account; never returns for calls that are not routed through the CRM (the
-    /// caller's own deadline ends the wait).
+    /// Waits until the call on `channel` is known (the caller's deadline bounds the
+    /// wait), then returns its reserved `call.init` when the call is routed through the
+    /// CRM, or `None` at once when it is not.
     pub async fn route_ticket(&self, channel: &str, group: Option<&str>) -> Option<RouteTicket> {
         let (channel, group) = (channel.to_string(), group.map(str::to_string));
         self.ask(|reply| Input::Route {
@@ -212,6 +212,7 @@ impl EngineHandle {
             reply,
         })
         .await
+        .flatten()
     }
 }
 
@@ -280,7 +281,7 @@ struct Core {
     pending: Pending,
     /// The reserved `call.init` rows of incoming calls routed through the CRM.
     init_rows: HashMap<String, RouteTicket>,
-    waiters: Vec<(String, Option<String>, oneshot::Sender<RouteTicket>)>,
+    waiters: Vec<(String, Option<String>, oneshot::Sender<Option<RouteTicket>>)>,
 }
 
 impl Core {
@@ -362,9 +363,9 @@ impl Core {
                 .tracker
                 .call_of_channel(&channel)
                 .or_else(|| group.as_deref().and_then(|g| self.tracker.call_of_group(g)));
-            match call.and_then(|c| self.init_rows.get(&c.id)) {
-                Some(ticket) => {
-                    let _ = reply.send(ticket.clone());
+            match call {
+                Some(call) => {
+                    let _ = reply.send(self.init_rows.get(&call.id).cloned());
                 }
                 None => still.push((channel, group, reply)),
             }

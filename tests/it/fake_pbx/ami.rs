@@ -83,6 +83,9 @@ struct Session {
     cursor: usize,
     /// Recorded ActionID → the client's, for actions the client sent.
     ids: HashMap<String, String>,
+    /// Recorded call id → the client's (from its Originate), echoed in events.
+    call_ids: Vec<(String, String)>,
+    recorded_call_ids: Vec<String>,
     challenge: Option<String>,
     canned_used: HashMap<usize, usize>,
     out: Vec<u8>,
@@ -98,6 +101,8 @@ impl Session {
             out: c.banner.clone(),
             messages: c.messages.clone(),
             actions: t.actions.clone(),
+            call_ids: Vec::new(),
+            recorded_call_ids: t.call_ids.clone(),
             script,
             number,
             shared,
@@ -198,7 +203,7 @@ impl Session {
         if !self.allowed(m) {
             return;
         }
-        let bytes = match m
+        let mut bytes = match m
             .action_id
             .as_ref()
             .and_then(|id| self.ids.get(id).map(|c| (id, c)))
@@ -206,6 +211,9 @@ impl Session {
             Some((from, to)) => rewrite(&m.bytes, from, to),
             None => m.bytes.clone(),
         };
+        for (from, to) in &self.call_ids {
+            bytes = super::replace_all(&bytes, from, to);
+        }
         self.out.extend(bytes);
     }
 
@@ -230,6 +238,14 @@ impl Session {
         }
         if lname == "coreshowchannels" {
             self.resynced = true;
+        }
+        if lname == "originate" {
+            for client in super::ami_recording::call_ids_in(h) {
+                let k = self.call_ids.len();
+                if let Some(recorded) = self.recorded_call_ids.get(k) {
+                    self.call_ids.push((recorded.clone(), client));
+                }
+            }
         }
         match lname.as_str() {
             "challenge" => {

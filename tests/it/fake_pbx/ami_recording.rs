@@ -30,6 +30,9 @@ pub(super) struct Transcript {
     pub(super) connections: Vec<Connection>,
     /// Recorded ActionID → Action name, from `X.txt.sent`.
     pub(super) actions: HashMap<String, String>,
+    /// The call ids the recording's client sent (`Variable: CRM_CALL_ID=...`), in order:
+    /// the server echoes them in its events, so a replay echoes the client's instead.
+    pub(super) call_ids: Vec<String>,
 }
 
 pub(super) fn headers(block: &str) -> Vec<(String, String)> {
@@ -55,11 +58,13 @@ pub(super) fn load(name: &str) -> Transcript {
     let sent =
         std::fs::read_to_string(fixture_path("asterisk", &format!("{name}.txt.sent"))).unwrap();
     let mut actions = HashMap::new();
+    let mut call_ids = Vec::new();
     for block in sent.split("\r\n\r\n") {
         let h = headers(block);
         if let (Some(action), Some(id)) = (get(&h, "Action"), get(&h, "ActionID")) {
             actions.insert(id.to_string(), action.to_string());
         }
+        call_ids.extend(call_ids_in(&h));
     }
     let mut connections: Vec<Connection> = Vec::new();
     let mut rest = &text[..];
@@ -99,7 +104,18 @@ pub(super) fn load(name: &str) -> Transcript {
     Transcript {
         connections,
         actions,
+        call_ids,
     }
+}
+
+/// The `CRM_CALL_ID` values among an action's `Variable` headers.
+pub(super) fn call_ids_in(h: &[(String, String)]) -> Vec<String> {
+    h.iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Variable"))
+        .flat_map(|(_, v)| v.split(','))
+        .filter_map(|v| v.trim().strip_prefix("CRM_CALL_ID="))
+        .map(str::to_string)
+        .collect()
 }
 
 pub(super) const ALL: &[&str] = &[

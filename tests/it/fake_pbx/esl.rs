@@ -43,6 +43,16 @@ struct Recorded {
 struct Command {
     key: String,
     job: Option<String>,
+    /// The `crm_call_id=` the recording's client put on an originate.
+    call_id: Option<String>,
+}
+
+/// The `crm_call_id` value in an originate's `{...}` variables.
+fn call_id_in(line: &str) -> Option<String> {
+    let vars = line.split_once('{')?.1.split_once('}')?.0;
+    vars.split(',')
+        .find_map(|v| v.trim().strip_prefix("crm_call_id="))
+        .map(str::to_string)
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +129,7 @@ fn load(name: &str) -> Transcript {
             Command {
                 key: key_of(line),
                 job,
+                call_id: call_id_in(line),
             }
         })
         .collect();
@@ -315,7 +326,8 @@ struct Session {
     commands: Vec<Command>,
     cursor: usize,
     requested: HashSet<usize>,
-    /// Recorded Job-UUID → the client's.
+    /// Recorded Job-UUID → the client's, and recorded call id → the client's (the server
+    /// echoes both).
     jobs: HashMap<String, String>,
     canned_used: HashMap<usize, usize>,
     out: Vec<u8>,
@@ -496,6 +508,10 @@ impl Session {
             unreachable!()
         };
         self.requested.insert(n);
+        if let (Some(recorded), Some(client)) = (self.commands[n].call_id.clone(), call_id_in(line))
+        {
+            self.jobs.insert(recorded, client);
+        }
         if let (Some(recorded), Some((_, client))) = (
             self.commands[n].job.clone(),
             headers
