@@ -7,6 +7,7 @@ mod browser;
 mod call_events;
 mod calls_table;
 mod cli;
+mod crash;
 mod delivery;
 mod doctor;
 mod fake_flowlu;
