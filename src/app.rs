@@ -187,6 +187,9 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         tls: tls_reloader,
         metrics: Metrics::new(),
     });
+    state
+        .outbox
+        .on_delivered(Box::new(state.metrics.delivery_observer()));
     Ok((state, tls_acceptor))
 }
 

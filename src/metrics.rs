@@ -184,6 +184,13 @@ impl Metrics {
         self.delivery_latency.observe(latency.as_secs_f64());
     }
 
+    /// A callback feeding the delivery latency histogram, for the outbox worker (which
+    /// must not know about metrics).
+    pub fn delivery_observer(&self) -> impl Fn(Duration) + Send + Sync + 'static {
+        let histogram = self.delivery_latency.clone();
+        move |latency| histogram.observe(latency.as_secs_f64())
+    }
+
     /// The OpenMetrics text for a scrape, with the PBX state gauges taken from `pbx`.
     pub fn render(&self, pbx: &PbxStatus) -> String {
         for state in PBX_STATES {

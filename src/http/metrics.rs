@@ -12,8 +12,18 @@ use super::{Ctx, HttpError};
 use crate::app::State;
 use crate::secret::constant_time_eq;
 
-pub fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<Response, HttpError> {
+pub async fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<Response, HttpError> {
     authorize(state, ctx, headers)?;
+    // The outbox gauges are read from the table at scrape time: always exact, and no
+    // counting work on the delivery path.
+    match state
+        .db
+        .run(|c| Ok::<_, crate::db::DbError>(crate::outbox::summary(c, None)?))
+        .await
+    {
+        Ok(s) => state.metrics.set_outbox(s.pending, s.failed),
+        Err(e) => log::warn!("metrics: cannot count the outbox: {e}"),
+    }
     let text = state.metrics.render(&state.pbx.get());
     Ok(respond::bytes(
         StatusCode::OK,

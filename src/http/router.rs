@@ -48,7 +48,10 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
         ),
         ["metrics"] => (
             "metrics",
-            allow(&method, GET, "GET, HEAD").and_then(|()| metrics::get(state, ctx, req.headers())),
+            match allow(&method, GET, "GET, HEAD") {
+                Ok(()) => metrics::get(state, ctx, req.headers()).await,
+                Err(e) => Err(e),
+            },
         ),
         ["assets", name] => (
             "assets",

@@ -46,6 +46,8 @@ pub(crate) struct Lease {
     pub payload: String,
     /// Failed attempts so far (the schedule position).
     pub attempts: u32,
+    /// When the event was written (unix ms): delivery latency is measured from it.
+    pub created_at: i64,
 }
 
 /// Rows of a call that are not yet delivered block the ones after them: this selects the
@@ -62,6 +64,7 @@ fn lease_from(row: &SqlRow<'_>) -> rusqlite::Result<Lease> {
         event_id: row.get(2)?,
         payload: row.get(3)?,
         attempts: row.get(4)?,
+        created_at: row.get(5)?,
     })
 }
 
@@ -83,7 +86,8 @@ pub(crate) fn lease_due(
     let tx = conn.transaction()?;
     let leases = {
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts FROM outbox o
+            "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at
+             FROM outbox o
              WHERE {HEAD} AND o.next_attempt_at <= ?1
                AND (o.leased_until IS NULL OR o.leased_until <= ?1)
              ORDER BY o.next_attempt_at, o.id LIMIT ?2"
@@ -113,7 +117,8 @@ pub(crate) fn lease_one(
     let lease = tx
         .query_row(
             &format!(
-                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts FROM outbox o
+                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at
+             FROM outbox o
                  WHERE o.id = ?1 AND {HEAD}"
             ),
             params![id],

@@ -27,7 +27,11 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// Told how long each delivered event took from being written to its 2xx.
+pub type OnDelivered = Box<dyn Fn(Duration) + Send + Sync>;
+
 struct Inner {
+    on_delivered: std::sync::OnceLock<OnDelivered>,
     db: Db,
     transport: Arc<dyn Transport>,
     policy: RetryPolicy,
@@ -45,6 +49,7 @@ impl Outbox {
     ) -> Outbox {
         Outbox {
             inner: Arc::new(Inner {
+                on_delivered: std::sync::OnceLock::new(),
                 db,
                 transport,
                 policy,
@@ -53,6 +58,11 @@ impl Outbox {
                 max_in_flight: max_in_flight.max(1),
             }),
         }
+    }
+
+    /// Sets the delivery-latency callback (once).
+    pub fn on_delivered(&self, f: OnDelivered) {
+        let _ = self.inner.on_delivered.set(f);
     }
 
     /// Tells the worker that rows were added or released.
@@ -195,7 +205,13 @@ impl Outbox {
                 Err(e) => inner.policy.after_error(failures, e),
             };
             let update = match verdict {
-                Verdict::Delivered => Update::Delivered,
+                Verdict::Delivered => {
+                    if let Some(f) = inner.on_delivered.get() {
+                        let took = (now_ms() - lease.created_at).max(0) as u64;
+                        f(Duration::from_millis(took));
+                    }
+                    Update::Delivered
+                }
                 Verdict::RetryIn(wait) => Update::Retry {
                     at: now_ms() + wait.as_millis() as i64,
                     failure: true,

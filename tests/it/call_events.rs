@@ -165,6 +165,23 @@ async fn an_asterisk_incoming_call_becomes_flowlu_events_in_order() {
         )
         .unwrap();
     assert_eq!(delivered, 5);
+    // And the metrics count it.
+    let metrics = r.app.get("/metrics").await.body;
+    for line in [
+        "appliance_calls_total{status=\"answered\"} 1",
+        "appliance_calls_active 0",
+        "appliance_outbox_pending 0",
+        "appliance_outbox_failed 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("appliance_outbox_delivery_latency_seconds_count")
+                && l.ends_with(" 5")
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

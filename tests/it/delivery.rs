@@ -300,3 +300,40 @@ async fn events_of_an_unconnected_account_wait_for_connect() {
     assert_eq!(r.act("connect", &s, &[]).await.status, 200);
     all_delivered(&r, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_events_show_on_the_settings_page_and_can_be_sent_again() {
+    let (r, id, hook) = connected().await;
+    r.fake.queue_reply(
+        &hook,
+        Reply::json(
+            422,
+            json!({"error": {"error_code": 21, "error_msg": "validation"}}),
+        ),
+    );
+    add(&r, id, "c1", "call.completed", 1);
+    eventually(20, "the event failed", async || {
+        (states(&r) == vec![("c1-1".to_string(), State::Failed)]).then_some(())
+    })
+    .await;
+    let s = r
+        .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
+        .await;
+    let page = r.open(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1")).await;
+    assert!(
+        page.body
+            .contains("id=\"events-failed\" class=\"state-failed\">1<"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("call.completed"),
+        "the failure is listed"
+    );
+    assert!(page.body.contains("HTTP 422"), "with its reason");
+    let after = r.act("events-retry", &s, &[]).await;
+    assert_eq!(after.status, 200);
+    assert!(after.body.contains("queued again"), "{}", after.body);
+    all_delivered(&r, 1).await;
+    assert_eq!(r.fake.count(&hook), 2);
+}

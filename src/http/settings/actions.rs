@@ -23,6 +23,7 @@ use crate::pbx::{self, ConnectionSettings, ProbeResult};
 use crate::secret::Secret;
 
 pub const NAMES: &[&str] = &[
+    "events-retry",
     "connect",
     "disconnect",
     "calls",
@@ -85,6 +86,21 @@ pub async fn run(
         "calls" => calls(state, id, lang, fields).await,
         "pbx" | "pbx-test" => pbx_form(state, id, lang, fields, name == "pbx-test").await,
         "mapping" => mapping(state, id, lang, fields).await,
+        "events-retry" => {
+            let requeued = state
+                .db
+                .run(move |c| Ok::<_, crate::db::DbError>(crate::outbox::replay(c, &[], Some(id))?))
+                .await?;
+            state.outbox.wake();
+            Ok(Outcome::ok(
+                lang,
+                if requeued > 0 {
+                    "events_requeued"
+                } else {
+                    "events_none_failed"
+                },
+            ))
+        }
         _ => Err(HttpError::not_found()),
     }
 }

@@ -14,6 +14,7 @@ use crate::db::pbx_settings;
 use crate::flowlu::store::{self, CallSettings, UserRow};
 use crate::flowlu::{FlowluError, setup};
 use crate::http::respond::{self, Response};
+use crate::outbox;
 use crate::pbx::LinkState;
 
 type Texts = BTreeMap<String, String>;
@@ -124,12 +125,33 @@ struct Page<'a> {
     calls: CallSettings,
     pbx: PbxView,
     users: Vec<UserRow>,
+    events: EventsView,
+}
+
+/// Delivery of this account's call events: counts and the latest failures.
+#[derive(Serialize)]
+struct EventsView {
+    pending: i64,
+    failed: i64,
+    delivered: i64,
+    /// The oldest undelivered event's age, in minutes.
+    oldest_pending_minutes: Option<i64>,
+    recent_failures: Vec<FailureView>,
+}
+
+#[derive(Serialize)]
+struct FailureView {
+    id: i64,
+    kind: String,
+    call: String,
+    at: String,
+    error: String,
 }
 
 /// Renders the page for the session's integration and user, with its CSP.
 pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, FlowluError> {
     let id = req.integration_id;
-    let (integration, settings, users, stored_pbx, may_edit) = state
+    let (integration, settings, users, stored_pbx, may_edit, (summary, failures)) = state
         .db
         .run(move |c| {
             let integration =
@@ -140,9 +162,30 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
                 store::users(c, id)?,
                 pbx_settings::load(c)?,
                 pbx_settings::may_edit(c, id)?,
+                (
+                    outbox::summary(c, Some(id))?,
+                    outbox::list(c, Some(outbox::State::Failed), Some(id), 20)?,
+                ),
             ))
         })
         .await?;
+    let now_ms = outbox::now_ms();
+    let events = EventsView {
+        pending: summary.pending,
+        failed: summary.failed,
+        delivered: summary.delivered,
+        oldest_pending_minutes: summary.oldest_pending_at.map(|t| (now_ms - t) / 60_000),
+        recent_failures: failures
+            .into_iter()
+            .map(|r| FailureView {
+                id: r.id,
+                kind: r.kind,
+                call: r.call_key,
+                at: utc(r.finished_at.unwrap_or(r.created_at)),
+                error: r.last_error.unwrap_or_default(),
+            })
+            .collect(),
+    };
     let status = state.pbx.get();
     let current = state.pbx_settings.borrow().clone();
     let form = req.pbx_form.unwrap_or_else(|| match &current {
@@ -194,6 +237,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
             form,
         },
         users,
+        events,
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration
@@ -205,6 +249,15 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         &state.config.flowlu,
         origin.as_deref(),
     ))
+}
+
+/// Unix milliseconds as `2026-11-23 06:46 UTC`.
+fn utc(ms: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
 }
 
 /// Adds the settings page's headers: a CSP whose `frame-ancestors` is the account's
