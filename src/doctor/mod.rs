@@ -6,6 +6,7 @@
 //! CheckFuture<'_>` (in `checks.rs` or a new file) and list it in [`CHECKS`].
 
 mod checks;
+mod service;
 
 use std::fmt;
 use std::future::Future;
@@ -93,10 +94,6 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Vec<Finding>> + Send + 'a
 pub type Check = for<'a> fn(&'a Context) -> CheckFuture<'a>;
 
 /// Every check, in report order.
-///
-/// Still to add (they need the Flowlu client and the call routing): Flowlu reachability
-/// for each connected account, clock skew against Flowlu's `Date` header, and that the
-/// PBX dialplan routing hook reaches the appliance.
 pub const CHECKS: &[Check] = &[
     checks::config,
     checks::config_file,
@@ -106,6 +103,8 @@ pub const CHECKS: &[Check] = &[
     checks::acme,
     checks::pbx,
     checks::recordings,
+    service::routing,
+    service::flowlu,
 ];
 
 /// Runs every check in [`CHECKS`] order.

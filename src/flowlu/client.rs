@@ -34,6 +34,8 @@ pub struct Reply {
     pub text: String,
     /// The `Retry-After` header, when there was one.
     pub retry_after: Option<String>,
+    /// The `Date` header: the server's clock (for `appliance doctor`).
+    pub date: Option<String>,
 }
 
 /// The user a token belongs to (core/user/get).
@@ -148,21 +150,23 @@ impl Client {
         let joined = tokio::task::spawn_blocking(move || {
             let mut resp = agent.run(request)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (retry_after, date) = (header("retry-after"), header("date"));
             let bytes = resp
                 .body_mut()
                 .with_config()
                 .limit(MAX_REPLY_BYTES)
                 .read_to_vec()?;
-            Ok::<_, ureq::Error>((status, bytes, retry_after))
+            Ok::<_, ureq::Error>((status, bytes, retry_after, date))
         })
         .await;
-        let (status, bytes, retry_after) = match joined {
-            Ok(Ok(triple)) => triple,
+        let (status, bytes, retry_after, date) = match joined {
+            Ok(Ok(answer)) => answer,
             // ureq's errors name the URL at most; tokens are in headers and bodies only.
             Ok(Err(ureq::Error::Timeout(_))) => {
                 return Err(FlowluError::TimedOut(what));
@@ -181,6 +185,7 @@ impl Client {
             json: serde_json::from_slice(&bytes).ok(),
             text: text[..cut].to_string(),
             retry_after,
+            date,
         })
     }
 
@@ -320,6 +325,19 @@ impl Client {
             .await
     }
 
+    /// `GET core/user/get` with the token, returning the answer whatever it is: for
+    /// `appliance doctor` (reachability, token, the server's `Date`).
+    pub async fn probe(&self, target: &CrmTarget, token: &Secret) -> Result<Reply, FlowluError> {
+        self.send(
+            target,
+            "GET",
+            super::paths::USER_GET,
+            Some(token),
+            Payload::None,
+        )
+        .await
+    }
+
     /// `POST` one call event exactly as stored, with its id as `Idempotency-Key`.
     pub async fn post_event(
         &self,
@@ -410,6 +428,7 @@ mod tests {
             json: serde_json::from_str(body).ok(),
             text: body.into(),
             retry_after: None,
+            date: None,
         }
     }
 

@@ -164,3 +164,64 @@ async fn a_refused_pbx_login_fails_as_such() {
     let fail = line(&report, "FAIL", "pbx");
     assert!(fail.contains("refused"), "{report}");
 }
+
+/// The checks of what the running service talks to, in-process against a live appliance:
+/// the routing hook answers, each connected Flowlu account is reachable with its token,
+/// and the clock is compared with Flowlu's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_service_and_its_flowlu_accounts_check_out() {
+    use appliance::doctor::{Context, Status, run};
+
+    let r = crate::flowlu_support::rig(|c| {
+        c.pbx = crate::fake_pbx::pbx_config("asterisk", 1);
+    })
+    .await;
+    r.fake.add_user("tok-1", "7", "Ann", "");
+    let s = r
+        .session(&crate::flowlu_support::Ctx::new(
+            "acc-1",
+            "acme.flowlu.com",
+            "tok-1",
+        ))
+        .await;
+    assert_eq!(r.act("connect", &s, &[]).await.status, 200);
+    let agi = crate::harness::eventually(10, "FastAGI bound", async || {
+        r.app.state.agi_addr.get().copied()
+    })
+    .await;
+    let mut config = r.app.config.clone();
+    config.routing.agi_listen = agi.to_string();
+    let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config));
+    let findings = run(&ctx).await;
+    let of = |check: &str| {
+        findings
+            .iter()
+            .filter(|f| f.check == check)
+            .map(|f| (f.status, f.detail.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("routing")[0].0, Status::Ok, "{findings:?}");
+    let flowlu = of("flowlu");
+    assert_eq!(flowlu.len(), 1, "{findings:?}");
+    assert_eq!(flowlu[0].0, Status::Ok, "{findings:?}");
+    assert!(flowlu[0].1.contains("acc-1") && flowlu[0].1.contains("token accepted"));
+    assert!(!flowlu[0].1.contains("tok-1"), "never the token");
+    // The fake Flowlu stamps hyper's Date: the clocks agree.
+    assert_eq!(of("clock")[0].0, Status::Ok, "{findings:?}");
+    // The probe was a read: core/user/get with the stored token.
+    let probe = r.fake.requests_to("/api/v1/module/core/user/get");
+    assert_eq!(
+        probe.last().unwrap().header("authorization"),
+        Some("Bearer tok-1")
+    );
+
+    // A token Flowlu refuses is a warning (the service refreshes it), nothing is changed.
+    r.fake.remove_user("tok-1");
+    let findings = run(&ctx).await;
+    let flowlu: Vec<_> = findings.iter().filter(|f| f.check == "flowlu").collect();
+    assert_eq!(flowlu[0].status, Status::Warn, "{findings:?}");
+    assert_eq!(
+        r.count("SELECT needs_reconnect FROM flowlu_integrations"),
+        0
+    );
+}
