@@ -8,6 +8,7 @@
 mod delivery;
 mod duration;
 mod layers;
+mod recordings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::secret::Secret;
 pub use delivery::{OutboxConfig, RoutingConfig};
 pub use duration::{format_duration, parse_duration};
 pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
+pub use recordings::RecordingsConfig;
 
 /// The commented example config, shipped as `/etc/appliance/config.toml.example` and
 /// embedded here as the defaults.
@@ -34,6 +36,7 @@ pub struct Config {
     pub log: LogConfig,
     pub outbox: OutboxConfig,
     pub routing: RoutingConfig,
+    pub recordings: RecordingsConfig,
     pub acme: AcmeConfig,
     pub metrics: MetricsConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
@@ -412,6 +415,7 @@ impl Config {
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }
+        self.validate_recordings(sources)?;
         self.validate_acme(sources)
     }
 
