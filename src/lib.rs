@@ -31,6 +31,8 @@
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
+//! - [`recordings`]: call recordings as expiring, unguessable URLs for Flowlu, and the
+//!   rule of which files may ever be served (`GET /recordings/<token>` is in [`http`]).
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
 //! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
@@ -53,6 +55,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod pbx;
+pub mod recordings;
 pub mod routing;
 pub mod sdnotify;
 pub mod secret;

@@ -9,6 +9,7 @@ mod calls;
 mod delivery;
 mod duration;
 mod layers;
+mod recordings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use calls::CallsConfig;
 pub use delivery::{OutboxConfig, RoutingConfig};
 pub use duration::{format_duration, parse_duration};
 pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
+pub use recordings::RecordingsConfig;
 
 /// The commented example config, shipped as `/etc/appliance/config.toml.example` and
 /// embedded here as the defaults.
@@ -37,6 +39,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub routing: RoutingConfig,
     pub calls: CallsConfig,
+    pub recordings: RecordingsConfig,
     pub acme: AcmeConfig,
     pub metrics: MetricsConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
@@ -416,6 +419,7 @@ impl Config {
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }
+        self.validate_recordings(sources)?;
         self.validate_acme(sources)
     }
 

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "calls",
         sql: include_str!("migrations/0004_calls.sql"),
     },
+    Migration {
+        version: 5,
+        name: "recordings",
+        sql: include_str!("migrations/0005_recordings.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{CheckFuture, Context, Finding};
-use crate::config::{Config, PbxType};
+use crate::config::Config;
 use crate::pbx::{self, ConnectionSettings, ProbeResult};
 use crate::sysuser::{self, SystemUser};
 use crate::tls;
@@ -349,50 +349,67 @@ pub fn pbx(ctx: &Context) -> CheckFuture<'_> {
     })
 }
 
-/// Where the PBX writes call recordings by default.
-pub fn recordings_dir(kind: PbxType) -> &'static str {
-    match kind {
-        PbxType::Asterisk => "/var/spool/asterisk/monitor",
-        PbxType::Freeswitch => "/var/lib/freeswitch/recordings",
-    }
-}
-
+/// The service user can read every configured recording directory that exists.
 pub fn recordings(ctx: &Context) -> CheckFuture<'_> {
+    use std::os::unix::fs::MetadataExt;
     Box::pin(async move {
-        let Some(kind) = config_of(ctx).and_then(|c| c.pbx.kind()) else {
+        let Some(config) = config_of(ctx) else {
             return Vec::new();
         };
-        let dir = Path::new(recordings_dir(kind));
-        let Ok(meta) = std::fs::metadata(dir) else {
+        let dirs = &config.recordings.dirs;
+        if dirs.is_empty() {
             return vec![Finding::ok(
                 "recordings",
-                format!("{} does not exist on this host", dir.display()),
+                "recordings.dirs is empty: recordings are not published",
             )];
-        };
-        let Some(user) = sysuser::service_user() else {
+        }
+        let existing: Vec<(&Path, std::fs::Metadata)> = dirs
+            .iter()
+            .map(Path::new)
+            .filter_map(|d| std::fs::metadata(d).ok().map(|m| (d, m)))
+            .collect();
+        if existing.is_empty() {
             return vec![Finding::ok(
-                "recordings",
-                format!("{} exists", dir.display()),
-            )];
-        };
-        if readable(&user, dir, &meta) {
-            vec![Finding::ok(
-                "recordings",
-                format!("the service user can read {}", dir.display()),
-            )]
-        } else {
-            vec![Finding::warn(
                 "recordings",
                 format!(
-                    "the service user {} cannot read {}: add it to the PBX's group \
-                     (adduser {} {}) and restart the service",
-                    user.name,
-                    dir.display(),
-                    user.name,
-                    kind.as_str()
+                    "none of recordings.dirs exists on this host ({})",
+                    dirs.join(", ")
                 ),
-            )]
+            )];
         }
+        let user = sysuser::service_user();
+        existing
+            .into_iter()
+            .map(|(dir, meta)| match &user {
+                None => Finding::ok("recordings", format!("{} exists", dir.display())),
+                Some(user) if readable(user, dir, &meta) => Finding::ok(
+                    "recordings",
+                    format!("the service user can read {}", dir.display()),
+                ),
+                Some(user) => Finding::warn(
+                    "recordings",
+                    format!(
+                        "the service user {} cannot read {}: add it to the group that owns \
+                         it (adduser {} {}) and restart the service",
+                        user.name,
+                        dir.display(),
+                        user.name,
+                        group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string())
+                    ),
+                ),
+            })
+            .collect()
+    })
+}
+
+/// The name of group `gid`, from the group database.
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == gid).then(|| name.to_string())
     })
 }
 

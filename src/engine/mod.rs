@@ -348,6 +348,12 @@ impl Core {
             if let Some(status) = done.finished {
                 self.init_rows.remove(&done.call.id);
                 state.metrics.call_finished(status);
+                if done.call.recording_path.is_some() && done.call.integration_id.is_some() {
+                    // The file is finished only shortly after the hang-up: wait for it off
+                    // the engine's path.
+                    let state = state.clone();
+                    tokio::spawn(async move { persist::report_recording(&state, done.call).await });
+                }
             }
         }
         Ok(())

@@ -104,6 +104,55 @@ pub fn write(
     Ok((pending, written))
 }
 
+/// After a recorded call ended: when the account reports recordings, waits until the
+/// file is complete, publishes an expiring URL for it and queues `call.recording`.
+pub async fn report_recording(state: &crate::app::AppState, call: Call) {
+    let (Some(integration), Some(path)) = (call.integration_id, call.recording_path.clone()) else {
+        return;
+    };
+    let wanted = state
+        .db
+        .run(move |c| Ok::<_, EngineError>(settings(c, integration)?.record_calls))
+        .await;
+    if !matches!(wanted, Ok(true)) {
+        return;
+    }
+    let published = match crate::recordings::publish(state, &call.id, &path).await {
+        Ok(published) => published,
+        Err(e) => {
+            log::warn!("recording of call {}: {e}", call.id);
+            return;
+        }
+    };
+    let url = published.url.expose().to_string();
+    let queued = state
+        .db
+        .run(move |c| {
+            let event_id = format!("e{}", crate::secret::random_token(15));
+            crate::outbox::enqueue(
+                c,
+                &NewEvent {
+                    integration_id: integration,
+                    call_key: call.id.clone(),
+                    event_id: event_id.clone(),
+                    kind: "call.recording".into(),
+                    payload: crate::flowlu::events::payload(
+                        "call.recording",
+                        &event_id,
+                        &call,
+                        Some(&url),
+                    ),
+                },
+            )?;
+            Ok::<_, EngineError>(())
+        })
+        .await;
+    match queued {
+        Ok(()) => state.outbox.wake(),
+        Err(e) => log::error!("recording event not queued: {e}"),
+    }
+}
+
 /// Sets the call's account (when it has none yet) and its employee's Flowlu user.
 fn attribute(conn: &Connection, call: &mut Call) -> Result<(), EngineError> {
     if call.integration_id.is_none() {

@@ -12,6 +12,7 @@ use super::pages::Pages;
 use super::respond::{self, Response};
 use crate::db::DbError;
 use crate::flowlu::FlowluError;
+use crate::recordings::RecordingError;
 
 #[derive(Debug)]
 pub struct HttpError {
@@ -140,6 +141,34 @@ impl From<FlowluError> for HttpError {
             }
         };
         HttpError::new(status, code, message)
+    }
+}
+
+impl From<RecordingError> for HttpError {
+    fn from(e: RecordingError) -> Self {
+        use RecordingError as R;
+        match e {
+            // Nothing that would tell a guesser more than "not here".
+            R::UnknownLink | R::Replaced => {
+                HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such recording")
+            }
+            R::Expired => HttpError::new(
+                StatusCode::GONE,
+                "expired",
+                "this recording link has expired",
+            ),
+            R::Gone => HttpError::new(
+                StatusCode::GONE,
+                "gone",
+                "this recording is no longer available",
+            ),
+            R::Db(db) => db.into(),
+            // Publishing errors never reach a client; if one did, it says nothing more.
+            other => {
+                log::error!("recording: {other}");
+                HttpError::internal()
+            }
+        }
     }
 }
 

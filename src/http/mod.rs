@@ -12,6 +12,8 @@ mod health;
 mod io;
 mod metrics;
 mod pages;
+mod range;
+mod recordings;
 mod redact;
 mod respond;
 mod router;

@@ -5,7 +5,7 @@ use hyper::{Method, Request};
 
 use super::error::wants_html;
 use super::respond::Response;
-use super::{Ctx, HttpError, assets, health, metrics, settings};
+use super::{Ctx, HttpError, assets, health, metrics, recordings, settings};
 use crate::app::State;
 
 /// Fails with 405 (and an `Allow` header) unless `method` is one of `allowed`.
@@ -56,6 +56,13 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
         ["assets", name] => (
             "assets",
             allow(&method, GET, "GET, HEAD").and_then(|()| assets::get(name, req.headers())),
+        ),
+        ["recordings", token] => (
+            "recording",
+            match allow(&method, GET, "GET, HEAD") {
+                Ok(()) => recordings::get(state, token, &method, req.headers()).await,
+                Err(e) => Err(e),
+            },
         ),
         ["integration", "settings"] => (
             "settings",

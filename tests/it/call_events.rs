@@ -390,3 +390,91 @@ async fn with_pbx_routing_the_dialplan_gets_no_decision_at_once() {
     assert!(started.elapsed() < Duration::from_secs(3));
     events_until(&r, &hook, "call.init").await;
 }
+
+/// A minimal finished PCM WAV: header sizes filled in, one second of silence.
+fn wav() -> Vec<u8> {
+    let data = vec![0u8; 16_000];
+    let mut w = Vec::new();
+    w.extend(b"RIFF");
+    w.extend(((36 + data.len()) as u32).to_le_bytes());
+    w.extend(b"WAVEfmt ");
+    w.extend(16u32.to_le_bytes());
+    w.extend(1u16.to_le_bytes()); // PCM
+    w.extend(1u16.to_le_bytes()); // mono
+    w.extend(8000u32.to_le_bytes());
+    w.extend(16000u32.to_le_bytes());
+    w.extend(2u16.to_le_bytes());
+    w.extend(16u16.to_le_bytes());
+    w.extend(b"data");
+    w.extend((data.len() as u32).to_le_bytes());
+    w.extend(data);
+    w
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_call_reports_a_working_recording_url() {
+    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
+    let recordings = tempfile::tempdir().unwrap();
+    // The PBX wrote /work/peers/.../monitor/in-...wav; here its directory is mounted at
+    // another path: the file name is found in the configured directory.
+    std::fs::write(
+        recordings.path().join("in-74950000000-1795416368.27.wav"),
+        wav(),
+    )
+    .unwrap();
+    let dir = recordings.path().display().to_string();
+    let port = fake.port();
+    let r = rig(move |c| {
+        c.pbx = pbx_config("asterisk", port);
+        c.recordings.dirs = vec![dir];
+        c.recordings.settle = "100ms".into();
+    })
+    .await;
+    r.fake.add_user("tok-1", "17", "Ann", "");
+    let s = r
+        .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
+        .await;
+    assert_eq!(r.act("connect", &s, &[]).await.status, 200);
+    let saved = r
+        .act(
+            "calls",
+            &s,
+            &[("record_calls", "1"), ("incoming_routing", "pbx")],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let id = r.integration_id("acc-1");
+    let uuid: String = r
+        .app
+        .db()
+        .query_row(
+            "SELECT telephony_uuid FROM flowlu_integrations WHERE id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let hook = format!("/external/telephony/hook/mini_app/acc-1/{uuid}");
+    eventually(10, "PBX up", async || {
+        (r.app.get("/healthz").await.json()["pbx"] == "up").then_some(())
+    })
+    .await;
+    fake.release_all().await;
+    let events = events_until(&r, &hook, "call.recording").await;
+    assert_eq!(kinds(&events).last(), Some(&"call.recording"));
+    let recording = events.last().unwrap();
+    assert_eq!(recording["call"]["id"], events[0]["call"]["id"]);
+    let url = recording["call"]["recording_url"].as_str().unwrap();
+    let path = url
+        .strip_prefix("https://appliance.example:8443")
+        .expect("under public_url");
+    assert!(path.starts_with("/recordings/") && path.len() > 40, "{url}");
+    let served = r.app.request("HEAD", path, &[], None).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), Some("audio/wav"));
+    assert_eq!(served.header("content-length"), Some("16044"));
+    let first = r
+        .app
+        .request("GET", path, &[("range", "bytes=0-3")], None)
+        .await;
+    assert_eq!((first.status, first.body.as_str()), (206, "RIFF"));
+}

@@ -26,6 +26,8 @@ mod pbx_ami_calls;
 mod pbx_esl;
 mod pbx_health;
 mod pty;
+mod recordings;
+mod recordings_publish;
 mod server;
 mod smoke;
 mod wizard;
