@@ -1,0 +1,313 @@
+//! The whole pipeline under load: `cargo bench --bench calls` (BENCH_CALLS=1000 by default).
+//!
+//! A fake Asterisk (AMI on 127.0.0.1:0) replays the recorded incoming call
+//! `tests/fixtures/asterisk/sip-inbound-answered.txt` N times at once with fresh ids (one
+//! caller number per call), into the compiled `appliance` binary, whose Flowlu calls go to
+//! a local receiver. Phase 1 starts all N calls and waits until every one is connected
+//! (N live calls: the binary's RSS is read then); phase 2 hangs them all up and waits for
+//! every `call.completed`. Printed: events/s, and p50/p99 latency from the PBX message
+//! that causes an event (the first Newchannel for `call.init`, the last Hangup for
+//! `call.completed`) to the receiver getting the POST; peak RSS (VmHWM) of the binary.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+const UNIQUE: &str = "1795416368.";
+const CALLER: &str = "79161234567";
+const BRIDGE: &str = "8979480e-36e5-4612-b3e0-864fd347e91a";
+
+/// The recorded call's event messages, split where the call is connected.
+fn template() -> (Vec<String>, Vec<String>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/asterisk/sip-inbound-answered.txt");
+    let text = String::from_utf8(std::fs::read(path).unwrap()).unwrap();
+    let messages: Vec<String> = text
+        .split("\r\n\r\n")
+        .filter(|m| m.starts_with("Event: "))
+        .filter(|m| !m.contains("ActionID: ")) // list items of the recorded actions
+        .map(|m| format!("{m}\r\n\r\n"))
+        .filter(|m| m.contains(UNIQUE) || m.contains(BRIDGE) || m.starts_with("Event: Cdr"))
+        .collect();
+    let split = messages
+        .iter()
+        .position(|m| m.starts_with("Event: BridgeEnter"))
+        .unwrap();
+    (messages[..split].to_vec(), messages[split..].to_vec())
+}
+
+/// One call's messages with fresh ids.
+fn instance(msgs: &[String], i: usize) -> Vec<String> {
+    msgs.iter()
+        .map(|m| {
+            m.replace(UNIQUE, &format!("b{i}."))
+                .replace(CALLER, &format!("7916{i:07}"))
+                .replace(BRIDGE, &format!("bridge-{i}"))
+                .replace("-0000001", &format!("-{i:07x}"))
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Received {
+    /// (call index, event kind) → when it arrived.
+    at: HashMap<(usize, String), Instant>,
+    total: usize,
+}
+
+async fn receiver(log: Arc<Mutex<Received>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let now = Instant::now();
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                            let phone = v["call"]["phone"].as_str().unwrap_or("");
+                            let kind = v["event"].as_str().unwrap_or("").to_string();
+                            if let Some(i) = phone.strip_prefix("7916").and_then(|n| n.parse().ok()) {
+                                let mut log = log.lock().unwrap();
+                                log.total += 1;
+                                log.at.entry((i, kind)).or_insert(now);
+                            }
+                        }
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"response\":{}}"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Answers the appliance's login, filters, keep-alives and resync the way Asterisk 22 does
+/// (wording from tests/fixtures/asterisk/actions-responses.txt), then hands the socket
+/// over for the replay.
+async fn fake_ami(listener: TcpListener) -> tokio::net::tcp::OwnedWriteHalf {
+    // `--init` tested the login before we listened: skip connections that go away.
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        if let Some(write) = login(stream).await {
+            return write;
+        }
+    }
+}
+
+async fn login(stream: tokio::net::TcpStream) -> Option<tokio::net::tcp::OwnedWriteHalf> {
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(b"Asterisk Call Manager/11.0.0\r\n").await.ok()?;
+    let mut buf = Vec::new();
+    let mut resynced = false;
+    while !resynced {
+        let mut chunk = [0u8; 4096];
+        let n = read.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let action = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let get = |k: &str| {
+                action
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let id = get("ActionID");
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                eprintln!("fake AMI got: {action:?}");
+            }
+            let answer = match get("Action").to_ascii_lowercase().as_str() {
+                "challenge" => format!("Response: Success\r\nActionID: {id}\r\nChallenge: 840302011\r\n\r\n"),
+                "login" => format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"),
+                "filter" => format!("Response: Success\r\nActionID: {id}\r\nMessage: Filter Added Successfully\r\n\r\n"),
+                "coreshowchannels" => {
+                    resynced = true;
+                    format!(
+                        "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n\
+                         Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
+                    )
+                }
+                _ => format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 1795413094.638357\r\n\r\n"),
+            };
+            write.write_all(answer.as_bytes()).await.ok()?;
+        }
+    }
+    // Keep answering keep-alives during the run.
+    tokio::spawn(async move {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = read.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    Some(write)
+}
+
+fn seed(db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    conn.execute_batch(&format!(
+        "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain, app_version,
+             placement_id, ratelimit, telephony_uuid, webhook_secret, token_user_id, created_at,
+             updated_at)
+         VALUES (1, 'flowlu.com', 'acc', 'app', 'acme.flowlu.com', '1', 'p', 100000, 'uuid', 's',
+                 'u1', {now}, {now});
+         INSERT INTO flowlu_users (integration_id, user_id, name, seen, created_at, updated_at)
+             VALUES (1, 'u1', 'Ann', 1, {now}, {now});
+         INSERT INTO flowlu_tokens (integration_id, user_id, domain, app_version, access_token,
+             refresh_token, expires_at, fast_hash, updated_at)
+             VALUES (1, 'u1', 'acme.flowlu.com', '1', 't', 'r', {}, 'h', {now});",
+        now + 86_400
+    ))
+    .unwrap();
+}
+
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn wait_for(log: &Arc<Mutex<Received>>, n: usize, kind: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = log.lock().unwrap().at.keys().filter(|(_, k)| k == kind).count();
+        if got >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {got} of {n} {kind} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return; // `cargo test --benches` builds this; the measurement is `cargo bench`.
+    }
+    let n: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let (start_msgs, end_msgs) = template();
+    let log = Arc::new(Mutex::new(Received::default()));
+    let flowlu = receiver(log.clone()).await;
+    let ami = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ami_port = ami.local_addr().unwrap().port();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let status = std::process::Command::new(BIN)
+        .args(["--init", "--non-interactive", "--plain-http", "--listen", "127.0.0.1:0", "--pbx", "asterisk"])
+        .args(["--pbx-user", "appliance", "--pbx-secret", "s3cret", "--pbx-port", &ami_port.to_string()])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seed(&dir.path().join("data/appliance.db"));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("base_url_override = \"\"", &format!("base_url_override = \"http://{flowlu}\""))
+        .replace("agi_listen = \"127.0.0.1:4573\"", "agi_listen = \"127.0.0.1:0\"")
+        .replace("max_in_flight = 8", "max_in_flight = 32")
+        .replace("level = \"info\"", "level = \"warn\"");
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .spawn()
+        .unwrap();
+    let mut pbx = fake_ami(ami).await;
+    let (idle_rss, _) = rss(child.id());
+
+    println!("calls bench: {n} concurrent calls replayed from sip-inbound-answered.txt");
+    // Phase 1: every call rings and is answered.
+    let first_send = Instant::now();
+    let mut started = Vec::with_capacity(n);
+    for i in 0..n {
+        started.push(Instant::now());
+        let bytes: String = instance(&start_msgs, i).concat();
+        pbx.write_all(bytes.as_bytes()).await.unwrap();
+    }
+    wait_for(&log, n, "call.connected", Duration::from_secs(300)).await;
+    let live = rss(child.id());
+    // Phase 2: every call hangs up.
+    let mut ended = Vec::with_capacity(n);
+    for i in 0..n {
+        let bytes: String = instance(&end_msgs, i).concat();
+        pbx.write_all(bytes.as_bytes()).await.unwrap();
+        ended.push(Instant::now());
+    }
+    wait_for(&log, n, "call.completed", Duration::from_secs(300)).await;
+    let last = Instant::now();
+    let log = log.lock().unwrap();
+    let init: Vec<Duration> = (0..n)
+        .map(|i| log.at[&(i, "call.init".to_string())] - started[i])
+        .collect();
+    let done: Vec<Duration> = (0..n)
+        .map(|i| log.at[&(i, "call.completed".to_string())] - ended[i])
+        .collect();
+    let secs = (last - first_send).as_secs_f64();
+    let pbx_messages = n * (start_msgs.len() + end_msgs.len());
+    println!(
+        "  {} Flowlu events in {secs:.2} s: {:.0} events/s ({:.0} PBX messages/s in)",
+        log.total,
+        log.total as f64 / secs,
+        pbx_messages as f64 / secs
+    );
+    println!(
+        "  call.init latency      p50 {:>7.1} ms  p99 {:>7.1} ms",
+        percentile(init.clone(), 0.5).as_secs_f64() * 1e3,
+        percentile(init, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "  call.completed latency p50 {:>7.1} ms  p99 {:>7.1} ms",
+        percentile(done.clone(), 0.5).as_secs_f64() * 1e3,
+        percentile(done, 0.99).as_secs_f64() * 1e3
+    );
+    let (_, peak) = rss(child.id());
+    println!(
+        "  RSS: idle {} KiB, with {n} live calls {} KiB, peak {} KiB",
+        idle_rss, live.0, peak
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
