@@ -20,6 +20,7 @@ use crate::http::Pages;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, RetryPolicy};
 use crate::pbx::{ConnectionSettings, PbxEvents, PbxHandle, StatusBoard, Supervisor};
+use crate::routing::{Decider, RoutingSettings, RoutingStatus};
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -46,6 +47,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Durable delivery of call events to Flowlu.
     pub outbox: Outbox,
+    /// The routing servers' state, for `/healthz`.
+    pub routing: RoutingStatus,
+    /// The decider the routing servers ask, taken once by [`serve_with`], which starts
+    /// them ([`crate::routing::serve_all`]) when one was installed before it ran.
+    pub routing_decider: Mutex<Option<Arc<dyn Decider>>>,
 }
 
 pub type State = Arc<AppState>;
@@ -175,6 +181,8 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         pages: Pages::new(),
         tls: tls_reloader,
         metrics: Metrics::new(),
+        routing: RoutingStatus::default(),
+        routing_decider: Mutex::new(None),
     });
     Ok((state, tls_acceptor))
 }
@@ -275,6 +283,17 @@ pub async fn serve_with(
             async {
                 let _ = pbx_stopped.await;
             },
+        )));
+    }
+    let decider = state.routing_decider.lock().expect("routing lock").take();
+    if let Some(decider) = decider {
+        // Bind failures are reported in /healthz and retried, never fatal: without
+        // routing, calls take the PBX's own routing.
+        workers.push(tokio::spawn(crate::routing::serve_all(
+            RoutingSettings::from_config(&state.config),
+            decider,
+            state.routing.clone(),
+            until_stopped(stopped.clone()),
         )));
     }
     if let Some(mut events) = state.pbx_events.lock().expect("pbx lock").take() {

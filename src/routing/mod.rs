@@ -1,12 +1,20 @@
 //! Incoming-call routing: the PBX's dialplan asks us who should take a new incoming call,
 //! we ask the CRM (through `call.init`), and answer within a bounded time.
 //!
-//! Owns the dialplan-facing side (the FastAGI server for Asterisk in [`agi`]) and the
-//! contract every decider must keep: a decision arrives within `decision_timeout` or not at
-//! all, and "no decision" always means the PBX's own routing goes on unchanged. It does
-//! not know how the decision is made: that is the call engine's [`Decider`].
+//! Owns the dialplan-facing side (the FastAGI server for Asterisk in [`agi`], the
+//! outbound event socket server for FreeSWITCH in [`esl_outbound`], both started by
+//! [`serve_all`]), the dialplan snippets that call them, and the contract every decider
+//! must keep: a decision arrives within `decision_timeout` or not at all, and "no
+//! decision" always means the PBX's own routing goes on unchanged. It does not know how
+//! the decision is made: that is the call engine's [`Decider`].
 
 pub mod agi;
+pub mod esl_outbound;
+mod servers;
+
+pub use servers::{
+    RoutingHealth, RoutingSettings, RoutingStatus, ServerState, ServerStatus, serve_all,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +27,8 @@ use serde::Serialize;
 pub struct RouteRequest {
     /// The channel's unique id as the PBX knows it (Asterisk `Uniqueid`, FreeSWITCH UUID).
     pub channel_id: String,
-    /// The call's group id when the dialplan passes it (Asterisk `Linkedid`).
+    /// The call's group id when the PBX tells it (Asterisk `Linkedid` passed by the
+    /// dialplan, FreeSWITCH `Channel-Call-UUID`).
     pub group_id: Option<String>,
     /// Channel name, e.g. `PJSIP/trunk-00000017`.
     pub channel: String,

@@ -23,6 +23,7 @@ mod pbx_ami_calls;
 mod pbx_esl;
 mod pbx_health;
 mod pty;
+mod routing;
 mod server;
 mod smoke;
 mod wizard;
