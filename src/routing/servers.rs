@@ -144,11 +144,28 @@ impl RoutingStatus {
         self.tx.borrow().clone()
     }
 
+    /// Where the FastAGI server listens, while it does (the bound port when 0 was asked).
+    pub fn agi_addr(&self) -> Option<SocketAddr> {
+        listening_on(&self.tx.borrow().agi)
+    }
+
+    /// Where the outbound event socket server listens, while it does.
+    pub fn esl_addr(&self) -> Option<SocketAddr> {
+        listening_on(&self.tx.borrow().esl)
+    }
+
     fn set(&self, server: Server, status: ServerStatus) {
         self.tx.send_modify(|h| match server {
             Server::Agi => h.agi = status,
             Server::Esl => h.esl = status,
         });
+    }
+}
+
+fn listening_on(status: &ServerStatus) -> Option<SocketAddr> {
+    match status.state {
+        ServerState::Listening => status.listen.as_deref()?.parse().ok(),
+        _ => None,
     }
 }
 

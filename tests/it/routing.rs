@@ -111,6 +111,7 @@ async fn freeswitch_gets_the_crms_route_from_the_running_appliance() {
         (state == "listening").then_some(listen)
     })
     .await;
+    assert_eq!(app.state.routing.esl_addr(), Some(esl.parse().unwrap()));
     let commands = freeswitch_call(esl.parse().unwrap()).await;
     assert_eq!(
         commands,

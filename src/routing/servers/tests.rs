@@ -114,6 +114,10 @@ async fn both_servers_serve_until_shutdown() {
     .await;
     let (agi, esl) = (port_of(&health.agi), port_of(&health.esl));
     assert_ne!(agi.port(), 0, "the bound port is reported");
+    assert_eq!(
+        (status.agi_addr(), status.esl_addr()),
+        (Some(agi), Some(esl))
+    );
     assert!(
         ask_agi(agi)
             .await
@@ -131,6 +135,7 @@ async fn both_servers_serve_until_shutdown() {
         .expect("serve_all returns after shutdown")
         .unwrap();
     assert_eq!(status.get().agi.state, ServerState::NotStarted);
+    assert_eq!(status.agi_addr(), None);
     assert!(
         TcpStream::connect(esl).await.is_err(),
         "no longer listening"
@@ -154,6 +159,7 @@ async fn a_port_in_use_is_reported_and_retried_while_the_other_serves() {
     })
     .await;
     let detail = health.esl.detail.clone().unwrap();
+    assert_eq!(status.esl_addr(), None, "not listening");
     assert!(detail.contains(&esl_addr.to_string()), "{detail}");
     assert!(health.degraded(Some(PbxType::Freeswitch)));
     assert!(health.degraded(None));
