@@ -29,7 +29,10 @@ const BRIDGE: &str = "8979480e-36e5-4612-b3e0-864fd347e91a";
 
 /// The recorded call's event messages, split where the call is connected.
 fn template() -> (Vec<String>, Vec<String>) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/asterisk/sip-inbound-answered.txt");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/asterisk/sip-inbound-answered.txt"
+    );
     let text = String::from_utf8(std::fs::read(path).unwrap()).unwrap();
     let messages: Vec<String> = text
         .split("\r\n\r\n")
@@ -80,13 +83,16 @@ async fn receiver(log: Arc<Mutex<Received>>) -> SocketAddr {
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
                             let phone = v["call"]["phone"].as_str().unwrap_or("");
                             let kind = v["event"].as_str().unwrap_or("").to_string();
-                            if let Some(i) = phone.strip_prefix("7916").and_then(|n| n.parse().ok()) {
+                            if let Some(i) = phone.strip_prefix("7916").and_then(|n| n.parse().ok())
+                            {
                                 let mut log = log.lock().unwrap();
                                 log.total += 1;
                                 log.at.entry((i, kind)).or_insert(now);
                             }
                         }
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"response\":{}}"))))
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"{\"response\":{}}",
+                        ))))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -113,7 +119,10 @@ async fn fake_ami(listener: TcpListener) -> tokio::net::tcp::OwnedWriteHalf {
 
 async fn login(stream: tokio::net::TcpStream) -> Option<tokio::net::tcp::OwnedWriteHalf> {
     let (mut read, mut write) = stream.into_split();
-    write.write_all(b"Asterisk Call Manager/11.0.0\r\n").await.ok()?;
+    write
+        .write_all(b"Asterisk Call Manager/11.0.0\r\n")
+        .await
+        .ok()?;
     let mut buf = Vec::new();
     let mut resynced = false;
     while !resynced {
@@ -138,9 +147,15 @@ async fn login(stream: tokio::net::TcpStream) -> Option<tokio::net::tcp::OwnedWr
                 eprintln!("fake AMI got: {action:?}");
             }
             let answer = match get("Action").to_ascii_lowercase().as_str() {
-                "challenge" => format!("Response: Success\r\nActionID: {id}\r\nChallenge: 840302011\r\n\r\n"),
-                "login" => format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"),
-                "filter" => format!("Response: Success\r\nActionID: {id}\r\nMessage: Filter Added Successfully\r\n\r\n"),
+                "challenge" => {
+                    format!("Response: Success\r\nActionID: {id}\r\nChallenge: 840302011\r\n\r\n")
+                }
+                "login" => format!(
+                    "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+                ),
+                "filter" => format!(
+                    "Response: Success\r\nActionID: {id}\r\nMessage: Filter Added Successfully\r\n\r\n"
+                ),
                 "coreshowchannels" => {
                     resynced = true;
                     format!(
@@ -148,7 +163,9 @@ async fn login(stream: tokio::net::TcpStream) -> Option<tokio::net::tcp::OwnedWr
                          Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
                     )
                 }
-                _ => format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 1795413094.638357\r\n\r\n"),
+                _ => format!(
+                    "Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 1795413094.638357\r\n\r\n"
+                ),
             };
             write.write_all(answer.as_bytes()).await.ok()?;
         }
@@ -207,11 +224,20 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
 async fn wait_for(log: &Arc<Mutex<Received>>, n: usize, kind: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let got = log.lock().unwrap().at.keys().filter(|(_, k)| k == kind).count();
+        let got = log
+            .lock()
+            .unwrap()
+            .at
+            .keys()
+            .filter(|(_, k)| k == kind)
+            .count();
         if got >= n {
             return;
         }
-        assert!(Instant::now() < deadline, "only {got} of {n} {kind} within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {n} {kind} within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -221,7 +247,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --benches` builds this; the measurement is `cargo bench`.
     }
-    let n: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let (start_msgs, end_msgs) = template();
     let log = Arc::new(Mutex::new(Received::default()));
     let flowlu = receiver(log.clone()).await;
@@ -231,8 +260,23 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     let status = std::process::Command::new(BIN)
-        .args(["--init", "--non-interactive", "--plain-http", "--listen", "127.0.0.1:0", "--pbx", "asterisk"])
-        .args(["--pbx-user", "appliance", "--pbx-secret", "s3cret", "--pbx-port", &ami_port.to_string()])
+        .args([
+            "--init",
+            "--non-interactive",
+            "--plain-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--pbx",
+            "asterisk",
+        ])
+        .args([
+            "--pbx-user",
+            "appliance",
+            "--pbx-secret",
+            "s3cret",
+            "--pbx-port",
+            &ami_port.to_string(),
+        ])
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -244,8 +288,14 @@ async fn main() {
     seed(&dir.path().join("data/appliance.db"));
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("base_url_override = \"\"", &format!("base_url_override = \"http://{flowlu}\""))
-        .replace("agi_listen = \"127.0.0.1:4573\"", "agi_listen = \"127.0.0.1:0\"")
+        .replace(
+            "base_url_override = \"\"",
+            &format!("base_url_override = \"http://{flowlu}\""),
+        )
+        .replace(
+            "agi_listen = \"127.0.0.1:4573\"",
+            "agi_listen = \"127.0.0.1:0\"",
+        )
         .replace("max_in_flight = 8", "max_in_flight = 32")
         .replace("level = \"info\"", "level = \"warn\"");
     std::fs::write(&config, text).unwrap();

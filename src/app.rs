@@ -21,6 +21,7 @@ use crate::http::Pages;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, RetryPolicy};
 use crate::pbx::{ConnectionSettings, PbxEvents, PbxHandle, StatusBoard, Supervisor};
+use crate::routing::{Decider, RoutingSettings, RoutingStatus};
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -51,8 +52,11 @@ pub struct AppState {
     pub engine: EngineHandle,
     /// Its receiving side, taken by [`serve_with`].
     pub engine_inbox: Mutex<Option<EngineInbox>>,
-    /// Where the FastAGI routing server listens, once bound.
-    pub agi_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The routing servers' state, for `/healthz`.
+    pub routing: RoutingStatus,
+    /// A decider for the routing servers installed before [`serve_with`] runs (tests);
+    /// otherwise they ask Flowlu through the call engine.
+    pub routing_decider: Mutex<Option<Arc<dyn Decider>>>,
 }
 
 pub type State = Arc<AppState>;
@@ -168,7 +172,6 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let state = Arc::new_cyclic(|weak| AppState {
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
-        agi_addr: std::sync::OnceLock::new(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),
@@ -186,6 +189,8 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         pages: Pages::new(),
         tls: tls_reloader,
         metrics: Metrics::new(),
+        routing: RoutingStatus::default(),
+        routing_decider: Mutex::new(None),
     });
     state
         .outbox
@@ -322,22 +327,22 @@ pub async fn serve_with(
 /// Answers the dialplan's routing questions (FastAGI) until `stop`. A port in use is
 /// logged and shown in /healthz; the rest of the appliance keeps serving.
 async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
-    let addr = state.config.routing.agi_addr();
-    match TcpListener::bind(addr).await {
-        Ok(listener) => {
-            if let Ok(bound) = listener.local_addr() {
-                let _ = state.agi_addr.set(bound);
-                log::info!("incoming routing: FastAGI on {bound}");
-            }
-            let decider = Arc::new(crate::engine::route::CrmDecider::new(Arc::downgrade(
+    let decider: Arc<dyn Decider> = state
+        .routing_decider
+        .lock()
+        .expect("routing lock")
+        .take()
+        .unwrap_or_else(|| {
+            Arc::new(crate::engine::route::CrmDecider::new(Arc::downgrade(
                 &state,
-            )));
-            let limit = state.config.routing.decision_timeout();
-            drop(state);
-            crate::routing::agi::serve(listener, decider, limit, until_stopped(stop)).await;
-        }
-        Err(e) => log::error!("incoming routing is off: cannot listen on {addr} for FastAGI: {e}"),
-    }
+            )))
+        });
+    let (settings, status) = (
+        RoutingSettings::from_config(&state.config),
+        state.routing.clone(),
+    );
+    drop(state);
+    crate::routing::serve_all(settings, decider, status, until_stopped(stop)).await;
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

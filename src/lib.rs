@@ -26,7 +26,9 @@
 //!   codecs, a supervisor that keeps one connection logged in (following
 //!   `state.pbx_settings`), the command handle (`PbxHandle`), the normalized event stream
 //!   (`PbxEvents`) for the call tracker, and the connection state for `/healthz`.
-//! - [`routing`]: the dialplan's question "who takes this incoming call?" (FastAGI).
+//! - [`routing`]: the dialplan's question "who takes this incoming call?": the Asterisk
+//!   FastAGI and FreeSWITCH outbound event socket servers (`routing::serve_all`), the
+//!   dialplan snippets, and the `Decider` contract the call engine implements.
 //! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out.
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.

@@ -1,8 +1,9 @@
 //! The event socket codec on arbitrary bytes: envelopes fed in chunks whose size the
 //! input's first byte chooses, each event body (plain or JSON) parsed and mapped; the raw
-//! input is also tried directly as an event-plain body, a JSON body and a
-//! `show channels as json` answer. Nothing may panic, every length `check` reports must
-//! lie inside the buffer, and chunked feeding must find the same envelopes.
+//! input is also tried directly as an event-plain body, outbound-socket channel data, a
+//! JSON body and a `show channels as json` answer. Nothing may panic, every length
+//! `check` reports must lie inside the buffer, and chunked feeding must find the same
+//! envelopes.
 
 #![no_main]
 
@@ -41,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(event) = codec::parse_event_plain(data) {
         mapper.map(&event, &mut out);
+    }
+    if let Ok(Some(n)) = codec::check(data) {
+        let _ = codec::parse_channel_data(&data[..n]);
     }
     if let Ok(event) = codec::parse_event_json(data) {
         mapper.map(&event, &mut out);

@@ -23,6 +23,7 @@ pub struct OutboxConfig {
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     pub agi_listen: String,
+    pub esl_listen: String,
     pub decision_timeout: String,
 }
 
@@ -33,6 +34,10 @@ impl RoutingConfig {
 
     pub fn agi_addr(&self) -> SocketAddr {
         self.agi_listen.parse().expect("validated")
+    }
+
+    pub fn esl_addr(&self) -> SocketAddr {
+        self.esl_listen.parse().expect("validated")
     }
 }
 
@@ -54,23 +59,26 @@ impl Config {
     pub(super) fn validate_routing(&self, sources: &Sources) -> Result<(), ConfigError> {
         let r = &self.routing;
         let bad = |key: &str, message: String| Err(sources.error(key, message));
-        match r.agi_listen.parse::<SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() => {}
-            Ok(_) => {
-                return bad(
-                    "routing.agi_listen",
-                    "must be a loopback address (127.0.0.1 or ::1): the PBX runs on this host"
-                        .into(),
-                );
-            }
-            Err(_) => {
-                return bad(
-                    "routing.agi_listen",
-                    format!(
-                        "{:?} is not an address:port such as 127.0.0.1:4573",
-                        r.agi_listen
-                    ),
-                );
+        for (key, value, example) in [
+            ("routing.agi_listen", &r.agi_listen, "127.0.0.1:4573"),
+            ("routing.esl_listen", &r.esl_listen, "127.0.0.1:8084"),
+        ] {
+            match value.parse::<SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => {}
+                Ok(_) => {
+                    return bad(
+                        key,
+                        "must be a loopback address (127.0.0.1 or ::1): the PBX runs on this \
+                         host"
+                            .into(),
+                    );
+                }
+                Err(_) => {
+                    return bad(
+                        key,
+                        format!("{value:?} is not an address:port such as {example}"),
+                    );
+                }
             }
         }
         match parse_duration(&r.decision_timeout) {

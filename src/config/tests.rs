@@ -394,3 +394,31 @@ fn bad_pbx_dialling_and_timing_keys_are_named() {
         assert!(e.contains(key), "{body}: {e}");
     }
 }
+
+#[test]
+fn routing_servers_listen_on_loopback_only() {
+    let f = file(MINIMAL);
+    let (c, _) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    assert_eq!(c.routing.esl_addr().to_string(), "127.0.0.1:8084");
+    assert_eq!(c.routing.agi_addr().to_string(), "127.0.0.1:4573");
+    for (key, env) in [
+        ("routing.esl_listen", "APPLIANCE_ROUTING__ESL_LISTEN"),
+        ("routing.agi_listen", "APPLIANCE_ROUTING__AGI_LISTEN"),
+    ] {
+        for bad in ["0.0.0.0:8084", "192.0.2.10:8084", "[::]:8084"] {
+            let e = err(&opts(Some(f.path()), &[(env, bad)], vec![]));
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains("loopback"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&opts(Some(f.path()), &[(env, "localhost")], vec![]));
+        assert!(
+            e.contains(&format!("`{key}`")) && e.contains("address:port"),
+            "{e}"
+        );
+        for good in ["[::1]:8084", "127.0.0.1:0"] {
+            load(&opts(Some(f.path()), &[(env, good)], vec![])).unwrap();
+        }
+    }
+}

@@ -79,7 +79,13 @@ impl Decider for CrmDecider {
                 log::warn!("routing: ignoring an unusable extension from Flowlu");
                 return None;
             }
-            let kind = state.config.pbx.kind()?;
+            // The PBX in force: saved on the settings page, else [pbx] type.
+            let kind = state
+                .pbx_settings
+                .borrow()
+                .as_ref()
+                .map(|s| s.kind)
+                .or(state.config.pbx.kind())?;
             let dial = state
                 .config
                 .pbx

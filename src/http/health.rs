@@ -7,12 +7,15 @@ use serde::Serialize;
 
 use super::respond::{self, Response};
 use crate::app::State;
+use crate::config::PbxType;
 use crate::pbx::{LinkState, PbxStatus};
+use crate::routing::RoutingHealth;
 
 #[derive(Serialize)]
 pub struct Health {
     /// "ok" when everything is up, "degraded" when the appliance serves but something
-    /// it depends on (the PBX) is not available, "error" when the database is not.
+    /// it depends on (the PBX, the routing server the PBX calls) is not available,
+    /// "error" when the database is not.
     pub status: &'static str,
     pub version: &'static str,
     /// "ok" or "error".
@@ -22,6 +25,8 @@ pub struct Health {
     pub pbx_detail: PbxStatus,
     /// Flowlu accounts served, as counts only (no account details).
     pub flowlu: FlowluHealth,
+    /// The incoming-call routing servers (Asterisk FastAGI, FreeSWITCH outbound socket).
+    pub routing: RoutingHealth,
 }
 
 #[derive(Serialize, Default)]
@@ -59,9 +64,11 @@ pub async fn collect(state: &State) -> Health {
         }
     };
     let pbx = state.pbx.get();
+    let routing = state.routing.get();
+    let routing_degraded = routing.degraded(pbx.kind.and_then(PbxType::parse));
     let status = match (database, pbx.state) {
         ("error", _) => "error",
-        _ if flowlu.needs_reconnect > 0 => "degraded",
+        _ if flowlu.needs_reconnect > 0 || routing_degraded => "degraded",
         (_, LinkState::Up) => "ok",
         _ => "degraded",
     };
@@ -72,6 +79,7 @@ pub async fn collect(state: &State) -> Health {
         pbx: pbx.state.as_str(),
         pbx_detail: pbx,
         flowlu,
+        routing,
     }
 }
 

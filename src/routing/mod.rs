@@ -1,12 +1,20 @@
 //! Incoming-call routing: the PBX's dialplan asks us who should take a new incoming call,
 //! we ask the CRM (through `call.init`), and answer within a bounded time.
 //!
-//! Owns the dialplan-facing side (the FastAGI server for Asterisk in [`agi`]) and the
-//! contract every decider must keep: a decision arrives within `decision_timeout` or not at
-//! all, and "no decision" always means the PBX's own routing goes on unchanged. It does
-//! not know how the decision is made: that is the call engine's [`Decider`].
+//! Owns the dialplan-facing side (the FastAGI server for Asterisk in [`agi`], the
+//! outbound event socket server for FreeSWITCH in [`esl_outbound`], both started by
+//! [`serve_all`]), the dialplan snippets that call them, and the contract every decider
+//! must keep: a decision arrives within `decision_timeout` or not at all, and "no
+//! decision" always means the PBX's own routing goes on unchanged. It does not know how
+//! the decision is made: that is the call engine's [`Decider`].
 
 pub mod agi;
+pub mod esl_outbound;
+mod servers;
+
+pub use servers::{
+    RoutingHealth, RoutingSettings, RoutingStatus, ServerState, ServerStatus, serve_all,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +27,8 @@ use serde::Serialize;
 pub struct RouteRequest {
     /// The channel's unique id as the PBX knows it (Asterisk `Uniqueid`, FreeSWITCH UUID).
     pub channel_id: String,
-    /// The call's group id when the dialplan passes it (Asterisk `Linkedid`).
+    /// The call's group id when the PBX tells it (Asterisk `Linkedid` passed by the
+    /// dialplan, FreeSWITCH `Channel-Call-UUID`).
     pub group_id: Option<String>,
     /// Channel name, e.g. `PJSIP/trunk-00000017`.
     pub channel: String,
@@ -91,3 +100,52 @@ exten => s,1,AGI(agi://{agi_listen}/route,${{CHANNEL(linkedid)}})
 "
     )
 }
+
+/// The FreeSWITCH XML dialplan to paste: an extension at the top of the `public` context
+/// that asks the appliance over the outbound event socket, then a small `appliance`
+/// context that rings the CRM's choice. Without a choice (timeout, CRM down, appliance
+/// stopped) nothing is set and the call goes on to the public context's own extensions.
+pub fn freeswitch_dialplan(esl_listen: &str) -> String {
+    format!(
+        r#"<include>
+  <!-- dialplan/public/00_appliance_route.xml: runs first for every incoming call, then
+       (continue="true") the public context's own extensions, as before. -->
+  <extension name="appliance_route" continue="true">
+    <condition field="${{appliance_asked}}" expression="^$"/>
+    <condition field="destination_number" expression="^.+$">
+      <action application="set" data="appliance_asked=true"/>
+      <!-- The dialplan goes on after the socket, whatever happens to the appliance. -->
+      <action application="set" data="socket_resume=true"/>
+      <action application="socket" data="{esl_listen} async"/>
+      <action application="execute_extension" data="appliance_route XML appliance"/>
+    </condition>
+  </extension>
+</include>
+
+<include>
+  <!-- dialplan/appliance.xml: rings the employee the CRM chose; without a choice, or
+       when the employee does not answer within 30 s, the call goes back to the public
+       context's own routing. -->
+  <context name="appliance">
+    <extension name="appliance_route">
+      <condition field="destination_number" expression="^appliance_route$"/>
+      <condition field="${{appliance_route}}" expression="^.+$">
+        <action application="set" data="hangup_after_bridge=true"/>
+        <action application="set" data="continue_on_fail=true"/>
+        <action application="set" data="call_timeout=30"/>
+        <action application="bridge" data="${{appliance_route}}"/>
+        <!-- Not answered: undo, and let the PBX's own routing take the call. -->
+        <action application="unset" data="hangup_after_bridge"/>
+        <action application="unset" data="continue_on_fail"/>
+        <action application="unset" data="call_timeout"/>
+        <anti-action application="log" data="INFO no CRM route; the PBX routes the call"/>
+      </condition>
+    </extension>
+  </context>
+</include>
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -280,7 +280,7 @@ async fn a_click_to_call_while_the_pbx_is_down_is_refused() {
 /// on the recorded trunk channel; returns the commands it sent back.
 async fn ask_agi(r: &Rig, uniqueid: &str) -> Vec<String> {
     let addr = eventually(10, "the FastAGI server", async || {
-        r.app.state.agi_addr.get().copied()
+        r.app.state.routing.agi_addr()
     })
     .await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

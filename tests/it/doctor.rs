@@ -185,10 +185,9 @@ async fn the_running_service_and_its_flowlu_accounts_check_out() {
         ))
         .await;
     assert_eq!(r.act("connect", &s, &[]).await.status, 200);
-    let agi = crate::harness::eventually(10, "FastAGI bound", async || {
-        r.app.state.agi_addr.get().copied()
-    })
-    .await;
+    let agi =
+        crate::harness::eventually(10, "FastAGI bound", async || r.app.state.routing.agi_addr())
+            .await;
     let mut config = r.app.config.clone();
     config.routing.agi_listen = agi.to_string();
     let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config));

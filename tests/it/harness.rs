@@ -56,6 +56,7 @@ pub fn test_config(dir: &std::path::Path) -> (Config, String) {
     let mut config = Config::defaults();
     config.server.listen = "127.0.0.1:0".into();
     config.routing.agi_listen = "127.0.0.1:0".into();
+    config.routing.esl_listen = "127.0.0.1:0".into();
     config.server.tls_cert = cert.display().to_string();
     config.server.tls_key = key.display().to_string();
     config.storage.data_dir = dir.join("data").display().to_string();
@@ -77,6 +78,23 @@ impl TestApp {
         Self::start_config(dir, config, cert_pem).await
     }
 
+    /// Starts an appliance whose routing servers ask `decider` (installed between
+    /// `prepare` and `serve_with`, as the call engine does).
+    pub async fn start_with_decider(
+        edit: impl FnOnce(&mut Config),
+        decider: Arc<dyn appliance::routing::Decider>,
+    ) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut config, cert_pem) = test_config(dir.path());
+        edit(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listeners = appliance::app::Listeners {
+            main: listener,
+            acme_http: None,
+        };
+        Self::start_inner(dir, config, cert_pem, listeners, true, Some(decider)).await
+    }
+
     pub async fn start_config(dir: tempfile::TempDir, config: Config, cert_pem: String) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listeners = appliance::app::Listeners {
@@ -95,11 +113,23 @@ impl TestApp {
         listeners: appliance::app::Listeners,
         check_ready: bool,
     ) -> TestApp {
+        Self::start_inner(dir, config, cert_pem, listeners, check_ready, None).await
+    }
+
+    async fn start_inner(
+        dir: tempfile::TempDir,
+        config: Config,
+        cert_pem: String,
+        listeners: appliance::app::Listeners,
+        check_ready: bool,
+        decider: Option<Arc<dyn appliance::routing::Decider>>,
+    ) -> TestApp {
         let addr = listeners.main.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let (state, tls) = appliance::app::prepare(config.clone())
             .await
             .unwrap_or_else(|e| panic!("the appliance did not start: {e}"));
+        *state.routing_decider.lock().unwrap() = decider;
         let serve_state = state.clone();
         let handle = tokio::spawn(async move {
             appliance::app::serve_with(serve_state, listeners, tls, async {

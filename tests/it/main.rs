@@ -28,6 +28,7 @@ mod pbx_health;
 mod pty;
 mod recordings;
 mod recordings_publish;
+mod routing;
 mod server;
 mod smoke;
 mod wizard;

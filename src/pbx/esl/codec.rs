@@ -8,6 +8,8 @@
 //! optionally followed by its own `Content-Length` body (a `BACKGROUND_JOB` result): both
 //! are read from the bytes already in hand by [`parse_event_plain`]. `text/event-json`
 //! bodies are one JSON object ([`parse_event_json`]), with the nested body under `_body`.
+//! The outbound socket's channel data is an event serialized as the envelope itself
+//! ([`parse_channel_data`]).
 
 use super::super::fields::Fields;
 
@@ -199,6 +201,15 @@ pub fn parse_event_plain(body: &[u8]) -> Result<Event, CodecError> {
         headers,
         body: inner,
     })
+}
+
+/// Parses the reply to `connect` on an outbound socket (the dialplan's `socket`
+/// application): FreeSWITCH serializes a `CHANNEL_DATA` event as the reply itself, so the
+/// outer header block (`Content-Type: command/reply` among them) carries the channel's
+/// variables URL-encoded, exactly like an event-plain body. `frame` is one whole envelope
+/// as delimited by [`check`].
+pub fn parse_channel_data(frame: &[u8]) -> Result<Event, CodecError> {
+    parse_event_plain(frame)
 }
 
 /// Parses a `text/event-json` body. Arrays (multi-valued headers) become repeated keys;

@@ -247,3 +247,57 @@ fn commands_are_encoded_and_line_breaks_refused() {
         Err(CodecError::LineBreak)
     );
 }
+
+/// The reply mod_event_socket gives to `connect` on an outbound socket, built the way its
+/// `connect` handler does: the channel's CHANNEL_CREATE headers as recorded (renamed
+/// CHANNEL_DATA), then `Content-Type`, `Reply-Text` (`+OK\n`), `Socket-Mode` and
+/// `Control`, all serialized URL-encoded, ended by the empty line.
+fn channel_data_frame() -> Vec<u8> {
+    let create = parse_all(&read("sip-inbound-answered.txt"))
+        .unwrap()
+        .into_iter()
+        .find(|e| {
+            event_of(e)
+                .unwrap()
+                .is_some_and(|ev| ev.name() == "CHANNEL_CREATE")
+        })
+        .unwrap();
+    let headers = String::from_utf8(create.body).unwrap();
+    let mut frame = headers
+        .trim_end_matches('\n')
+        .replace("Event-Name: CHANNEL_CREATE", "Event-Name: CHANNEL_DATA");
+    frame.push_str(
+        "\nContent-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\n\
+         Control: single-channel\n\n",
+    );
+    frame.into_bytes()
+}
+
+#[test]
+fn outbound_channel_data_is_decoded_like_an_event() {
+    let frame = channel_data_frame();
+    assert_eq!(
+        check(&frame).unwrap(),
+        Some(frame.len()),
+        "one whole envelope"
+    );
+    let env = parse(&frame).unwrap();
+    assert_eq!(env.content_type(), "command/reply");
+    assert!(env.body.is_empty());
+    let data = parse_channel_data(&frame).unwrap();
+    assert_eq!(data.name(), "CHANNEL_DATA");
+    assert_eq!(data.get("Reply-Text"), Some("+OK\n"));
+    assert_eq!(
+        data.get("Channel-Name"),
+        Some("sofia/external/79161234567@127.0.0.1")
+    );
+    assert_eq!(
+        data.get("Unique-ID"),
+        Some("dccfb9ad-c57f-4297-868f-bf615353679b")
+    );
+    assert_eq!(data.get("Caller-Destination-Number"), Some("74950000000"));
+    assert_eq!(
+        data.get("variable_sip_user_agent"),
+        Some("baresip v1.0.0 (x86_64/linux)")
+    );
+}
