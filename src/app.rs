@@ -53,6 +53,8 @@ pub struct AppState {
     pub engine_inbox: Mutex<Option<EngineInbox>>,
     /// Where the FastAGI routing server listens, once bound.
     pub agi_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Webhook requests being acted on (duplicates wait for their answer).
+    pub webhook: crate::http::webhook::Inflight,
 }
 
 pub type State = Arc<AppState>;
@@ -169,6 +171,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
         agi_addr: std::sync::OnceLock::new(),
+        webhook: Default::default(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),

@@ -36,6 +36,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "calls",
         sql: include_str!("migrations/0004_calls.sql"),
     },
+    // Reserved for the recordings branch (its 0005_recordings.sql replaces this entry when
+    // merged); versions must stay gapless.
+    Migration {
+        version: 5,
+        name: "reserved",
+        sql: "",
+    },
+    Migration {
+        version: 6,
+        name: "webhook requests",
+        sql: include_str!("migrations/0006_webhook_requests.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -16,6 +16,7 @@ mod redact;
 mod respond;
 mod router;
 pub mod settings;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -26,4 +26,6 @@ mod pbx_health;
 mod pty;
 mod server;
 mod smoke;
+mod webhook;
+mod webhook_calls;
 mod wizard;

@@ -12,7 +12,8 @@
 //! invented, because no recording has it: the `Challenge` answer (a random nonce; the
 //! MD5 key is then checked against the script's secret), and the `Filter` acknowledgement
 //! (`Message: Filter Added Successfully`, Asterisk's own text). Everything else is bytes
-//! from a recording with only the `ActionID` changed.
+//! from a recording with only the `ActionID` changed (and, with
+//! [`Script::echo_call_id`], the `CRM_CALL_ID` value the client's Originate set).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 pub use super::ami_recording::Script;
-use super::ami_recording::{ALL, Recorded, canned, get, headers, library, rewrite};
+use super::ami_recording::{ALL, Recorded, canned, crm_call_id, get, headers, library, rewrite};
+use super::replace_all;
 use super::{Control, ControlMsg, Fake, Sent, Shared};
 
 /// A fake AMI server on 127.0.0.1:0.
@@ -80,6 +82,9 @@ struct Session {
     shared: Arc<Mutex<Shared>>,
     messages: Vec<Recorded>,
     actions: HashMap<String, String>,
+    call_ids: HashMap<String, String>,
+    /// (recorded, client's) text replaced in what goes out (echoed call ids).
+    echoes: Vec<(String, String)>,
     cursor: usize,
     /// Recorded ActionID → the client's, for actions the client sent.
     ids: HashMap<String, String>,
@@ -98,6 +103,8 @@ impl Session {
             out: c.banner.clone(),
             messages: c.messages.clone(),
             actions: t.actions.clone(),
+            call_ids: t.call_ids.clone(),
+            echoes: Vec::new(),
             script,
             number,
             shared,
@@ -206,6 +213,10 @@ impl Session {
             Some((from, to)) => rewrite(&m.bytes, from, to),
             None => m.bytes.clone(),
         };
+        let bytes = self
+            .echoes
+            .iter()
+            .fold(bytes, |b, (from, to)| replace_all(&b, from, to));
         self.out.extend(bytes);
     }
 
@@ -298,6 +309,19 @@ impl Session {
         };
         let recorded = self.messages[at].action_id.clone().unwrap();
         self.ids.insert(recorded.clone(), id.clone());
+        if self.script.echo_call_id
+            && let (Some(theirs), Some(ours)) = (self.call_ids.get(&recorded), crm_call_id(h))
+        {
+            for (from, to) in [
+                (format!("Value: {theirs}\r\n"), format!("Value: {ours}\r\n")),
+                (
+                    format!("CRM_CALL_ID={theirs}"),
+                    format!("CRM_CALL_ID={ours}"),
+                ),
+            ] {
+                self.echoes.push((from, to));
+            }
+        }
         let end = if self.messages[at].list_start {
             (at..self.messages.len())
                 .find(|&i| {

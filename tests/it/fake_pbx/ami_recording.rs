@@ -30,6 +30,8 @@ pub(super) struct Transcript {
     pub(super) connections: Vec<Connection>,
     /// Recorded ActionID → Action name, from `X.txt.sent`.
     pub(super) actions: HashMap<String, String>,
+    /// Recorded Originate ActionID → the `CRM_CALL_ID` value it set.
+    pub(super) call_ids: HashMap<String, String>,
 }
 
 pub(super) fn headers(block: &str) -> Vec<(String, String)> {
@@ -55,10 +57,14 @@ pub(super) fn load(name: &str) -> Transcript {
     let sent =
         std::fs::read_to_string(fixture_path("asterisk", &format!("{name}.txt.sent"))).unwrap();
     let mut actions = HashMap::new();
+    let mut call_ids = HashMap::new();
     for block in sent.split("\r\n\r\n") {
         let h = headers(block);
         if let (Some(action), Some(id)) = (get(&h, "Action"), get(&h, "ActionID")) {
             actions.insert(id.to_string(), action.to_string());
+            if let Some(value) = crm_call_id(&h) {
+                call_ids.insert(id.to_string(), value.to_string());
+            }
         }
     }
     let mut connections: Vec<Connection> = Vec::new();
@@ -99,7 +105,15 @@ pub(super) fn load(name: &str) -> Transcript {
     Transcript {
         connections,
         actions,
+        call_ids,
     }
+}
+
+/// The `CRM_CALL_ID` an Originate sets (`Variable: CRM_CALL_ID=...`).
+pub(super) fn crm_call_id(h: &[(String, String)]) -> Option<&str> {
+    h.iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Variable"))
+        .find_map(|(_, v)| v.strip_prefix("CRM_CALL_ID="))
 }
 
 pub(super) const ALL: &[&str] = &[
@@ -167,6 +181,7 @@ pub struct Script {
     pub(super) hoist: HashSet<String>,
     pub(super) interleave: HashSet<String>,
     pub(super) deaf: bool,
+    pub(super) echo_call_id: bool,
 }
 
 impl Script {
@@ -185,6 +200,7 @@ impl Script {
             hoist: HashSet::new(),
             interleave: HashSet::new(),
             deaf: false,
+            echo_call_id: false,
         }
     }
 
@@ -238,6 +254,14 @@ impl Script {
     /// `OriginateResponse`) before its response.
     pub fn hoist(mut self, action: &str) -> Script {
         self.hoist.insert(action.to_ascii_lowercase());
+        self
+    }
+
+    /// The client's `CRM_CALL_ID` replaces the recorded one in what follows its
+    /// Originate, as a real PBX echoes the variable it was given (like an ActionID): for
+    /// tests where the appliance, not the test, chooses the call id.
+    pub fn echo_call_id(mut self) -> Script {
+        self.echo_call_id = true;
         self
     }
 
