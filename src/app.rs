@@ -57,6 +57,8 @@ pub struct AppState {
     /// A decider for the routing servers installed before [`serve_with`] runs (tests);
     /// otherwise they ask Flowlu through the call engine.
     pub routing_decider: Mutex<Option<Arc<dyn Decider>>>,
+    /// Webhook requests being acted on (duplicates wait for their answer).
+    pub webhook: crate::http::webhook::Inflight,
 }
 
 pub type State = Arc<AppState>;
@@ -172,6 +174,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let state = Arc::new_cyclic(|weak| AppState {
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
+        webhook: Default::default(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),

@@ -21,7 +21,8 @@
 //!   token upkeep, and the tables for accounts, users, tokens, settings and extensions.
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, and the handlers browsers, Flowlu and operators call
-//!   (including the Flowlu settings page, `http::settings`).
+//!   (including the Flowlu settings page, `http::settings`, and the Flowlu webhook,
+//!   `http::webhook`: click-to-call, call lists, employees, redirect, health).
 //! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:
 //!   codecs, a supervisor that keeps one connection logged in (following
 //!   `state.pbx_settings`), the command handle (`PbxHandle`), the normalized event stream

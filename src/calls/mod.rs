@@ -1,11 +1,12 @@
 //! Calls as Flowlu sees them: one record per call, whatever number of PBX channels it
 //! took, with a direction, a final status and the employee who handled it.
 //!
-//! Owns the call record ([`Call`]), its table ([`store`]) and the tracker that turns
-//! normalized PBX events into calls. Nothing here does I/O except `store`, which is plain
-//! SQL over a connection handed in; the engine that feeds the tracker and writes its
-//! effects lives in `crate::engine`.
+//! Owns the call record ([`Call`]), its table ([`store`]), the tracker that turns
+//! normalized PBX events into calls, and customer number normalization ([`phone`]).
+//! Nothing here does I/O except `store`, which is plain SQL over a connection handed in;
+//! the engine that feeds the tracker and writes its effects lives in `crate::engine`.
 
+pub mod phone;
 pub mod store;
 pub mod tracker;
 

@@ -10,6 +10,7 @@ mod delivery;
 mod duration;
 mod layers;
 mod recordings;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use delivery::{OutboxConfig, RoutingConfig};
 pub use duration::{format_duration, parse_duration};
 pub use layers::{ConfigError, Flag, LoadOptions, Source, Sources, load};
 pub use recordings::RecordingsConfig;
+pub use webhook::WebhookConfig;
 
 /// The commented example config, shipped as `/etc/appliance/config.toml.example` and
 /// embedded here as the defaults.
@@ -42,6 +44,7 @@ pub struct Config {
     pub recordings: RecordingsConfig,
     pub acme: AcmeConfig,
     pub metrics: MetricsConfig,
+    pub webhook: WebhookConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -416,6 +419,7 @@ impl Config {
         self.validate_outbox(sources)?;
         self.validate_routing(sources)?;
         self.validate_calls(sources)?;
+        self.validate_webhook(sources)?;
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }

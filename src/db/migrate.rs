@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "recordings",
         sql: include_str!("migrations/0005_recordings.sql"),
     },
+    Migration {
+        version: 6,
+        name: "webhook requests",
+        sql: include_str!("migrations/0006_webhook_requests.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

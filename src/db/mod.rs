@@ -89,7 +89,15 @@ impl Db {
         }
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| c.execute_batch(PRAGMAS));
+            .with_init(|c| {
+                c.execute_batch(PRAGMAS)?;
+                // `transaction()` takes the write lock at BEGIN. A deferred transaction
+                // that reads and then writes cannot wait for another writer: SQLite fails
+                // its upgrade at once with "database is locked" (busy_timeout does not
+                // apply), which concurrent webhook, engine and outbox writes hit.
+                c.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+                Ok(())
+            });
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(10))
@@ -215,6 +223,32 @@ mod tests {
         assert_eq!(fk, 1);
         let v = db.with_conn(|c| migrate::user_version(c)).unwrap();
         assert_eq!(v, migrate::latest_version());
+    }
+
+    #[test]
+    fn transactions_hold_the_write_lock_from_begin() {
+        // A read-then-write transaction must never meet a writer that slipped in between
+        // (SQLite would refuse its write at once): others wait for it instead.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.db")).unwrap();
+        let mut a = db.pool.get().unwrap();
+        let b = db.pool.get().unwrap();
+        b.busy_timeout(Duration::ZERO).unwrap();
+        let tx = a.transaction().unwrap();
+        let err = b
+            .execute("INSERT INTO meta (key, value) VALUES ('b', 'x')", [])
+            .unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy),
+            "{err}"
+        );
+        tx.execute("INSERT INTO meta (key, value) VALUES ('a', 'x')", [])
+            .unwrap();
+        tx.commit().unwrap();
+        b.execute("INSERT INTO meta (key, value) VALUES ('b', 'x')", [])
+            .unwrap();
+        b.busy_timeout(Duration::from_secs(5)).unwrap();
     }
 
     #[test]

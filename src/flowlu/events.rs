@@ -1,5 +1,6 @@
-//! Call events to Flowlu's event hook: the outbox's [`Transport`] for Flowlu, and reading
-//! the routing decision out of the answer to an incoming call's `call.init`.
+//! Call events to Flowlu's event hook: the outbox's [`Transport`] for Flowlu, the call
+//! object every event (and the webhook's call answers) carries, and reading the routing
+//! decision out of the answer to an incoming call's `call.init`.
 //!
 //! Flowlu-specific meaning of answers is decided here and nowhere else: error code 11 in
 //! a body counts as a 401 (refresh the token), error code 13 as a 503 (retry later).
@@ -149,25 +150,28 @@ fn effective_status(status: u16, json: Option<&Value>) -> u16 {
 }
 
 /// The body of one call event [ours: contract section 4]: `event`, `event_id` and the
-/// call as it is now. Absent values are left out rather than sent as null.
+/// call as it is now ([`call_object`]).
 pub fn payload(kind: &str, event_id: &str, call: &Call, recording_url: Option<&str>) -> Value {
+    json!({"event": kind, "event_id": event_id, "call": call_object(call, recording_url)})
+}
+
+/// A call as Flowlu sees it, in events and in the webhook's `call.get` / `calls.list`
+/// answers alike. Absent values are left out rather than sent as null.
+pub fn call_object(call: &Call, recording_url: Option<&str>) -> Value {
     let mut c = serde_json::Map::new();
     let mut put = |key: &str, value: Value| {
         if !value.is_null() {
             c.insert(key.to_string(), value);
         }
     };
+    let text = |s: &str| {
+        if s.is_empty() { Value::Null } else { json!(s) }
+    };
     put("id", json!(call.id));
     put("crm_call_id", json!(call.crm_call_id));
     put("direction", json!(call.direction.as_str()));
     put("phone", json!(call.phone));
-    put(
-        "line",
-        json!(call.line)
-            .as_str()
-            .filter(|l| !l.is_empty())
-            .map_or(Value::Null, |l| json!(l)),
-    );
+    put("line", text(&call.line));
     put("user_id", json!(call.user_id));
     put("extension", json!(call.extension));
     put("state", json!(call.state.as_str()));
@@ -179,17 +183,14 @@ pub fn payload(kind: &str, event_id: &str, call: &Call, recording_url: Option<&s
     put("wait", json!(call.wait));
     put(
         "hangup_cause",
-        json!(call.hangup_cause)
-            .as_str()
-            .filter(|c| !c.is_empty())
-            .map_or(Value::Null, |c| json!(c)),
+        text(call.hangup_cause.as_deref().unwrap_or("")),
     );
     put("recording_url", json!(recording_url));
-    json!({"event": kind, "event_id": event_id, "call": Value::Object(c)})
+    Value::Object(c)
 }
 
 /// Unix milliseconds as RFC 3339 UTC (`2026-11-23T06:46:08.123Z`).
-fn rfc3339(ms: Option<i64>) -> Value {
+pub fn rfc3339(ms: Option<i64>) -> Value {
     let Some(ms) = ms else {
         return Value::Null;
     };

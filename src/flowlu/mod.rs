@@ -12,7 +12,10 @@
 //!   [`store::user_for_extension`], [`store::mappings`]).
 //! - [`tokens::access_token`] / [`tokens::force_refresh`]: a valid access token for an
 //!   integration, and one refresh after Flowlu answered 401.
-//! - [`client::Client::post_json`] and [`paths::event_hook`]: sending call events.
+//! - [`client::Client::post_json`] and [`paths::event_hook`]: sending call events;
+//!   [`events::call_object`]: a call as every event and webhook answer shows it.
+//! - [`webhook`]: the shapes of the requests Flowlu sends to our `webhook_url` and of our
+//!   answers (the handler is `http::webhook`).
 
 pub mod client;
 pub mod context;
@@ -21,6 +24,7 @@ pub mod events;
 pub mod setup;
 pub mod store;
 pub mod tokens;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

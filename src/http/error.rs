@@ -12,6 +12,9 @@ use super::pages::Pages;
 use super::respond::{self, Response};
 use crate::db::DbError;
 use crate::flowlu::FlowluError;
+use crate::flowlu::webhook::ShapeError;
+use crate::http::webhook::WebhookError;
+use crate::pbx::PbxError;
 use crate::recordings::RecordingError;
 
 #[derive(Debug)]
@@ -170,6 +173,55 @@ impl From<RecordingError> for HttpError {
             }
         }
     }
+}
+
+impl From<WebhookError> for HttpError {
+    fn from(e: WebhookError) -> Self {
+        use StatusCode as S;
+        use WebhookError as W;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            W::Shape(ShapeError::Json(_)) => (S::BAD_REQUEST, "invalid_json"),
+            W::Shape(ShapeError::UnknownType(_)) => (S::BAD_REQUEST, "unknown_type"),
+            W::Shape(ShapeError::Field(_)) => (S::UNPROCESSABLE_ENTITY, "invalid_field"),
+            W::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            W::Phone(_) => (S::UNPROCESSABLE_ENTITY, "invalid_phone"),
+            W::UserNotMapped(_) => (S::NOT_FOUND, "user_not_mapped"),
+            W::AgentBusy(_) => (S::CONFLICT, "agent_busy"),
+            W::NotFound => (S::NOT_FOUND, "not_found"),
+            W::CallNotRinging(_) => (S::CONFLICT, "call_not_ringing"),
+            W::InProgress => (S::CONFLICT, "request_in_progress"),
+            W::KeyReused => (S::CONFLICT, "request_id_reused"),
+            W::Pbx(pbx) => return pbx_error(pbx),
+            W::EngineStopped => {
+                log::error!("webhook: {e}");
+                (S::SERVICE_UNAVAILABLE, "engine_unavailable")
+            }
+            W::Internal => return HttpError::internal(),
+            W::Db(_) => {
+                let W::Db(db) = e else { unreachable!() };
+                return db.into();
+            }
+        };
+        HttpError::new(status, code, message)
+    }
+}
+
+/// What a PBX command's failure means to the client that asked for it.
+fn pbx_error(e: &PbxError) -> HttpError {
+    use StatusCode as S;
+    let (status, code) = match e {
+        PbxError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "pbx_unavailable"),
+        PbxError::Invalid { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_field"),
+        PbxError::NoSuchChannel => (S::CONFLICT, "call_not_ringing"),
+        PbxError::Refused(_) => (S::BAD_GATEWAY, "pbx_refused"),
+        PbxError::Timeout(_) => (S::GATEWAY_TIMEOUT, "pbx_timeout"),
+        PbxError::Protocol(_) => (S::BAD_GATEWAY, "pbx_error"),
+    };
+    if status.is_server_error() {
+        log::warn!("webhook: PBX command failed: {e}");
+    }
+    HttpError::new(status, code, e.to_string())
 }
 
 /// True when the client prefers an HTML page (a browser) to JSON.

@@ -18,6 +18,7 @@ mod redact;
 mod respond;
 mod router;
 pub mod settings;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::future::Future;

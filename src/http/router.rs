@@ -5,7 +5,7 @@ use hyper::{Method, Request};
 
 use super::error::wants_html;
 use super::respond::Response;
-use super::{Ctx, HttpError, assets, health, metrics, recordings, settings};
+use super::{Ctx, HttpError, assets, health, metrics, recordings, settings, webhook};
 use crate::app::State;
 
 /// Fails with 405 (and an `Allow` header) unless `method` is one of `allowed`.
@@ -84,6 +84,11 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
                 Err(e) => Err(e),
             },
         ),
+        ["hooks", "flowlu", id, secret] => {
+            let (id, secret) = (id.to_string(), secret.to_string());
+            let (name, response) = webhook::handle(state, &id, &secret, req).await;
+            return named(name, response);
+        }
         _ => ("not_found", Err(HttpError::not_found())),
     };
     named(

@@ -31,4 +31,6 @@ mod recordings_publish;
 mod routing;
 mod server;
 mod smoke;
+mod webhook;
+mod webhook_calls;
 mod wizard;

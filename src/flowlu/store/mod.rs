@@ -4,7 +4,8 @@
 //!
 //! Isolation rule: every function that reads or writes per-account data takes the
 //! integration id and filters by it; there is no query that reaches across accounts
-//! except the appliance-wide counters for `/healthz`.
+//! except the appliance-wide counters for `/healthz` and the extension numbers other
+//! accounts use ([`extensions_of_other_accounts`], so `employees.list` can leave them out).
 
 mod tokens;
 mod users;
@@ -21,8 +22,9 @@ pub use tokens::{
     record_refresh_failure, save_refreshed, token_for_user, upsert_token,
 };
 pub use users::{
-    CallSettings, IncomingRouting, UserRow, add_user, extension_for_user, mappings, save_settings,
-    set_extension, settings, upsert_seen_user, user_for_extension, users,
+    CallSettings, IncomingRouting, UserRow, add_user, extension_for_user,
+    extensions_of_other_accounts, mappings, save_settings, set_extension, settings,
+    upsert_seen_user, user_for_extension, users,
 };
 
 /// Unix seconds now.
@@ -111,10 +113,18 @@ pub fn integration_by_webhook(
     id: i64,
     secret: &str,
 ) -> Result<Option<Integration>, DbError> {
-    Ok(integration(conn, id)?.filter(|i| {
-        secret::constant_time_eq(i.webhook_secret.expose().as_bytes(), secret.as_bytes())
-    }))
+    let found = integration(conn, id)?;
+    // An unknown id costs the same comparison as a wrong secret.
+    let expected = found
+        .as_ref()
+        .map_or(UNKNOWN_SECRET, |i| i.webhook_secret.expose());
+    let matches = secret::constant_time_eq(expected.as_bytes(), secret.as_bytes());
+    Ok(found.filter(|_| matches))
 }
+
+/// Compared against when the integration id is unknown; never a valid secret (secrets
+/// are URL-safe base64, which has no `!`).
+const UNKNOWN_SECRET: &str = "!unknown-integration-never-matches!!!!!!!!!";
 
 /// The integration for an account on a platform, if this appliance has one.
 pub fn find_integration(

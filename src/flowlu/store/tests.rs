@@ -208,6 +208,38 @@ fn mapping_is_scoped_per_integration() {
         mappings(&conn, a.id).unwrap(),
         [("7".to_string(), "101".to_string())]
     );
+    // Only extension numbers cross accounts, and only those the asking one has not mapped.
+    add_user(&conn, b.id, "9", "Cy").unwrap();
+    assert!(set_extension(&conn, b.id, "9", Some("105")).unwrap());
+    assert_eq!(extensions_of_other_accounts(&conn, a.id).unwrap(), ["105"]);
+    assert!(
+        extensions_of_other_accounts(&conn, b.id)
+            .unwrap()
+            .is_empty()
+    );
+    // The webhook secret must match in full; an unknown id matches nothing.
+    let secret = a.webhook_secret.expose().to_string();
+    assert_eq!(
+        integration_by_webhook(&conn, a.id, &secret)
+            .unwrap()
+            .map(|i| i.id),
+        Some(a.id)
+    );
+    assert!(
+        integration_by_webhook(&conn, b.id, &secret)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        integration_by_webhook(&conn, a.id, &secret[1..])
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        integration_by_webhook(&conn, 999, UNKNOWN_SECRET)
+            .unwrap()
+            .is_none()
+    );
     let list = users(&conn, a.id).unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!((list[0].name.as_str(), list[0].seen), ("Ann", true));

@@ -159,6 +159,25 @@ pub fn mappings(conn: &Connection, integration_id: i64) -> Result<Vec<(String, S
     Ok(rows)
 }
 
+/// Extensions that other accounts have mapped and this one has not. `employees.list`
+/// leaves them out, so an account sharing the PBX never sees another's staff; only the
+/// extension numbers cross accounts here, never users.
+pub fn extensions_of_other_accounts(
+    conn: &Connection,
+    integration_id: i64,
+) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT extension FROM flowlu_extensions WHERE integration_id != ?1
+             AND extension NOT IN
+                 (SELECT extension FROM flowlu_extensions WHERE integration_id = ?1)
+         ORDER BY extension",
+    )?;
+    let rows = stmt
+        .query_map([integration_id], |r| r.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// Who decides which employee an incoming call rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,7 +12,9 @@
 //! invented, because no recording has it: the `Challenge` answer (a random nonce; the
 //! MD5 key is then checked against the script's secret), and the `Filter` acknowledgement
 //! (`Message: Filter Added Successfully`, Asterisk's own text). Everything else is bytes
-//! from a recording with only the `ActionID` changed.
+//! from a recording with only the `ActionID` changed, and the `CRM_CALL_ID` value the
+//! recording's client set replaced by the one this client's Originate set (the server
+//! echoes what it is given, like an ActionID).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,7 @@ use tokio::sync::mpsc;
 
 pub use super::ami_recording::Script;
 use super::ami_recording::{ALL, Recorded, canned, get, headers, library, rewrite};
+use super::replace_all;
 use super::{Control, ControlMsg, Fake, Sent, Shared};
 
 /// A fake AMI server on 127.0.0.1:0.
@@ -212,7 +215,7 @@ impl Session {
             None => m.bytes.clone(),
         };
         for (from, to) in &self.call_ids {
-            bytes = super::replace_all(&bytes, from, to);
+            bytes = replace_all(&bytes, from, to);
         }
         self.out.extend(bytes);
     }
