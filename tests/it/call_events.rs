@@ -154,17 +154,21 @@ async fn an_asterisk_incoming_call_becomes_flowlu_events_in_order() {
         .unwrap();
     assert_eq!(stored.state, CallState::Ended);
     assert_eq!(stored.user_id.as_deref(), Some("17"));
-    // Every event was delivered with the account's token, in order.
-    let delivered: i64 = r
-        .app
-        .db()
-        .query_row(
-            "SELECT count(*) FROM outbox WHERE state = 'delivered'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(delivered, 5);
+    // Every event was delivered with the account's token, in order. The fake receives the
+    // last event before the worker records its 2xx: wait for the record.
+    crate::harness::eventually(10, "5 delivered outbox rows", async || {
+        let delivered: i64 = r
+            .app
+            .db()
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE state = 'delivered'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        (delivered == 5).then_some(())
+    })
+    .await;
     // And the metrics count it.
     let metrics = r.app.get("/metrics").await.body;
     for line in [
