@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "webhook requests",
         sql: include_str!("migrations/0006_webhook_requests.sql"),
     },
+    Migration {
+        version: 8,
+        name: "result callbacks",
+        sql: include_str!("migrations/0008_callbacks.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -221,6 +221,7 @@ async fn a_click_to_call_carries_flowlus_call_id_in_every_event() {
                 phone: "79990001122".into(),
                 line: Some("74950000000".into()),
                 crm_call_id: Some("flowlu-991".into()),
+                uuid: None,
             },
         )
         .await
@@ -269,6 +270,7 @@ async fn a_click_to_call_while_the_pbx_is_down_is_refused() {
                 phone: "79990001122".into(),
                 line: None,
                 crm_call_id: None,
+                uuid: None,
             },
         )
         .await
