@@ -375,6 +375,15 @@ pub fn log(conn: &Connection, callback_id: i64, limit: usize) -> rusqlite::Resul
     .collect()
 }
 
+/// Deletes finished (delivered or failed) deliveries that finished before `before_ms`,
+/// with their attempts. Pending ones are never purged.
+pub fn purge(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM callback_deliveries WHERE state != 'pending' AND finished_at < ?1",
+        [before_ms],
+    )
+}
+
 /// Deliveries of a callback still waiting (first attempt or a retry).
 pub fn pending_count(conn: &Connection, callback_id: i64) -> rusqlite::Result<i64> {
     conn.query_row(
@@ -382,4 +391,93 @@ pub fn pending_count(conn: &Connection, callback_id: i64) -> rusqlite::Result<i6
         [callback_id],
         |r| r.get(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{Call, CallState, CallStatus, Direction};
+    use crate::db::Db;
+
+    fn call(id: &str) -> Call {
+        Call {
+            id: id.into(),
+            integration_id: Some(1),
+            crm_call_id: Some("crm-1".into()),
+            pbx_call: "p".into(),
+            direction: Direction::Outgoing,
+            phone: "79990001122".into(),
+            line: String::new(),
+            extension: Some("100".into()),
+            user_id: Some("u1".into()),
+            state: CallState::Ended,
+            status: Some(CallStatus::Answered),
+            started_at: 1_000,
+            answered_at: Some(2_000),
+            ended_at: Some(9_000),
+            duration: Some(7),
+            wait: Some(1),
+            hangup_cause: None,
+            recording_path: None,
+        }
+    }
+
+    #[test]
+    fn queue_lease_retry_fail_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.db")).unwrap();
+        db.with_conn(|c| {
+            c.execute(
+                "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+                     app_version, placement_id, ratelimit, webhook_secret, created_at,
+                     updated_at)
+                 VALUES (1, 'flowlu.com', 1, 'a', 'x.flowlu.com', '1', 'p', 5, 's', 0, 0)",
+                [],
+            )?;
+            let cb = add(c, 1, "https://h.example/", None, "whsec_x")?.unwrap();
+            crate::calls::store::save(c, &call("c1"), 0)?;
+            set_call_uuid(c, "c1", "order-1")?;
+            // Off by default: nothing queued.
+            assert_eq!(
+                crate::callbacks::enqueue_call(c, 1, &call("c1"), "call.completed", None)?,
+                0
+            );
+            set_enabled(c, 1, true)?;
+            assert_eq!(
+                crate::callbacks::enqueue_call(c, 1, &call("c1"), "call.completed", None)?,
+                1
+            );
+            let now = now_ms();
+            let leases = lease_due(c, now, 10, 60_000)?;
+            assert_eq!(leases.len(), 1);
+            let body: serde_json::Value = serde_json::from_str(&leases[0].payload).unwrap();
+            assert_eq!(body["call"]["uuid"], "order-1");
+            assert!(lease_due(c, now, 10, 60_000)?.is_empty(), "leased");
+            // A crash: leases are cleared at start-up and the row is due again.
+            clear_leases(c)?;
+            let lease = lease_due(c, now, 10, 60_000)?.remove(0);
+            let failed = Attempt {
+                started_at: now,
+                duration_ms: 5,
+                status: Some(500),
+                error: None,
+            };
+            record(c, lease.row, &failed, Outcome::RetryAt(now + 1_000))?;
+            assert!(lease_due(c, now, 10, 60_000)?.is_empty(), "not due yet");
+            assert_eq!(next_due(c)?, Some(now + 1_000));
+            let lease = lease_due(c, now + 1_000, 10, 60_000)?.remove(0);
+            assert_eq!(lease.attempts, 1);
+            record(c, lease.row, &failed, Outcome::Failed)?;
+            assert_eq!(next_due(c)?, None);
+            let log = log(c, cb, 10)?;
+            assert_eq!(log.len(), 2);
+            assert_eq!((log[0].attempt, log[0].state.as_str()), (2, "failed"));
+            assert_eq!(purge(c, now_ms() - 60_000)?, 0, "finished just now: kept");
+            assert_eq!(purge(c, now_ms() + 1)?, 1);
+            // Another account cannot touch it.
+            assert!(get(c, 2, cb)?.is_none() && !delete(c, 2, cb)? && !rotate(c, 2, cb, "x")?);
+            Ok::<_, crate::db::DbError>(())
+        })
+        .unwrap();
+    }
 }

@@ -19,6 +19,9 @@ use crate::outbox::now_ms;
 const LEASE_MS: i64 = 5 * 60 * 1000;
 const IDLE_POLL: Duration = Duration::from_secs(5);
 const MAX_IN_FLIGHT: usize = 4;
+/// Finished deliveries (and their attempts) are kept this long for the delivery log.
+const KEEP_FINISHED_MS: i64 = 30 * 86_400_000;
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// The start of an answer's body read (and dropped) so the connection ends cleanly.
 const MAX_REPLY_BYTES: u64 = 4096;
 
@@ -85,7 +88,22 @@ impl Callbacks {
         }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut in_flight = JoinSet::new();
+        let mut purged_at: Option<Instant> = None;
         loop {
+            if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                purged_at = Some(Instant::now());
+                let before = now_ms() - KEEP_FINISHED_MS;
+                match self
+                    .inner
+                    .db
+                    .run(move |c| Ok::<_, CallbackError>(store::purge(c, before)?))
+                    .await
+                {
+                    Ok(n) if n > 0 => log::info!("callbacks: {n} finished delivery(ies) purged"),
+                    Ok(_) => {}
+                    Err(e) => log::error!("callbacks: {e}"),
+                }
+            }
             let room = MAX_IN_FLIGHT - in_flight.len();
             if room > 0 {
                 match self.lease_due(room).await {

@@ -399,3 +399,56 @@ async fn test_button_rotation_deletion_and_url_checks() {
     assert_eq!(r.count("SELECT count(*) FROM callbacks"), 0);
     assert_eq!(r.count("SELECT count(*) FROM callback_deliveries"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_delivery_survives_a_restart() {
+    let receiver = Receiver::start().await;
+    let r = rig(|c| {
+        c.callbacks.allow_http_loopback = true;
+        c.callbacks.retry_schedule = vec!["3s".into()];
+    })
+    .await;
+    r.fake.add_user("tok-1", "u1", "Ann", "ann@example.com");
+    let s = r
+        .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
+        .await;
+    let secret = add_callback(&r, &s, &receiver.url, None).await;
+    let id = callback_id(&r);
+    receiver.then([Answer::Status(503)]);
+    r.act("callback-test", &s, &[("callback", &id)]).await;
+    let first = receiver.wait_for(1).await.remove(0);
+    let delivery = first.header("x-appliance-delivery").unwrap().to_string();
+
+    let Rig { app, fake } = r;
+    let app = app.restart_with(|_| {}).await;
+    let restarted_at = appliance::outbox::now_ms();
+    let r = Rig { app, fake };
+    let again = receiver.wait_for(2).await.remove(1);
+    assert_eq!(
+        again.header("x-appliance-delivery"),
+        Some(delivery.as_str())
+    );
+    assert_eq!(again.body, first.body, "the same body byte for byte");
+    assert!(python_verifies(
+        &secret,
+        again.header("x-appliance-signature").unwrap(),
+        &again.body
+    ));
+    let state = eventually(10, "delivered after the restart", async || {
+        let state = delivery_state(&r, &delivery);
+        (state.0 == "delivered").then_some(state)
+    })
+    .await;
+    assert_eq!(state.1, 2);
+    let second_started: i64 = r
+        .app
+        .db()
+        .query_row("SELECT max(started_at) FROM callback_attempts", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert!(
+        second_started >= restarted_at - 1000,
+        "sent by the new process"
+    );
+}
