@@ -191,6 +191,12 @@ pub struct Lease {
     pub secret: Secret,
 }
 
+/// A call's deliveries to one callback go out in order (`call.recording` never overtakes
+/// `call.completed`): only the first pending one of each (callback, call) is due.
+const HEAD: &str = "NOT EXISTS (SELECT 1 FROM callback_deliveries p
+    WHERE p.callback_id = d.callback_id AND p.call_id = d.call_id
+      AND p.state = 'pending' AND p.id < d.id)";
+
 const LEASE_SELECT: &str = "SELECT d.id, d.delivery_id, d.kind, d.payload, d.attempts,
         c.id, c.url, c.auth_header, c.auth_value, c.secret
     FROM callback_deliveries d JOIN callbacks c ON c.id = d.callback_id";
@@ -231,7 +237,7 @@ pub fn lease_due(
         let mut stmt = tx.prepare_cached(&format!(
             "{LEASE_SELECT}
              WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
-               AND (d.leased_until IS NULL OR d.leased_until <= ?1)
+               AND (d.leased_until IS NULL OR d.leased_until <= ?1) AND {HEAD}
              ORDER BY d.next_attempt_at, d.id LIMIT ?2"
         ))?;
         stmt.query_map(params![now, limit as i64], lease_from)?
@@ -260,8 +266,10 @@ pub fn lease_one(conn: &Connection, row: i64) -> rusqlite::Result<Option<Lease>>
 /// When the next pending delivery becomes due, if any.
 pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
-        "SELECT min(max(next_attempt_at, coalesce(leased_until, 0))) FROM callback_deliveries
-         WHERE state = 'pending'",
+        &format!(
+            "SELECT min(max(d.next_attempt_at, coalesce(d.leased_until, 0)))
+             FROM callback_deliveries d WHERE d.state = 'pending' AND {HEAD}"
+        ),
         [],
         |r| r.get(0),
     )
@@ -447,9 +455,15 @@ mod tests {
                 crate::callbacks::enqueue_call(c, 1, &call("c1"), "call.completed", None)?,
                 1
             );
+            let url = Some("https://a.example/recordings/x");
+            assert_eq!(
+                crate::callbacks::enqueue_call(c, 1, &call("c1"), "call.recording", url)?,
+                1
+            );
             let now = now_ms();
             let leases = lease_due(c, now, 10, 60_000)?;
-            assert_eq!(leases.len(), 1);
+            assert_eq!(leases.len(), 1, "call.recording waits for call.completed");
+            assert_eq!(leases[0].kind, "call.completed");
             let body: serde_json::Value = serde_json::from_str(&leases[0].payload).unwrap();
             assert_eq!(body["call"]["uuid"], "order-1");
             assert!(lease_due(c, now, 10, 60_000)?.is_empty(), "leased");
@@ -468,12 +482,16 @@ mod tests {
             let lease = lease_due(c, now + 1_000, 10, 60_000)?.remove(0);
             assert_eq!(lease.attempts, 1);
             record(c, lease.row, &failed, Outcome::Failed)?;
+            // The call's next delivery is free now.
+            let next = lease_due(c, now + 1_000, 10, 60_000)?.remove(0);
+            assert_eq!(next.kind, "call.recording");
+            record(c, next.row, &failed, Outcome::Failed)?;
             assert_eq!(next_due(c)?, None);
             let log = log(c, cb, 10)?;
-            assert_eq!(log.len(), 2);
-            assert_eq!((log[0].attempt, log[0].state.as_str()), (2, "failed"));
+            assert_eq!(log.len(), 3);
+            assert_eq!((log[1].attempt, log[1].state.as_str()), (2, "failed"));
             assert_eq!(purge(c, now_ms() - 60_000)?, 0, "finished just now: kept");
-            assert_eq!(purge(c, now_ms() + 1)?, 1);
+            assert_eq!(purge(c, now_ms() + 1)?, 2);
             // Another account cannot touch it.
             assert!(get(c, 2, cb)?.is_none() && !delete(c, 2, cb)? && !rotate(c, 2, cb, "x")?);
             Ok::<_, crate::db::DbError>(())

@@ -394,7 +394,7 @@ async fn with_pbx_routing_the_dialplan_gets_no_decision_at_once() {
 }
 
 /// A minimal finished PCM WAV: header sizes filled in, one second of silence.
-fn wav() -> Vec<u8> {
+pub fn wav() -> Vec<u8> {
     let data = vec![0u8; 16_000];
     let mut w = Vec::new();
     w.extend(b"RIFF");

@@ -452,3 +452,74 @@ async fn a_pending_delivery_survives_a_restart() {
         "sent by the new process"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_call_is_followed_by_call_recording_with_its_url() {
+    let receiver = Receiver::start().await;
+    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
+    let recordings = tempfile::tempdir().unwrap();
+    std::fs::write(
+        recordings.path().join("in-74950000000-1795416368.27.wav"),
+        crate::call_events::wav(),
+    )
+    .unwrap();
+    let dir = recordings.path().display().to_string();
+    let port = fake.port();
+    let r = rig(move |c| {
+        c.pbx = crate::fake_pbx::pbx_config("asterisk", port);
+        c.recordings.dirs = vec![dir];
+        c.recordings.settle = "100ms".into();
+        c.callbacks.allow_http_loopback = true;
+    })
+    .await;
+    r.fake.add_user("tok-1", "17", "Ann", "");
+    let s = r
+        .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
+        .await;
+    assert_eq!(r.act("connect", &s, &[]).await.status, 200);
+    let saved = r
+        .act(
+            "calls",
+            &s,
+            &[("record_calls", "1"), ("incoming_routing", "pbx")],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let secret = add_callback(&r, &s, &receiver.url, None).await;
+    assert_eq!(
+        r.act("callbacks", &s, &[("enabled", "1")]).await.status,
+        200
+    );
+    eventually(10, "PBX up", async || {
+        (r.app.get("/healthz").await.json()["pbx"] == "up").then_some(())
+    })
+    .await;
+    fake.release_all().await;
+
+    let got = receiver.wait_for(2).await;
+    let (completed, recording) = (got[0].json(), got[1].json());
+    assert_eq!(completed["event"], "call.completed");
+    assert_eq!(recording["event"], "call.recording");
+    assert_eq!(completed["call"]["id"], recording["call"]["id"]);
+    assert_ne!(completed["id"], recording["id"]);
+    assert_ne!(
+        got[0].header("x-appliance-delivery"),
+        got[1].header("x-appliance-delivery")
+    );
+    assert_eq!(completed["call"]["direction"], "incoming");
+    assert_eq!(completed["call"]["recorded"], true);
+    assert!(completed["call"]["recording_url"].is_null());
+    assert!(completed["call"]["uuid"].is_null());
+    let url = recording["call"]["recording_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://appliance.example:8443/recordings/"),
+        "{url}"
+    );
+    for g in &got {
+        assert!(python_verifies(
+            &secret,
+            g.header("x-appliance-signature").unwrap(),
+            &g.body
+        ));
+    }
+}
