@@ -7,8 +7,9 @@
 //! same SQLite transaction that writes `call.completed`, so a delivery exists exactly
 //! when the completed call does. Delivery is at least once: a row is delivered only after
 //! a 2xx; anything else (a timeout included) is retried on `[callbacks] retry_schedule`
-//! with the same `X-Appliance-Delivery` id, then marked failed. Unlike the outbox there
-//! is no per-call ordering, rate limit or token handling: each body is the whole record.
+//! with the same `X-Appliance-Delivery` id, then marked failed. A call's deliveries to
+//! one callback go out in order; unlike the outbox there is no rate limit or token
+//! handling, and each body is the whole record.
 //!
 //! Secrets (the signing secret, the auth header's value) never reach a log line, an
 //! error or a page except the one reveal of a new signing secret to its admin.
