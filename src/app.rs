@@ -59,6 +59,8 @@ pub struct AppState {
     pub routing_decider: Mutex<Option<Arc<dyn Decider>>>,
     /// Webhook requests being acted on (duplicates wait for their answer).
     pub webhook: crate::http::webhook::Inflight,
+    /// Durable delivery of result callbacks (the admin's own endpoints).
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 pub type State = Arc<AppState>;
@@ -168,6 +170,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let policy = RetryPolicy::from_config(&config.outbox);
     let max_in_flight = config.outbox.max_in_flight as usize;
     let outbox_db = db.clone();
+    let callbacks_worker = crate::callbacks::Callbacks::new(db.clone(), &config.callbacks);
     let pbx = StatusBoard::new(&pbx_config);
     let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
     let (engine, engine_inbox) = crate::engine::channel();
@@ -194,6 +197,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         metrics: Metrics::new(),
         routing: RoutingStatus::default(),
         routing_decider: Mutex::new(None),
+        callbacks: callbacks_worker,
     });
     state
         .outbox
@@ -287,6 +291,11 @@ pub async fn serve_with(
     let outbox_stop = stopped.clone();
     workers.push(tokio::spawn(async move {
         outbox.run(until_stopped(outbox_stop)).await
+    }));
+    let callbacks = state.callbacks.clone();
+    let callbacks_stop = stopped.clone();
+    workers.push(tokio::spawn(async move {
+        callbacks.run(until_stopped(callbacks_stop)).await
     }));
     let (stop_pbx, pbx_stopped) = tokio::sync::oneshot::channel::<()>();
     let supervisor = state.pbx_supervisor.lock().expect("pbx lock").take();

@@ -34,6 +34,8 @@
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
+//! - [`callbacks`]: result callbacks: each finished call's record, signed (HMAC-SHA256),
+//!   delivered durably to the admin's own HTTPS endpoints (queued with `call.completed`).
 //! - [`recordings`]: call recordings as expiring, unguessable URLs for Flowlu, and the
 //!   rule of which files may ever be served (`GET /recordings/<token>` is in [`http`]).
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
@@ -47,6 +49,7 @@
 
 pub mod acme;
 pub mod app;
+pub mod callbacks;
 pub mod calls;
 pub mod cli;
 pub mod config;

@@ -54,6 +54,8 @@ pub struct ClickToCall {
     pub line: Option<String>,
     /// Flowlu's id for the call, echoed in every event.
     pub crm_call_id: Option<String>,
+    /// The caller's own id for the call (`call.make` `uuid`), echoed in result callbacks.
+    pub uuid: Option<String>,
 }
 
 /// What a routing question needs from the engine: the incoming call and the row of its
@@ -68,6 +70,7 @@ pub struct RouteTicket {
 enum Input {
     Adopt {
         call: Call,
+        uuid: Option<String>,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Expect {
@@ -147,6 +150,7 @@ impl EngineHandle {
         let adopted = call.clone();
         self.ask(|reply| Input::Adopt {
             call: adopted,
+            uuid: req.uuid.clone(),
             reply,
         })
         .await
@@ -287,7 +291,10 @@ struct Core {
 impl Core {
     async fn input(&mut self, state: &State, input: Input) {
         match input {
-            Input::Adopt { call, reply } => {
+            Input::Adopt { call, uuid, reply } => {
+                if let Some(uuid) = uuid {
+                    self.pending.uuid(&call.id, uuid);
+                }
                 let update = self.tracker.adopt(call, None);
                 let result = self.write(state, vec![update]).await;
                 let _ = reply.send(result);
@@ -337,6 +344,9 @@ impl Core {
             .await?;
         self.pending = pending;
         state.outbox.wake();
+        if written.iter().any(|w| w.finished.is_some()) {
+            state.callbacks.wake();
+        }
         for done in written {
             if let Some(integration) = done.call.integration_id {
                 self.tracker

@@ -22,6 +22,14 @@ use crate::outbox::{NewEvent, enqueue_reserved, now_ms};
 #[derive(Debug, Default)]
 pub struct Pending {
     calls: HashMap<String, Vec<Emit>>,
+    /// Click-to-calls' own ids (`call.make` `uuid`), written with the call's first row.
+    uuids: HashMap<String, String>,
+}
+
+impl Pending {
+    pub fn uuid(&mut self, call_id: &str, uuid: String) {
+        self.uuids.insert(call_id.to_string(), uuid);
+    }
 }
 
 /// What the engine needs to know about one written update.
@@ -45,6 +53,9 @@ pub fn write(
     for Update { mut call, emit } in updates {
         attribute(&tx, &mut call)?;
         store::save(&tx, &call, now)?;
+        if let Some(uuid) = pending.uuids.remove(&call.id) {
+            crate::callbacks::store::set_call_uuid(&tx, &call.id, &uuid)?;
+        }
         let completed = emit.contains(&Emit::Completed);
         let mut kinds = pending.calls.remove(&call.id).unwrap_or_default();
         kinds.extend(emit);
@@ -60,6 +71,16 @@ pub fn write(
                 pending.calls.insert(call.id.clone(), kinds);
             }
             Some(integration) => {
+                if completed {
+                    // Result callbacks: queued with call.completed, in this transaction.
+                    crate::callbacks::enqueue_call(
+                        &tx,
+                        integration,
+                        &call,
+                        "call.completed",
+                        None,
+                    )?;
+                }
                 let via_crm = call.direction == Direction::Incoming
                     && kinds.contains(&Emit::Init)
                     && settings(&tx, integration)?.incoming_routing == IncomingRouting::Crm;
@@ -128,6 +149,8 @@ pub async fn report_recording(state: &crate::app::AppState, call: Call) {
     let queued = state
         .db
         .run(move |c| {
+            // Result callbacks get the record again, now with its recording URL.
+            crate::callbacks::enqueue_call(c, integration, &call, "call.recording", Some(&url))?;
             let event_id = format!("e{}", crate::secret::random_token(15));
             crate::outbox::enqueue(
                 c,
@@ -148,7 +171,10 @@ pub async fn report_recording(state: &crate::app::AppState, call: Call) {
         })
         .await;
     match queued {
-        Ok(()) => state.outbox.wake(),
+        Ok(()) => {
+            state.outbox.wake();
+            state.callbacks.wake();
+        }
         Err(e) => log::error!("recording event not queued: {e}"),
     }
 }

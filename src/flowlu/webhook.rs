@@ -76,6 +76,26 @@ pub struct CallMake {
     pub call_id: Option<String>,
     /// The caller ID / trunk the customer should see.
     pub line: Option<String>,
+    /// The caller's own id for the call, echoed in result callbacks (≤ 64 characters of
+    /// `A-Z a-z 0-9 . _ : -`).
+    pub uuid: Option<String>,
+}
+
+/// The longest `call.make` `uuid`.
+pub const MAX_UUID: usize = 64;
+
+/// A `call.make` `uuid`: at most [`MAX_UUID`] letters, digits, `.`, `_`, `:` or `-`.
+fn client_uuid(d: &Data<'_>) -> Result<Option<String>, ShapeError> {
+    let Some(uuid) = d.text("uuid")? else {
+        return Ok(None);
+    };
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    if uuid.len() > MAX_UUID || !uuid.chars().all(safe) {
+        return Err(ShapeError::Field(format!(
+            "`uuid` must be at most {MAX_UUID} characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"
+        )));
+    }
+    Ok(Some(uuid))
 }
 
 /// `calls.list`: one page of the account's calls started in `[from, to)`.
@@ -132,6 +152,7 @@ pub fn parse(body: &[u8]) -> Result<Request, ShapeError> {
             phone: d.required("phone")?,
             call_id: d.text("call_id")?,
             line: d.text("line")?,
+            uuid: client_uuid(&d)?,
         }),
         "calls.list" => Request::CallsList(calls_list(&d)?),
         "call.get" => Request::CallGet {
@@ -406,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn call_make_takes_a_safe_uuid() {
+        let make = |uuid: Value| {
+            p(
+                json!({"type": "call.make", "data": {"user_id": 1, "phone": "79990001122",
+                                                  "uuid": uuid}}),
+            )
+        };
+        assert!(matches!(
+            make(json!("order-42:a_b.C")),
+            Ok(Request::CallMake(CallMake { uuid: Some(u), .. })) if u == "order-42:a_b.C"
+        ));
+        assert!(matches!(
+            make(json!("")),
+            Ok(Request::CallMake(CallMake { uuid: None, .. }))
+        ));
+        for bad in [
+            json!("a b"),
+            json!("x/y"),
+            json!("<script>"),
+            json!("é"),
+            json!("a".repeat(65)),
+        ] {
+            assert!(
+                matches!(make(bad.clone()), Err(ShapeError::Field(m)) if m.contains("uuid")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn call_make_is_read_leniently() {
         let r = p(json!({
             "type": " Call.Make ",
@@ -420,6 +471,7 @@ mod tests {
                 phone: "+7 999 000 11 22".into(),
                 call_id: Some("991".into()),
                 line: None,
+                uuid: None,
             }))
         );
         assert_eq!(

@@ -225,6 +225,7 @@ async fn a_click_to_call_carries_flowlus_call_id_in_every_event() {
                 phone: "79990001122".into(),
                 line: Some("74950000000".into()),
                 crm_call_id: Some("flowlu-991".into()),
+                uuid: None,
             },
         )
         .await
@@ -273,6 +274,7 @@ async fn a_click_to_call_while_the_pbx_is_down_is_refused() {
                 phone: "79990001122".into(),
                 line: None,
                 crm_call_id: None,
+                uuid: None,
             },
         )
         .await
@@ -396,7 +398,7 @@ async fn with_pbx_routing_the_dialplan_gets_no_decision_at_once() {
 }
 
 /// A minimal finished PCM WAV: header sizes filled in, one second of silence.
-fn wav() -> Vec<u8> {
+pub fn wav() -> Vec<u8> {
     let data = vec![0u8; 16_000];
     let mut w = Vec::new();
     w.extend(b"RIFF");

@@ -5,6 +5,7 @@
 mod acme;
 mod browser;
 mod call_events;
+mod callbacks;
 mod calls_table;
 mod cli;
 mod crash;
@@ -12,6 +13,7 @@ mod delivery;
 mod doctor;
 mod fake_flowlu;
 mod fake_pbx;
+mod fake_receiver;
 mod flowlu_forms;
 mod flowlu_iframe;
 mod flowlu_pbx;

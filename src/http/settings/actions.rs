@@ -86,6 +86,10 @@ pub async fn run(
         "calls" => calls(state, id, lang, fields).await,
         "pbx" | "pbx-test" => pbx_form(state, id, lang, fields, name == "pbx-test").await,
         "mapping" => mapping(state, id, lang, fields).await,
+        // Result callbacks (src/http/settings/callbacks.rs).
+        n if super::callbacks::NAMES.contains(&n) => {
+            super::callbacks::run(state, n, id, lang, fields).await
+        }
         "events-retry" => {
             let requeued = state
                 .db

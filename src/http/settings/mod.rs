@@ -8,6 +8,7 @@
 //! Flowlu origin (see [`view::with_frame_headers`]).
 
 mod actions;
+mod callbacks;
 pub mod session;
 mod view;
 
@@ -88,7 +89,7 @@ async fn act(
     req: Request<Incoming>,
     origin: &mut Option<String>,
 ) -> Result<Response, HttpError> {
-    if !actions::NAMES.contains(&name) {
+    if !actions::NAMES.contains(&name) && !callbacks::NAMES.contains(&name) {
         return Err(HttpError::not_found());
     }
     let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;

@@ -126,6 +126,8 @@ struct Page<'a> {
     pbx: PbxView,
     users: Vec<UserRow>,
     events: EventsView,
+    /// Result callbacks (src/http/settings/callbacks.rs).
+    callbacks: super::callbacks::CallbacksView,
 }
 
 /// Delivery of this account's call events: counts and the latest failures.
@@ -169,6 +171,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
             ))
         })
         .await?;
+    let callbacks = super::callbacks::view(state, id).await?;
     let now_ms = outbox::now_ms();
     let events = EventsView {
         pending: summary.pending,
@@ -238,6 +241,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         },
         users,
         events,
+        callbacks,
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration

@@ -79,6 +79,7 @@ async fn place(state: &State, integration: i64, m: &CallMake) -> Result<String, 
                 phone,
                 line,
                 crm_call_id: m.call_id.clone(),
+                uuid: m.uuid.clone(),
             },
         )
         .await?;

@@ -179,6 +179,7 @@ async fn dispatch(
                     &m.phone,
                     m.call_id.as_deref().unwrap_or(""),
                     m.line.as_deref().unwrap_or(""),
+                    m.uuid.as_deref().unwrap_or(""),
                 ],
             );
             let action = calls::make(state.clone(), id, m);
