@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "webhook requests",
         sql: include_str!("migrations/0006_webhook_requests.sql"),
     },
+    Migration {
+        version: 9,
+        name: "crm cache and rules",
+        sql: include_str!("migrations/0009_crm_cache.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod context;
+pub mod crm;
 pub mod domain;
 pub mod events;
 pub mod setup;

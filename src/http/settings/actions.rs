@@ -30,6 +30,9 @@ pub const NAMES: &[&str] = &[
     "pbx",
     "pbx-test",
     "mapping",
+    // Issue 8: CRM contacts and call rules (settings::crm).
+    "crm",
+    "crm-rotate",
 ];
 
 /// How long "test connection" waits for the PBX.
@@ -86,6 +89,7 @@ pub async fn run(
         "calls" => calls(state, id, lang, fields).await,
         "pbx" | "pbx-test" => pbx_form(state, id, lang, fields, name == "pbx-test").await,
         "mapping" => mapping(state, id, lang, fields).await,
+        "crm" | "crm-rotate" => super::crm::run(state, name, id, lang, fields).await,
         "events-retry" => {
             let requeued = state
                 .db

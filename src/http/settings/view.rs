@@ -126,6 +126,8 @@ struct Page<'a> {
     pbx: PbxView,
     users: Vec<UserRow>,
     events: EventsView,
+    /// Issue 8: CRM contacts and call rules.
+    crm: super::crm::CrmView,
 }
 
 /// Delivery of this account's call events: counts and the latest failures.
@@ -212,6 +214,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         .find(|u| u.user_id == req.user_id)
         .map(|u| u.name.clone())
         .unwrap_or_default();
+    let crm = super::crm::view(state, id).await?;
     let page = Page {
         lang: req.lang,
         t: texts(req.lang),
@@ -238,6 +241,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         },
         users,
         events,
+        crm,
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration
