@@ -8,6 +8,8 @@ mod call_events;
 mod calls_table;
 mod cli;
 mod crash;
+mod crm_entities;
+mod crm_rules;
 mod delivery;
 mod doctor;
 mod fake_flowlu;
