@@ -4,8 +4,8 @@
 //!
 //! Every step is bounded by the routing server's deadline; any failure is "no decision",
 //! so the PBX's own routing goes on. The `call.init` stays in the outbox either way: if
-//! this attempt fails it is delivered again like any other event. When Flowlu does not
-//! answer in time (or errs), the caller's responsible manager from the contact cache may
+//! this attempt fails it is delivered again like any other event. When Flowlu gives no
+//! usable decision in time (no answer, an error, no employee), the caller's responsible manager from the contact cache may
 //! take the call instead (`engine::fallback`, switched on per account).
 
 use std::sync::Weak;
@@ -53,18 +53,17 @@ impl Decider for CrmDecider {
             // Leave time for the cached fallback before the routing server's deadline.
             let limit = state.config.routing.decision_timeout();
             let budget = limit.saturating_sub(FALLBACK_RESERVE.min(limit / 4));
-            let asked = tokio::time::timeout(budget, ask_flowlu(&state, &ticket)).await;
-            match asked {
-                Ok(Asked::Decided(decision)) => Some(decision),
-                Ok(Asked::NoChoice) => None,
-                Ok(Asked::Failed) | Err(_) => {
-                    if asked.is_err() {
-                        log::info!(
-                            "routing: Flowlu did not answer call.init of {} within {} ms",
-                            ticket.call_id,
-                            budget.as_millis()
-                        );
-                    }
+            match tokio::time::timeout(budget, ask_flowlu(&state, &ticket)).await {
+                Ok(Some(decision)) => Some(decision),
+                Ok(None) => {
+                    super::fallback::responsible_manager(&state, &ticket, &request.caller).await
+                }
+                Err(_) => {
+                    log::info!(
+                        "routing: Flowlu did not answer call.init of {} within {} ms",
+                        ticket.call_id,
+                        budget.as_millis()
+                    );
                     super::fallback::responsible_manager(&state, &ticket, &request.caller).await
                 }
             }
@@ -76,60 +75,46 @@ impl Decider for CrmDecider {
 /// contact cache instead (at most a quarter of the deadline).
 const FALLBACK_RESERVE: Duration = Duration::from_millis(500);
 
-/// What Flowlu said about an incoming call.
-enum Asked {
-    Decided(RouteDecision),
-    /// Flowlu answered and chose no one usable: the PBX routes.
-    NoChoice,
-    /// No answer, or an error: the cached responsible manager may take it.
-    Failed,
-}
-
-async fn ask_flowlu(state: &AppState, ticket: &crate::engine::RouteTicket) -> Asked {
+/// Flowlu's choice for an incoming call; `None`: no answer, an error, or no usable
+/// employee in the answer (the cached responsible manager may then take the call).
+async fn ask_flowlu(
+    state: &AppState,
+    ticket: &crate::engine::RouteTicket,
+) -> Option<RouteDecision> {
     let integration = ticket.integration_id;
-    let Some(reply) = state.outbox.deliver_now(ticket.init_row, SEND_WAIT).await else {
-        return Asked::Failed;
-    };
+    let reply = state.outbox.deliver_now(ticket.init_row, SEND_WAIT).await?;
     if !(200..300).contains(&reply.status) {
         log::info!(
             "routing: Flowlu answered call.init of {} with HTTP {}",
             ticket.call_id,
             reply.status
         );
-        return Asked::Failed;
+        return None;
     }
-    let extension = match route_from_answer(&reply.body) {
-        None => return Asked::NoChoice,
-        Some(RouteChoice::Extension(ext)) => ext,
-        Some(RouteChoice::User(user)) => {
+    let extension = match route_from_answer(&reply.body)? {
+        RouteChoice::Extension(ext) => ext,
+        RouteChoice::User(user) => {
             let found = state
                 .db
                 .run(move |c| extension_for_user(c, integration, &user))
                 .await
                 .ok()
                 .flatten();
-            match found {
-                Some(ext) => ext,
-                None => {
-                    log::info!(
-                        "routing: Flowlu chose a user with no extension for {}",
-                        ticket.call_id
-                    );
-                    return Asked::NoChoice;
-                }
+            if found.is_none() {
+                log::info!(
+                    "routing: Flowlu chose a user with no extension for {}",
+                    ticket.call_id
+                );
             }
+            found?
         }
     };
-    match dial_to(state, &extension) {
-        Some(decision) => {
-            log::info!(
-                "routing: {} goes to {extension} (Flowlu's choice)",
-                ticket.call_id
-            );
-            Asked::Decided(decision)
-        }
-        None => Asked::NoChoice,
-    }
+    let decision = dial_to(state, &extension)?;
+    log::info!(
+        "routing: {} goes to {extension} (Flowlu's choice)",
+        ticket.call_id
+    );
+    Some(decision)
 }
 
 /// The decision for `extension`: checked, with the dial string of the PBX in force.

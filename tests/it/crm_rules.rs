@@ -49,7 +49,7 @@ fn cache_caller(r: &Rig, id: i64, manager: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn without_flowlus_answer_in_time_the_responsible_manager_gets_the_call() {
+async fn without_flowlus_choice_in_time_the_responsible_manager_gets_the_call() {
     for (reply, fallback_on) in [
         (
             Reply::json(200, json!({"route": {"extension": "100"}}))
@@ -57,6 +57,8 @@ async fn without_flowlus_answer_in_time_the_responsible_manager_gets_the_call() 
             true,
         ),
         (Reply::status(500), true),
+        // Answered at once, but without an employee.
+        (Reply::json(200, json!({"response": {}})), true),
         (
             Reply::json(200, json!({"route": {"extension": "100"}}))
                 .delayed(Duration::from_secs(3)),

@@ -30,7 +30,7 @@ pub fn on_completed(
     }
     let rules = store::rules(conn, integration_id)?;
     let missed = call.status == Some(CallStatus::Missed);
-    if !rules.create_contact && !(rules.missed_task && missed) {
+    if !(rules.create_contact || (rules.missed_task && missed)) {
         return Ok(Vec::new());
     }
     let country = settings(conn, integration_id)?.default_country_code;
