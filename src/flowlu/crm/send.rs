@@ -305,3 +305,48 @@ fn first_item(r: &FlowluReply) -> Option<(String, Option<String>)> {
     };
     Some((text("id")?, text("owner_id").filter(|o| o != "0")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> FlowluReply {
+        FlowluReply {
+            status,
+            json: serde_json::from_str(body).ok(),
+            text: body.into(),
+            retry_after: None,
+            date: None,
+        }
+    }
+
+    #[test]
+    fn ids_and_list_items_are_read_from_either_shape() {
+        assert_eq!(
+            created_id(&answer(200, r#"{"response": {"id": 5}}"#)),
+            Some("5".into())
+        );
+        assert_eq!(created_id(&answer(200, r#"{"id": "6"}"#)), Some("6".into()));
+        assert_eq!(created_id(&answer(200, r#"{"response": {}}"#)), None);
+        assert_eq!(created_id(&answer(500, r#"{"id": 5}"#)), None);
+        let list = r#"{"response": {"items": [{"id": 9, "owner_id": 0}, {"id": 10}]}}"#;
+        assert_eq!(first_item(&answer(200, list)), Some(("9".into(), None)));
+        let owned = r#"{"response": {"items": [{"id": "9", "owner_id": 17}]}}"#;
+        assert_eq!(
+            first_item(&answer(200, owned)),
+            Some(("9".into(), Some("17".into())))
+        );
+        assert_eq!(
+            first_item(&answer(200, r#"{"response": {"items": []}}"#)),
+            None
+        );
+    }
+
+    #[test]
+    fn flowlu_errors_keep_their_meaning_for_the_outbox() {
+        let auth = answer(200, r#"{"error": {"error_code": 11}}"#);
+        assert_eq!(reply_of(&auth).status, 401);
+        let validation = answer(200, r#"{"error": {"error_code": 21}}"#);
+        assert_eq!(reply_of(&validation).status, 422);
+    }
+}

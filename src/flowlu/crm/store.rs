@@ -183,13 +183,24 @@ pub fn apply(
     Ok(Applied::Stored)
 }
 
-/// Writes an account and its numbers (a webhook, or a contact the rules created).
+/// Writes an account and its numbers (a webhook, or a contact the rules created); a
+/// deleted account stays deleted.
 pub fn store_account(
     conn: &Connection,
     integration_id: i64,
     a: &Account,
     country: &str,
 ) -> Result<(), DbError> {
+    let deleted: Option<bool> = conn
+        .query_row(
+            "SELECT deleted FROM crm_contacts WHERE integration_id = ?1 AND contact_id = ?2",
+            params![integration_id, a.id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if deleted == Some(true) {
+        return Ok(());
+    }
     conn.execute(
         "INSERT INTO crm_contacts (integration_id, contact_id, name, manager_id, version,
              deleted, updated_at)
@@ -197,8 +208,7 @@ pub fn store_account(
          ON CONFLICT (integration_id, contact_id) DO UPDATE SET name = excluded.name,
              manager_id = excluded.manager_id,
              version = coalesce(excluded.version, crm_contacts.version),
-             updated_at = excluded.updated_at
-         WHERE crm_contacts.deleted = 0",
+             updated_at = excluded.updated_at",
         params![integration_id, a.id, a.name, a.manager_id, a.version, now()],
     )?;
     let mut phones: Vec<String> = if a.retired {
@@ -373,7 +383,12 @@ mod tests {
                 Applied::AlreadyDeleted
             );
             assert_eq!(lookup(c, id, "79161234567")?, None);
-            assert_eq!(cache_size(c, id)?, (0, 0));
+            store_account(c, id, &e(Action::Create, "5", 1).account, "7")?;
+            assert_eq!(
+                cache_size(c, id)?,
+                (0, 0),
+                "a created contact cannot revive it"
+            );
             Ok::<_, DbError>(())
         })
         .unwrap();
