@@ -99,3 +99,127 @@ pub fn on_completed(
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::CallState;
+    use crate::db::Db;
+    use crate::flowlu::crm::Account;
+    use crate::flowlu::crm::store::Rules;
+
+    fn db() -> (tempfile::TempDir, Db, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let id = db
+            .with_conn(|c| {
+                c.execute(
+                    "INSERT INTO flowlu_integrations (platform, account_id, app_id, domain,
+                         app_version, placement_id, ratelimit, webhook_secret, created_at,
+                         updated_at)
+                     VALUES ('flowlu.com', 'a', 'app', 'a.flowlu.com', '1', 'p', 5, 's', 0, 0)",
+                    [],
+                )?;
+                Ok::<_, DbError>(c.last_insert_rowid())
+            })
+            .unwrap();
+        (dir, db, id)
+    }
+
+    fn call(direction: Direction, status: CallStatus) -> Call {
+        Call {
+            id: "c1".into(),
+            integration_id: Some(1),
+            crm_call_id: None,
+            pbx_call: "1.1".into(),
+            direction,
+            phone: "8 916 123-45-67".into(),
+            line: "74950000000".into(),
+            extension: None,
+            user_id: None,
+            state: CallState::Ended,
+            status: Some(status),
+            started_at: 1_000_000,
+            answered_at: None,
+            ended_at: Some(2_000_000),
+            duration: None,
+            wait: None,
+            hangup_cause: None,
+            recording_path: None,
+        }
+    }
+
+    fn kinds_of(rows: &[NewEvent]) -> Vec<&str> {
+        rows.iter().map(|r| r.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn rules_pick_contact_lead_and_task_rows() {
+        let (_dir, db, id) = db();
+        db.with_conn(|c| {
+            c.execute(
+                "INSERT INTO flowlu_settings (integration_id, channel_name, default_line,
+                     default_country_code, record_calls, incoming_routing, updated_at)
+                 VALUES (?1, '', '', '7', 0, 'pbx', 0)",
+                [id],
+            )?;
+            let missed = call(Direction::Incoming, CallStatus::Missed);
+            assert!(
+                on_completed(c, id, &missed)?.is_empty(),
+                "all off by default"
+            );
+            let all = Rules {
+                missed_task: true,
+                task_due_minutes: 30,
+                default_user_id: "99".into(),
+                create_contact: true,
+                create_lead: true,
+                ..Rules::default()
+            };
+            store::save_rules(c, id, &all)?;
+            let rows = on_completed(c, id, &missed)?;
+            assert_eq!(
+                kinds_of(&rows),
+                vec![kinds::CONTACT, kinds::LEAD, kinds::TASK]
+            );
+            assert!(rows.iter().all(|r| r.call_key == "crm:c1"));
+            assert_eq!(rows[0].payload["phone"], "79161234567");
+            assert_eq!(
+                rows[2].payload["responsible_id"], "99",
+                "no manager: default"
+            );
+            assert_eq!(rows[2].payload["due_at_ms"], 2_000_000 + 30 * 60_000);
+            // Known with a manager: no contact, the task goes to the manager.
+            let known = Account {
+                id: "5".into(),
+                manager_id: Some("17".into()),
+                phones: vec!["+79161234567".into()],
+                ..Account::default()
+            };
+            store::store_account(c, id, &known, "7")?;
+            let rows = on_completed(c, id, &missed)?;
+            assert_eq!(kinds_of(&rows), vec![kinds::TASK]);
+            assert_eq!(rows[0].payload["responsible_id"], "17");
+            assert_eq!(rows[0].payload["contact_id"], "5");
+            // Answered, outgoing: nothing for a known number.
+            let answered = call(Direction::Incoming, CallStatus::Answered);
+            assert!(on_completed(c, id, &answered)?.is_empty());
+            let outgoing = call(Direction::Outgoing, CallStatus::NoAnswer);
+            assert!(on_completed(c, id, &outgoing)?.is_empty());
+            // No manager and no default user: no task.
+            store::save_rules(
+                c,
+                id,
+                &Rules {
+                    missed_task: true,
+                    ..Rules::default()
+                },
+            )?;
+            let mut stranger = missed.clone();
+            stranger.phone = "+44 20 7946 0000".into();
+            assert!(on_completed(c, id, &stranger)?.is_empty());
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+    }
+}
