@@ -18,7 +18,9 @@
 //!   blocking-pool helper every async caller uses.
 //! - [`flowlu`]: everything Flowlu-specific: the settings iframe's context, the domain
 //!   allow-list, REST calls (user lookup, channel registration, token refresh), OAuth
-//!   token upkeep, and the tables for accounts, users, tokens, settings and extensions.
+//!   token upkeep, and the tables for accounts, users, tokens, settings and extensions;
+//!   `flowlu::crm` (issue 8): Flowlu's entity webhooks → a cache of CRM contacts'
+//!   numbers and managers, and the call-handling rules' CRM requests (via the outbox).
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, and the handlers browsers, Flowlu and operators call
 //!   (including the Flowlu settings page, `http::settings`, and the Flowlu webhook,

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "result callbacks",
         sql: include_str!("migrations/0008_callbacks.sql"),
     },
+    Migration {
+        version: 9,
+        name: "crm cache and rules",
+        sql: include_str!("migrations/0009_crm_cache.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

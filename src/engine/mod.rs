@@ -8,6 +8,7 @@
 //! publishing recordings after hang-up, and the call metrics. It does not know protocol
 //! details (that is `pbx/`) nor Flowlu's URLs (that is `flowlu/`).
 
+mod fallback;
 mod persist;
 pub mod route;
 

@@ -112,6 +112,13 @@ pub fn write(
                         });
                     }
                 }
+                // Call-handling rules (issue 8): their CRM requests, written with the
+                // call.completed they follow.
+                if completed {
+                    for row in crate::flowlu::crm::rules::on_completed(&tx, integration, &call)? {
+                        crate::outbox::enqueue(&tx, &row)?;
+                    }
+                }
             }
         }
         let finished = completed.then(|| call.status.map_or("unknown", |s| s.as_str()));

@@ -4,7 +4,9 @@
 //!
 //! Every step is bounded by the routing server's deadline; any failure is "no decision",
 //! so the PBX's own routing goes on. The `call.init` stays in the outbox either way: if
-//! this attempt fails it is delivered again like any other event.
+//! this attempt fails it is delivered again like any other event. When Flowlu gives no
+//! usable decision in time (no answer, an error, no employee), the caller's responsible manager from the contact cache may
+//! take the call instead (`engine::fallback`, switched on per account).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -48,54 +50,93 @@ impl Decider for CrmDecider {
             if routing != IncomingRouting::Crm {
                 return None;
             }
-            let reply = state.outbox.deliver_now(ticket.init_row, SEND_WAIT).await?;
-            if !(200..300).contains(&reply.status) {
-                log::info!(
-                    "routing: Flowlu answered call.init of {} with HTTP {}; the PBX routes it",
-                    ticket.call_id,
-                    reply.status
-                );
-                return None;
-            }
-            let extension = match route_from_answer(&reply.body)? {
-                RouteChoice::Extension(ext) => ext,
-                RouteChoice::User(user) => {
-                    let found = state
-                        .db
-                        .run(move |c| extension_for_user(c, integration, &user))
-                        .await
-                        .ok()
-                        .flatten();
-                    if found.is_none() {
-                        log::info!(
-                            "routing: Flowlu chose a user with no extension for {}",
-                            ticket.call_id
-                        );
-                    }
-                    found?
+            // Leave time for the cached fallback before the routing server's deadline.
+            let limit = state.config.routing.decision_timeout();
+            let budget = limit.saturating_sub(FALLBACK_RESERVE.min(limit / 4));
+            match tokio::time::timeout(budget, ask_flowlu(&state, &ticket)).await {
+                Ok(Some(decision)) => Some(decision),
+                Ok(None) => {
+                    super::fallback::responsible_manager(&state, &ticket, &request.caller).await
                 }
-            };
-            if !extension.bytes().all(|b| b.is_ascii_alphanumeric()) || extension.len() > 32 {
-                log::warn!("routing: ignoring an unusable extension from Flowlu");
-                return None;
+                Err(_) => {
+                    log::info!(
+                        "routing: Flowlu did not answer call.init of {} within {} ms",
+                        ticket.call_id,
+                        budget.as_millis()
+                    );
+                    super::fallback::responsible_manager(&state, &ticket, &request.caller).await
+                }
             }
-            // The PBX in force: saved on the settings page, else [pbx] type.
-            let kind = state
-                .pbx_settings
-                .borrow()
-                .as_ref()
-                .map(|s| s.kind)
-                .or(state.config.pbx.kind())?;
-            let dial = state
-                .config
-                .pbx
-                .agent_channel(kind)
-                .replace("{ext}", &extension);
-            log::info!(
-                "routing: {} goes to {extension} (Flowlu's choice)",
-                ticket.call_id
-            );
-            Some(RouteDecision { extension, dial })
         })
     }
+}
+
+/// How long before the routing deadline we stop waiting for Flowlu, to look in the
+/// contact cache instead (at most a quarter of the deadline).
+const FALLBACK_RESERVE: Duration = Duration::from_millis(500);
+
+/// Flowlu's choice for an incoming call; `None`: no answer, an error, or no usable
+/// employee in the answer (the cached responsible manager may then take the call).
+async fn ask_flowlu(
+    state: &AppState,
+    ticket: &crate::engine::RouteTicket,
+) -> Option<RouteDecision> {
+    let integration = ticket.integration_id;
+    let reply = state.outbox.deliver_now(ticket.init_row, SEND_WAIT).await?;
+    if !(200..300).contains(&reply.status) {
+        log::info!(
+            "routing: Flowlu answered call.init of {} with HTTP {}",
+            ticket.call_id,
+            reply.status
+        );
+        return None;
+    }
+    let extension = match route_from_answer(&reply.body)? {
+        RouteChoice::Extension(ext) => ext,
+        RouteChoice::User(user) => {
+            let found = state
+                .db
+                .run(move |c| extension_for_user(c, integration, &user))
+                .await
+                .ok()
+                .flatten();
+            if found.is_none() {
+                log::info!(
+                    "routing: Flowlu chose a user with no extension for {}",
+                    ticket.call_id
+                );
+            }
+            found?
+        }
+    };
+    let decision = dial_to(state, &extension)?;
+    log::info!(
+        "routing: {} goes to {extension} (Flowlu's choice)",
+        ticket.call_id
+    );
+    Some(decision)
+}
+
+/// The decision for `extension`: checked, with the dial string of the PBX in force.
+pub(super) fn dial_to(state: &AppState, extension: &str) -> Option<RouteDecision> {
+    if !extension.bytes().all(|b| b.is_ascii_alphanumeric()) || extension.len() > 32 {
+        log::warn!("routing: ignoring an unusable extension");
+        return None;
+    }
+    // The PBX in force: saved on the settings page, else [pbx] type.
+    let kind = state
+        .pbx_settings
+        .borrow()
+        .as_ref()
+        .map(|s| s.kind)
+        .or(state.config.pbx.kind())?;
+    let dial = state
+        .config
+        .pbx
+        .agent_channel(kind)
+        .replace("{ext}", extension);
+    Some(RouteDecision {
+        extension: extension.to_string(),
+        dial,
+    })
 }

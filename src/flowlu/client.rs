@@ -325,6 +325,30 @@ impl Client {
             .await
     }
 
+    /// `POST` form fields with the Bearer token (CRM entities: `crm::send`). The reply is
+    /// returned whatever its status; [`classify`] says what it means.
+    pub async fn post_form(
+        &self,
+        target: &CrmTarget,
+        path: &str,
+        token: &Secret,
+        fields: &[(&str, &str)],
+    ) -> Result<Reply, FlowluError> {
+        self.send(target, "POST", path, Some(token), Payload::Form(fields))
+            .await
+    }
+
+    /// `GET` with the Bearer token; `path` may carry a query. The reply whatever its status.
+    pub async fn get(
+        &self,
+        target: &CrmTarget,
+        path: &str,
+        token: &Secret,
+    ) -> Result<Reply, FlowluError> {
+        self.send(target, "GET", path, Some(token), Payload::None)
+            .await
+    }
+
     /// `GET core/user/get` with the token, returning the answer whatever it is: for
     /// `appliance doctor` (reachability, token, the server's `Date`).
     pub async fn probe(&self, target: &CrmTarget, token: &Secret) -> Result<Reply, FlowluError> {

@@ -91,6 +91,28 @@ impl EventTransport {
         }
     }
 
+    /// A `crm.*` row: the CRM REST requests its kind stands for (`crm::send`).
+    async fn send_crm(
+        &self,
+        id: i64,
+        kind: &str,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<Reply, SendError> {
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| SendError::Network("shutting down".into()))?;
+        let creds = tokens::access_token(&state, id)
+            .await
+            .map_err(|e| SendError::Network(e.to_string()))?;
+        self.last_token
+            .lock()
+            .expect("token map")
+            .insert(id, creds.access_token.clone());
+        super::crm::send::deliver(&state, &creds, kind, event_id, body).await
+    }
+
     async fn refresh_token(&self, id: i64) -> Result<(), String> {
         let state = self.state.upgrade().ok_or("shutting down")?;
         let rejected = self.last_token.lock().expect("token map").get(&id).cloned();
@@ -129,6 +151,20 @@ impl Transport for EventTransport {
         Box::pin(self.send_event(integration_id, event_id, body))
     }
 
+    fn send_kind<'a>(
+        &'a self,
+        integration_id: i64,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        if super::crm::kinds::is_crm(kind) {
+            Box::pin(self.send_crm(integration_id, kind, event_id, body))
+        } else {
+            Box::pin(self.send_event(integration_id, event_id, body))
+        }
+    }
+
     fn refresh(&self, integration_id: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(self.refresh_token(integration_id))
     }
@@ -136,7 +172,7 @@ impl Transport for EventTransport {
 
 /// The HTTP status an answer stands for: Flowlu's error code 11 ("authorization failed")
 /// is a 401 and code 13 ("internal error, retry later") a 503, whatever the HTTP status.
-fn effective_status(status: u16, json: Option<&Value>) -> u16 {
+pub(crate) fn effective_status(status: u16, json: Option<&Value>) -> u16 {
     let code = json
         .and_then(|j| j.get("error"))
         .and_then(|e| e.get("error_code"))

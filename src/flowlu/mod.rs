@@ -16,9 +16,12 @@
 //!   [`events::call_object`]: a call as every event and webhook answer shows it.
 //! - [`webhook`]: the shapes of the requests Flowlu sends to our `webhook_url` and of our
 //!   answers (the handler is `http::webhook`).
+//! - [`crm`]: entity webhooks' payload, the contact cache, the call-handling rules and
+//!   their CRM requests (contacts, leads, tasks).
 
 pub mod client;
 pub mod context;
+pub mod crm;
 pub mod domain;
 pub mod events;
 pub mod setup;

@@ -21,6 +21,8 @@ pub fn redact_path(path: &str, query: Option<&str>) -> String {
         let secret = match (previous(2), previous(1)) {
             (Some("hooks"), Some("flowlu")) => false, // the integration id is not secret
             (Some("flowlu"), Some(_)) if previous(3) == Some("hooks") => true,
+            // The entity webhooks (issue 8): `/hooks/flowlu-entities/<id>/<secret>`.
+            (Some("flowlu-entities"), Some(_)) if previous(3) == Some("hooks") => true,
             (_, Some("recordings")) => true,
             _ => false,
         };
@@ -57,6 +59,10 @@ mod tests {
         assert_eq!(
             redact_path("/hooks/flowlu/12/s3cr3t", None),
             "/hooks/flowlu/12/***"
+        );
+        assert_eq!(
+            redact_path("/hooks/flowlu-entities/12/s3cr3t", None),
+            "/hooks/flowlu-entities/12/***"
         );
         assert_eq!(redact_path("/recordings/abc.def", None), "/recordings/***");
         assert_eq!(

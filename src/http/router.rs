@@ -5,7 +5,7 @@ use hyper::{Method, Request};
 
 use super::error::wants_html;
 use super::respond::Response;
-use super::{Ctx, HttpError, assets, health, metrics, recordings, settings, webhook};
+use super::{Ctx, HttpError, assets, entity_hooks, health, metrics, recordings, settings, webhook};
 use crate::app::State;
 
 /// Fails with 405 (and an `Allow` header) unless `method` is one of `allowed`.
@@ -87,6 +87,12 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
         ["hooks", "flowlu", id, secret] => {
             let (id, secret) = (id.to_string(), secret.to_string());
             let (name, response) = webhook::handle(state, &id, &secret, req).await;
+            return named(name, response);
+        }
+        // Flowlu's entity webhooks (issue 8): the contact cache.
+        ["hooks", "flowlu-entities", id, secret] => {
+            let (id, secret) = (id.to_string(), secret.to_string());
+            let (name, response) = entity_hooks::handle(state, &id, &secret, req).await;
             return named(name, response);
         }
         _ => ("not_found", Err(HttpError::not_found())),

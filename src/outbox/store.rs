@@ -43,6 +43,8 @@ pub(crate) struct Lease {
     pub id: i64,
     pub integration_id: i64,
     pub event_id: String,
+    /// The row's kind: the transport picks the request by it (`call.*`, `crm.*`).
+    pub kind: String,
     pub payload: String,
     /// Failed attempts so far (the schedule position).
     pub attempts: u32,
@@ -65,6 +67,7 @@ fn lease_from(row: &SqlRow<'_>) -> rusqlite::Result<Lease> {
         payload: row.get(3)?,
         attempts: row.get(4)?,
         created_at: row.get(5)?,
+        kind: row.get(6)?,
     })
 }
 
@@ -86,7 +89,8 @@ pub(crate) fn lease_due(
     let tx = conn.transaction()?;
     let leases = {
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at
+            "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at,
+                    o.kind
              FROM outbox o
              WHERE {HEAD} AND o.next_attempt_at <= ?1
                AND (o.leased_until IS NULL OR o.leased_until <= ?1)
@@ -117,7 +121,8 @@ pub(crate) fn lease_one(
     let lease = tx
         .query_row(
             &format!(
-                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at
+                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at,
+                    o.kind
              FROM outbox o
                  WHERE o.id = ?1 AND {HEAD}"
             ),

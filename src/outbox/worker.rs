@@ -266,8 +266,9 @@ impl Outbox {
         let result = self
             .inner
             .transport
-            .send(
+            .send_kind(
                 lease.integration_id,
+                &lease.kind,
                 &lease.event_id,
                 lease.payload.as_bytes(),
             )

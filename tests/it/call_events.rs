@@ -19,7 +19,7 @@ use crate::harness::eventually;
 
 /// A connected account whose PBX is `fake`, with users 17 → 100 and 18 → 101 (Asterisk)
 /// or 1000 / 1001 (FreeSWITCH), and `routing` for incoming calls.
-async fn setup(kind: &str, fake: &Fake, routing: IncomingRouting) -> (Rig, i64, String) {
+pub(crate) async fn setup(kind: &str, fake: &Fake, routing: IncomingRouting) -> (Rig, i64, String) {
     let port = fake.port();
     let kind_owned = kind.to_string();
     let r = rig(move |c| {
@@ -284,7 +284,7 @@ async fn a_click_to_call_while_the_pbx_is_down_is_refused() {
 
 /// Asks the appliance's FastAGI server, as Asterisk's dialplan would, who takes the call
 /// on the recorded trunk channel; returns the commands it sent back.
-async fn ask_agi(r: &Rig, uniqueid: &str) -> Vec<String> {
+pub(crate) async fn ask_agi(r: &Rig, uniqueid: &str) -> Vec<String> {
     let addr = eventually(10, "the FastAGI server", async || {
         r.app.state.routing.agi_addr()
     })
@@ -318,7 +318,7 @@ async fn ask_agi(r: &Rig, uniqueid: &str) -> Vec<String> {
 }
 
 /// Releases the recorded call up to its first ringing agent (the moment the dialplan asks).
-async fn ring(fake: &Fake) {
+pub(crate) async fn ring(fake: &Fake) {
     assert!(fake.release_until("DialBegin").await);
 }
 

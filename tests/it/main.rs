@@ -9,6 +9,8 @@ mod callbacks;
 mod calls_table;
 mod cli;
 mod crash;
+mod crm_entities;
+mod crm_rules;
 mod delivery;
 mod doctor;
 mod fake_flowlu;

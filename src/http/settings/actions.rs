@@ -30,6 +30,9 @@ pub const NAMES: &[&str] = &[
     "pbx",
     "pbx-test",
     "mapping",
+    // Issue 8: CRM contacts and call rules (settings::crm).
+    "crm",
+    "crm-rotate",
 ];
 
 /// How long "test connection" waits for the PBX.
@@ -90,6 +93,7 @@ pub async fn run(
         n if super::callbacks::NAMES.contains(&n) => {
             super::callbacks::run(state, n, id, lang, fields).await
         }
+        "crm" | "crm-rotate" => super::crm::run(state, name, id, lang, fields).await,
         "events-retry" => {
             let requeued = state
                 .db

@@ -9,6 +9,7 @@
 
 mod actions;
 mod callbacks;
+mod crm;
 pub mod session;
 mod view;
 

@@ -128,6 +128,8 @@ struct Page<'a> {
     events: EventsView,
     /// Result callbacks (src/http/settings/callbacks.rs).
     callbacks: super::callbacks::CallbacksView,
+    /// Issue 8: CRM contacts and call rules.
+    crm: super::crm::CrmView,
 }
 
 /// Delivery of this account's call events: counts and the latest failures.
@@ -215,6 +217,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         .find(|u| u.user_id == req.user_id)
         .map(|u| u.name.clone())
         .unwrap_or_default();
+    let crm = super::crm::view(state, id).await?;
     let page = Page {
         lang: req.lang,
         t: texts(req.lang),
@@ -242,6 +245,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         users,
         events,
         callbacks,
+        crm,
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration

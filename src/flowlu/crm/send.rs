@@ -1,0 +1,352 @@
+//! Sending one `crm.*` outbox row: the requests a row's kind stands for, made idempotent
+//! as far as Flowlu's API lets us.
+//!
+//! - Every row first looks in `crm_created`: a row that already created its entity (its
+//!   answer got lost, or the process stopped before the row was marked delivered) answers
+//!   200 without asking Flowlu again.
+//! - A contact is also looked up before it is created: in the local cache, then in
+//!   Flowlu (`account/list` by the number as we write it), so a retry after a lost answer
+//!   or a second call from the same unknown number finds the first one's contact.
+//! - What a row created is recorded (its id) and a new contact goes into the cache.
+//!
+//! The answer is the outbox's [`Reply`], so retries, 401 refresh and "failed" work as for
+//! call events. Remaining gap: a lead or task whose 2xx is lost in transit is created
+//! again on retry (Flowlu offers no idempotency key we know of).
+
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::{Account, crm_time, kinds, paths, store};
+use crate::app::AppState;
+use crate::flowlu::client::{Reply as FlowluReply, classify};
+use crate::flowlu::events::effective_status;
+use crate::flowlu::tokens::Credentials;
+use crate::flowlu::{FlowluError, store::settings};
+use crate::outbox::{Reply, SendError, parse_retry_after};
+
+/// Sends one row of `kind` (a [`kinds`] constant) with `creds`.
+pub async fn deliver(
+    state: &AppState,
+    creds: &Credentials,
+    kind: &str,
+    event_id: &str,
+    body: &[u8],
+) -> Result<Reply, SendError> {
+    let row: Value = serde_json::from_slice(body)
+        .map_err(|e| SendError::Network(format!("unreadable row: {e}")))?;
+    let id = creds.integration.id;
+    let (event, kind_owned) = (event_id.to_string(), kind.to_string());
+    let looked = state
+        .db
+        .run(move |c| {
+            let done = store::created(c, &event)?;
+            let country = settings(c, id)?.default_country_code;
+            Ok::<_, FlowluError>((done, country))
+        })
+        .await;
+    let (done, country) = looked.map_err(|e| SendError::Network(e.to_string()))?;
+    if let Some(entity) = done {
+        return Ok(ok(&format!("{kind_owned}: already created {entity}")));
+    }
+    let field = |k: &str| match row.get(k) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let phone = field("phone");
+    match kind {
+        kinds::CONTACT => {
+            let number =
+                phone.ok_or_else(|| SendError::Network("contact without a number".into()))?;
+            contact(
+                state,
+                creds,
+                event_id,
+                &number,
+                field("name"),
+                field("owner_id"),
+                &country,
+            )
+            .await
+        }
+        kinds::LEAD => {
+            let contact_id = match &phone {
+                Some(n) => cached(state, id, n).await?,
+                None => None,
+            };
+            let plus = phone.as_ref().map(|n| format!("+{n}"));
+            let mut fields: Vec<(&str, String)> = vec![("name", field("name").unwrap_or_default())];
+            push(&mut fields, "contact_id", contact_id);
+            push(&mut fields, "contact_phone", plus);
+            push(&mut fields, "assignee_id", field("assignee_id"));
+            create(state, creds, event_id, "lead", paths::LEAD_CREATE, &fields).await
+        }
+        kinds::TASK => {
+            let due = row.get("due_at_ms").and_then(Value::as_i64).unwrap_or(0);
+            let offset = state.config.flowlu.expires_at_utc_offset_minutes;
+            let mut fields: Vec<(&str, String)> = vec![
+                ("name", field("name").unwrap_or_default()),
+                ("description", field("description").unwrap_or_default()),
+            ];
+            push(&mut fields, "responsible_id", field("responsible_id"));
+            push(&mut fields, "deadline", Some(crm_time(due, offset)));
+            create(state, creds, event_id, "task", paths::TASK_CREATE, &fields).await
+        }
+        other => Err(SendError::Network(format!("unknown CRM row kind {other}"))),
+    }
+}
+
+fn push(fields: &mut Vec<(&'static str, String)>, key: &'static str, value: Option<String>) {
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        fields.push((key, v));
+    }
+}
+
+/// A 200 that did not come from Flowlu (nothing left to do).
+fn ok(note: &str) -> Reply {
+    Reply {
+        status: 200,
+        retry_after: None,
+        body: note.to_string(),
+    }
+}
+
+fn reply_of(r: &FlowluReply) -> Reply {
+    Reply {
+        status: effective_status(r.status, r.json.as_ref()),
+        retry_after: r
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        body: r.text.clone(),
+    }
+}
+
+fn transport(e: FlowluError) -> SendError {
+    match e {
+        FlowluError::TimedOut(_) => SendError::Timeout,
+        e => SendError::Network(e.to_string()),
+    }
+}
+
+/// The `id` of a created entity in an answer (`{"response": {"id": ..}}` or bare).
+fn created_id(r: &FlowluReply) -> Option<String> {
+    let v = classify(r).ok()?;
+    match v.get("id")? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+async fn cached(state: &AppState, id: i64, number: &str) -> Result<Option<String>, SendError> {
+    let number = number.to_string();
+    state
+        .db
+        .run(move |c| store::lookup(c, id, &number))
+        .await
+        .map(|k| k.map(|k| k.contact_id))
+        .map_err(|e| SendError::Network(e.to_string()))
+}
+
+async fn remember(
+    state: &AppState,
+    event_id: &str,
+    entity: &'static str,
+    entity_id: &str,
+    account: Option<(i64, Account, String)>,
+) {
+    let (event, entity_id) = (event_id.to_string(), entity_id.to_string());
+    let stored = state
+        .db
+        .run(move |c| {
+            store::record_created(c, &event, entity, &entity_id)?;
+            if let Some((id, account, country)) = account {
+                store::store_account(c, id, &account, &country)?;
+            }
+            Ok::<_, crate::db::DbError>(())
+        })
+        .await;
+    if let Err(e) = stored {
+        log::error!("crm: cannot record created {entity}: {e}");
+    }
+}
+
+/// POSTs `fields` to `path` and records the created id.
+async fn create(
+    state: &AppState,
+    creds: &Credentials,
+    event_id: &str,
+    entity: &'static str,
+    path: &str,
+    fields: &[(&str, String)],
+) -> Result<Reply, SendError> {
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = state
+        .flowlu
+        .client
+        .post_form(&creds.target, path, &creds.access_token, &pairs)
+        .await
+        .map_err(transport)?;
+    let reply = reply_of(&answer);
+    if (200..300).contains(&reply.status) {
+        match created_id(&answer) {
+            Some(new) => {
+                log::info!("crm: created {entity} {new} (row {event_id})");
+                remember(state, event_id, entity, &new, None).await;
+            }
+            None => log::warn!("crm: Flowlu created a {entity} but named no id (row {event_id})"),
+        }
+    }
+    Ok(reply)
+}
+
+/// Finds or creates the contact for `number` (E.164 digits) and caches it.
+async fn contact(
+    state: &AppState,
+    creds: &Credentials,
+    event_id: &str,
+    number: &str,
+    name: Option<String>,
+    owner: Option<String>,
+    country: &str,
+) -> Result<Reply, SendError> {
+    let id = creds.integration.id;
+    if let Some(known) = cached(state, id, number).await? {
+        remember(state, event_id, "account", &known, None).await;
+        return Ok(ok(&format!("contact {known} already known")));
+    }
+    let plus = format!("+{number}");
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("filter[phone]", &plus)
+        .finish();
+    let listed = state
+        .flowlu
+        .client
+        .get(
+            &creds.target,
+            &format!("{}?{query}", paths::ACCOUNT_LIST),
+            &creds.access_token,
+        )
+        .await
+        .map_err(transport)?;
+    let reply = reply_of(&listed);
+    if !(200..300).contains(&reply.status) {
+        return Ok(reply);
+    }
+    let account = |contact_id: String, manager: Option<String>| Account {
+        id: contact_id,
+        name: name.clone().unwrap_or_default(),
+        manager_id: manager,
+        phones: vec![number.to_string()],
+        version: None,
+        retired: false,
+    };
+    if let Some((found, manager)) = first_item(&listed) {
+        let a = account(found.clone(), manager);
+        remember(
+            state,
+            event_id,
+            "account",
+            &found,
+            Some((id, a, country.into())),
+        )
+        .await;
+        return Ok(ok(&format!("contact {found} found in Flowlu")));
+    }
+    let mut fields: Vec<(&str, String)> = vec![
+        ("type", "2".into()),
+        ("name", name.clone().unwrap_or_else(|| plus.clone())),
+        ("phone", plus.clone()),
+    ];
+    push(&mut fields, "owner_id", owner.clone());
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = state
+        .flowlu
+        .client
+        .post_form(
+            &creds.target,
+            paths::ACCOUNT_CREATE,
+            &creds.access_token,
+            &pairs,
+        )
+        .await
+        .map_err(transport)?;
+    let reply = reply_of(&answer);
+    if (200..300).contains(&reply.status) {
+        match created_id(&answer) {
+            Some(new) => {
+                log::info!("crm: created contact {new} for an unknown number (row {event_id})");
+                let a = account(new.clone(), owner);
+                remember(
+                    state,
+                    event_id,
+                    "account",
+                    &new,
+                    Some((id, a, country.into())),
+                )
+                .await;
+            }
+            None => log::warn!("crm: Flowlu created a contact but named no id (row {event_id})"),
+        }
+    }
+    Ok(reply)
+}
+
+/// The first account of a list answer (`response.items`), with its owner.
+fn first_item(r: &FlowluReply) -> Option<(String, Option<String>)> {
+    let v = classify(r).ok()?;
+    let item = v.get("items")?.as_array()?.first()?;
+    let text = |k: &str| match item.get(k)? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    };
+    Some((text("id")?, text("owner_id").filter(|o| o != "0")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> FlowluReply {
+        FlowluReply {
+            status,
+            json: serde_json::from_str(body).ok(),
+            text: body.into(),
+            retry_after: None,
+            date: None,
+        }
+    }
+
+    #[test]
+    fn ids_and_list_items_are_read_from_either_shape() {
+        assert_eq!(
+            created_id(&answer(200, r#"{"response": {"id": 5}}"#)),
+            Some("5".into())
+        );
+        assert_eq!(created_id(&answer(200, r#"{"id": "6"}"#)), Some("6".into()));
+        assert_eq!(created_id(&answer(200, r#"{"response": {}}"#)), None);
+        assert_eq!(created_id(&answer(500, r#"{"id": 5}"#)), None);
+        let list = r#"{"response": {"items": [{"id": 9, "owner_id": 0}, {"id": 10}]}}"#;
+        assert_eq!(first_item(&answer(200, list)), Some(("9".into(), None)));
+        let owned = r#"{"response": {"items": [{"id": "9", "owner_id": 17}]}}"#;
+        assert_eq!(
+            first_item(&answer(200, owned)),
+            Some(("9".into(), Some("17".into())))
+        );
+        assert_eq!(
+            first_item(&answer(200, r#"{"response": {"items": []}}"#)),
+            None
+        );
+    }
+
+    #[test]
+    fn flowlu_errors_keep_their_meaning_for_the_outbox() {
+        let auth = answer(200, r#"{"error": {"error_code": 11}}"#);
+        assert_eq!(reply_of(&auth).status, 401);
+        let validation = answer(200, r#"{"error": {"error_code": 21}}"#);
+        assert_eq!(reply_of(&validation).status, 422);
+    }
+}

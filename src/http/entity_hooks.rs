@@ -1,0 +1,155 @@
+//! `POST /hooks/flowlu-entities/<integration id>/<secret>`: Flowlu's entity webhooks
+//! ("Webhooks for Custom Applications"), which keep the contact cache of `flowlu::crm`
+//! current.
+//!
+//! Owns authenticating (the account must have switched the hooks on; the secret is
+//! compared in constant time; anything wrong is the same 404 as an unknown path),
+//! reading the body (JSON only, size limit) and answering. Duplicates and out-of-order
+//! deliveries are the cache's business (`crm::store::apply`): the answer is 200 either
+//! way, so Flowlu does not retry something we chose to ignore.
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+use super::HttpError;
+use super::error::wants_html;
+use super::respond::{self, Response, read_body};
+use crate::app::State;
+use crate::db::DbError;
+use crate::flowlu::crm::{self, PayloadError, store as crm_store};
+use crate::flowlu::store::settings;
+
+/// The whole route; returns the route name for the metrics (`not_found` when the request
+/// does not authenticate, like the unknown path it is made to look like).
+pub async fn handle(
+    state: &State,
+    id: &str,
+    secret: &str,
+    req: Request<Incoming>,
+) -> (&'static str, Response) {
+    let html = wants_html(req.headers());
+    let integration = match authenticate(state, id, secret).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            let resp = HttpError::not_found().into_response(&state.pages, html);
+            return ("not_found", resp);
+        }
+        Err(e) => {
+            log::error!("entity webhook: {e}");
+            return (
+                "entity_hook",
+                HttpError::internal().into_response(&state.pages, false),
+            );
+        }
+    };
+    if req.method() != Method::POST {
+        let resp = HttpError::method_not_allowed("POST").into_response(&state.pages, false);
+        return ("entity_hook", resp);
+    }
+    let resp = serve(state, integration, req)
+        .await
+        .unwrap_or_else(|e| e.into_response(&state.pages, false));
+    ("entity_hook", resp)
+}
+
+async fn authenticate(state: &State, id: &str, secret: &str) -> Result<Option<i64>, DbError> {
+    // Only plain decimal ids: "+1" or "01" would name integration 1 by another path.
+    let Some(id) = id
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0 && n.to_string() == id)
+    else {
+        return Ok(None);
+    };
+    let secret = secret.to_string();
+    let open = state
+        .db
+        .run(move |c| crm_store::hook_open(c, id, &secret))
+        .await?;
+    Ok(open.then_some(id))
+}
+
+async fn serve(
+    state: &State,
+    integration: i64,
+    req: Request<Incoming>,
+) -> Result<Response, HttpError> {
+    check_content_type(req.headers())?;
+    let (_, body) = read_body(req, state.config.server.max_body_bytes).await?;
+    let event = match crm::parse_event(&body) {
+        Ok(Some(event)) => event,
+        Ok(None) => {
+            return Ok(respond::json(
+                StatusCode::OK,
+                &json!({"status": "ignored", "reason": "not a CRM account"}),
+            ));
+        }
+        Err(PayloadError::Json(why)) => {
+            return Err(HttpError::bad_request(
+                "invalid_json",
+                format!("invalid JSON: {why}"),
+            ));
+        }
+        Err(PayloadError::Shape(why)) => {
+            return Err(HttpError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_payload",
+                why,
+            ));
+        }
+    };
+    let applied = state
+        .db
+        .run(move |c| {
+            // One IMMEDIATE transaction: two deliveries of one account cannot interleave.
+            let tx = c.transaction()?;
+            let country = settings(&tx, integration)?.default_country_code;
+            let applied = crm_store::apply(&tx, integration, &event, &country)?;
+            tx.commit()?;
+            Ok::<_, DbError>((applied, event.account.id))
+        })
+        .await;
+    match applied {
+        Ok((applied, contact)) => {
+            log::debug!(
+                "entity webhook: account {contact} of integration {integration}: {applied:?}"
+            );
+            Ok(respond::json(
+                StatusCode::OK,
+                &json!({"status": applied, "id": contact}),
+            ))
+        }
+        Err(e) => {
+            log::error!("entity webhook: {e}");
+            Err(HttpError::internal())
+        }
+    }
+}
+
+/// JSON, or no Content-Type at all (read as JSON); anything else is 415.
+fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("?");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || essence == "text/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the webhook as application/json",
+        ))
+    }
+}
