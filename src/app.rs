@@ -59,6 +59,8 @@ pub struct AppState {
     pub routing_decider: Mutex<Option<Arc<dyn Decider>>>,
     /// Webhook requests being acted on (duplicates wait for their answer).
     pub webhook: crate::http::webhook::Inflight,
+    /// The click-to-call URL's per-key rate limit.
+    pub c2c: crate::http::c2c::Limiter,
 }
 
 pub type State = Arc<AppState>;
@@ -175,6 +177,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
         webhook: Default::default(),
+        c2c: Default::default(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),

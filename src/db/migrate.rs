@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "webhook requests",
         sql: include_str!("migrations/0006_webhook_requests.sql"),
     },
+    Migration {
+        version: 7,
+        name: "click-to-call URL",
+        sql: include_str!("migrations/0007_c2c.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

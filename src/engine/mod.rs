@@ -8,6 +8,7 @@
 //! publishing recordings after hang-up, and the call metrics. It does not know protocol
 //! details (that is `pbx/`) nor Flowlu's URLs (that is `flowlu/`).
 
+mod numbers;
 mod persist;
 pub mod route;
 
@@ -331,9 +332,10 @@ impl Core {
     async fn write(&mut self, state: &State, updates: Vec<Update>) -> Result<(), EngineError> {
         let pending = std::mem::take(&mut self.pending);
         let reserve = state.config.routing.decision_timeout() + std::time::Duration::from_secs(2);
+        let extensions = numbers::Extensions::from_config(&state.config.calls);
         let (pending, written) = state
             .db
-            .run(move |c| persist::write(c, updates, pending, reserve))
+            .run(move |c| persist::write(c, updates, pending, reserve, &extensions))
             .await?;
         self.pending = pending;
         state.outbox.wake();

@@ -86,6 +86,8 @@ pub struct CallsList {
     pub user_id: Option<String>,
     pub direction: Option<Direction>,
     pub status: Option<CallStatus>,
+    /// The customer's number as Flowlu wrote it; normalized by the handler.
+    pub phone: Option<String>,
     /// 1-based.
     pub page: u64,
     /// At most [`MAX_LIMIT`].
@@ -194,6 +196,7 @@ fn calls_list(d: &Data<'_>) -> Result<CallsList, ShapeError> {
         user_id: d.text("user_id")?,
         direction,
         status,
+        phone: d.text("phone")?,
         page,
         limit: limit.min(MAX_LIMIT),
     })
@@ -491,6 +494,7 @@ mod tests {
                 user_id: None,
                 direction: None,
                 status: None,
+                phone: None,
                 page: 1,
                 limit: DEFAULT_LIMIT,
             }))

@@ -5,6 +5,7 @@
 //! protocol plumbing; what a route does belongs to its handler.
 
 mod assets;
+pub mod c2c;
 mod error;
 mod form;
 mod forwarded;

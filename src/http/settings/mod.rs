@@ -8,6 +8,7 @@
 //! Flowlu origin (see [`view::with_frame_headers`]).
 
 mod actions;
+mod c2c;
 pub mod session;
 mod view;
 
