@@ -107,6 +107,18 @@ pub fn normalize(raw: &str, default_country: &str) -> Result<String, PhoneError>
     }
 }
 
+/// True when `digits` already is a valid number in the form [`normalize`] gives (E.164
+/// digits, no `+`). A number stored or dialled as normalized stays as it is even where the
+/// default country would read its digits differently (`3725123456`, an Estonian mobile,
+/// is 10 digits like a Russian national number).
+pub fn is_normalized(digits: &str) -> bool {
+    digits.len() <= 15
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && phonenumber::parse(None, format!("+{digits}"))
+            .is_ok_and(|n| n.is_valid() && normalize(digits, "").as_deref() == Ok(digits))
+}
+
 /// True for a calling code `normalize` accepts as the default country (`7`, `+44`; empty
 /// means none).
 pub fn is_country_code(code: &str) -> bool {
@@ -303,6 +315,24 @@ mod tests {
                 "{raw:?} under {country:?}"
             );
         }
+    }
+
+    #[test]
+    fn normalized_numbers_are_recognized() {
+        for (_, _, want) in SAME {
+            assert!(is_normalized(want), "{want}");
+        }
+        for raw in [
+            "89990001122",
+            "9161234567",
+            "07911123456",
+            "2125550100",
+            "100",
+            "",
+        ] {
+            assert!(!is_normalized(raw), "{raw}");
+        }
+        assert!(is_normalized("3725123456"));
     }
 
     #[test]

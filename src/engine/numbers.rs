@@ -39,9 +39,12 @@ pub fn normalize_customer(
     let Some(integration) = call.integration_id else {
         return Ok(()); // no account, no default country yet
     };
+    // Already normalized (a click-to-call; a call restored after a restart): kept, as the
+    // account's country could read a foreign number's bare digits as a national one.
     if call.direction == Direction::Internal
         || call.phone.is_empty()
         || extensions.contains(&call.phone)
+        || phone::is_normalized(&call.phone)
     {
         return Ok(());
     }
@@ -120,8 +123,11 @@ mod tests {
                 Some(1),
                 "442079460958",
             ),
-            // Stored already (a call restored after a restart), foreign or not.
+            // Stored already (a call restored after a restart), foreign or not: an
+            // Estonian mobile's 10 digits are not read as a Russian national number.
             (Direction::Incoming, "442079460958", Some(1), "442079460958"),
+            (Direction::Outgoing, "3725123456", Some(1), "3725123456"),
+            (Direction::Incoming, "9161234567", Some(1), "79161234567"),
             (Direction::Incoming, "79990001122", Some(1), "79990001122"),
             (Direction::Incoming, "89990001122", None, "89990001122"),
             (Direction::Internal, "1002", Some(1), "1002"),
@@ -135,6 +141,15 @@ mod tests {
             normalize_customer(&c, &mut call, &ext).unwrap();
             assert_eq!(call.phone, want, "{direction:?} {raw:?} {account:?}");
         }
+    }
+
+    #[test]
+    fn bare_foreign_digits_would_read_as_national() {
+        // Why normalized numbers are not normalized again.
+        assert_eq!(
+            phone::normalize("3725123456", "7").as_deref(),
+            Ok("73725123456")
+        );
     }
 
     #[test]
