@@ -228,6 +228,13 @@ async fn wrong_rotated_and_disabled_keys_are_the_same_403() {
     let forged = h.r.act("c2c-rotate", "forged", &[]).await;
     assert_eq!(forged.status, 403);
     assert_eq!(key_of(&h), new);
+
+    // Disconnected from Flowlu (as the webhook): refused like a wrong key.
+    let s = session(&h).await;
+    assert_eq!(h.r.act("disconnect", &s, &[]).await.status, 200);
+    let gone = c2c(&h, &url("u1", "89990001155", &new)).await;
+    forbidden(&gone);
+    assert_eq!(fake.sent_named("Originate").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -74,8 +74,9 @@ pub fn rotate(conn: &Connection, integration_id: i64, now_ms: i64) -> Result<C2c
     load(conn, integration_id)
 }
 
-/// The account a key belongs to, when the URL is on for it. A key of an account that
-/// switched the URL off is as unknown as a made-up one.
+/// The account a key belongs to, when the URL is on for it and the account's channel is
+/// connected (as the webhook, whose secret Disconnect replaces). A key of an account
+/// that switched the URL off or disconnected is as unknown as a made-up one.
 pub fn integration_for_key(conn: &Connection, key: &str) -> Result<Option<i64>, DbError> {
     // Keys are generated with a fixed shape; anything else cannot be one (and is not
     // worth a query).
@@ -88,7 +89,9 @@ pub fn integration_for_key(conn: &Connection, key: &str) -> Result<Option<i64>, 
     }
     Ok(conn
         .query_row(
-            "SELECT integration_id FROM c2c_settings WHERE key = ?1 AND enabled = 1",
+            "SELECT s.integration_id FROM c2c_settings s
+             JOIN flowlu_integrations i ON i.id = s.integration_id
+             WHERE s.key = ?1 AND s.enabled = 1 AND i.telephony_uuid IS NOT NULL",
             [key],
             |r| r.get(0),
         )
@@ -125,6 +128,7 @@ mod tests {
                  placement_id, ratelimit, webhook_secret, created_at, updated_at)
              VALUES (1, 'flowlu', 'a', 'app', 'a.flowlu.com', '1', 'p', 10, 's1', 0, 0),
                     (2, 'flowlu', 'b', 'app', 'b.flowlu.com', '1', 'p', 10, 's2', 0, 0);
+             UPDATE flowlu_integrations SET telephony_uuid = 'ch-' || id;
              INSERT INTO flowlu_users (integration_id, user_id, created_at, updated_at)
              VALUES (1, '17', 0, 0), (1, '101', 0, 0), (1, '5', 0, 0);
              INSERT INTO flowlu_extensions (integration_id, user_id, extension, updated_at)
@@ -163,6 +167,13 @@ mod tests {
         let other = set_enabled(&c, 2, true, 5).unwrap().key.unwrap();
         assert_ne!(other, new);
         assert_eq!(integration_for_key(&c, &other).unwrap(), Some(2));
+        // A disconnected account's key does not work until it connects again.
+        c.execute(
+            "UPDATE flowlu_integrations SET telephony_uuid = NULL WHERE id = 2",
+            [],
+        )
+        .unwrap();
+        assert_eq!(integration_for_key(&c, &other).unwrap(), None);
     }
 
     #[test]
