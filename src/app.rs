@@ -61,6 +61,8 @@ pub struct AppState {
     pub webhook: crate::http::webhook::Inflight,
     /// Durable delivery of result callbacks (the admin's own endpoints).
     pub callbacks: crate::callbacks::Callbacks,
+    /// The click-to-call URL's per-key rate limit.
+    pub c2c: crate::http::c2c::Limiter,
 }
 
 pub type State = Arc<AppState>;
@@ -178,6 +180,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
         webhook: Default::default(),
+        c2c: Default::default(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),

@@ -24,7 +24,8 @@
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, and the handlers browsers, Flowlu and operators call
 //!   (including the Flowlu settings page, `http::settings`, and the Flowlu webhook,
-//!   `http::webhook`: click-to-call, call lists, employees, redirect, health).
+//!   `http::webhook`: click-to-call, call lists, employees, redirect, health; and the
+//!   click-to-call URL, `http::c2c`, which places calls through the webhook's call.make).
 //! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:
 //!   codecs, a supervisor that keeps one connection logged in (following
 //!   `state.pbx_settings`), the command handle (`PbxHandle`), the normalized event stream
@@ -32,7 +33,8 @@
 //! - [`routing`]: the dialplan's question "who takes this incoming call?": the Asterisk
 //!   FastAGI and FreeSWITCH outbound event socket servers (`routing::serve_all`), the
 //!   dialplan snippets, and the `Decider` contract the call engine implements.
-//! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out.
+//! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out;
+//!   `calls::phone`, the one normalization of customer numbers (E.164).
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.

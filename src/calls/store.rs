@@ -116,6 +116,8 @@ pub struct Filter {
     pub user_id: Option<String>,
     pub direction: Option<Direction>,
     pub status: Option<CallStatus>,
+    /// The customer's number, normalized (`calls::phone`) as stored.
+    pub phone: Option<String>,
 }
 
 /// A page of an account's calls, newest first, and the total matching.
@@ -129,7 +131,7 @@ pub fn list(
     let condition = "integration_id = ?1
         AND (?2 IS NULL OR started_at >= ?2) AND (?3 IS NULL OR started_at < ?3)
         AND (?4 IS NULL OR user_id = ?4) AND (?5 IS NULL OR direction = ?5)
-        AND (?6 IS NULL OR status = ?6)";
+        AND (?6 IS NULL OR status = ?6) AND (?7 IS NULL OR phone = ?7)";
     let args = params![
         integration_id,
         filter.from_ms,
@@ -137,6 +139,7 @@ pub fn list(
         filter.user_id,
         filter.direction.map(Direction::as_str),
         filter.status.map(CallStatus::as_str),
+        filter.phone,
     ];
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM calls WHERE {condition}"),
@@ -145,7 +148,7 @@ pub fn list(
     )?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM calls WHERE {condition}
-         ORDER BY started_at DESC, id LIMIT ?7 OFFSET ?8"
+         ORDER BY started_at DESC, id LIMIT ?8 OFFSET ?9"
     ))?;
     let calls = stmt
         .query_map(
@@ -156,6 +159,7 @@ pub fn list(
                 filter.user_id,
                 filter.direction.map(Direction::as_str),
                 filter.status.map(CallStatus::as_str),
+                filter.phone,
                 limit as i64,
                 offset as i64
             ],

@@ -5,6 +5,7 @@
 //! How the layers are merged lives in [`layers`]; nothing here reads files or the
 //! environment directly.
 
+mod c2c;
 mod callbacks;
 mod calls;
 mod delivery;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub use c2c::C2cConfig;
 pub use callbacks::CallbacksConfig;
 pub use calls::CallsConfig;
 pub use delivery::{OutboxConfig, RoutingConfig};
@@ -48,6 +50,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub webhook: WebhookConfig,
     pub callbacks: CallbacksConfig,
+    /// `[c2c]`: the click-to-call URL (issue 8).
+    pub c2c: C2cConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -424,6 +428,7 @@ impl Config {
         self.validate_calls(sources)?;
         self.validate_webhook(sources)?;
         self.validate_callbacks(sources)?;
+        self.validate_c2c(sources)?;
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0006_webhook_requests.sql"),
     },
     Migration {
+        version: 7,
+        name: "click-to-call URL",
+        sql: include_str!("migrations/0007_c2c.sql"),
+    },
+    Migration {
         version: 8,
         name: "result callbacks",
         sql: include_str!("migrations/0008_callbacks.sql"),
@@ -192,13 +197,6 @@ mod tests {
         migrate(&mut conn, MIGRATIONS).unwrap();
         assert_eq!(user_version(&conn).unwrap(), latest_version());
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        // Issue 8 is built on three branches, each with its own reserved number (0007,
-        // 0008, 0009): on one branch alone the others' numbers are missing. Restore the
-        // no-gap check (`(1..=latest_version()).collect()`) once all three are merged.
-        assert_eq!(versions[0], 1);
-        assert!(
-            versions.windows(2).all(|w| w[0] < w[1]),
-            "versions must increase: {versions:?}"
-        );
+        assert_eq!(versions, (1..=latest_version()).collect::<Vec<_>>());
     }
 }

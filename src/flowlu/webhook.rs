@@ -84,13 +84,19 @@ pub struct CallMake {
 /// The longest `call.make` `uuid`.
 pub const MAX_UUID: usize = 64;
 
+/// Whether `uuid` is a usable caller's id: at most [`MAX_UUID`] letters, digits, `.`, `_`,
+/// `:` or `-` (`call.make` and the click-to-call URL's `uuid`).
+pub fn valid_uuid(uuid: &str) -> bool {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    uuid.len() <= MAX_UUID && uuid.chars().all(safe)
+}
+
 /// A `call.make` `uuid`: at most [`MAX_UUID`] letters, digits, `.`, `_`, `:` or `-`.
 fn client_uuid(d: &Data<'_>) -> Result<Option<String>, ShapeError> {
     let Some(uuid) = d.text("uuid")? else {
         return Ok(None);
     };
-    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-    if uuid.len() > MAX_UUID || !uuid.chars().all(safe) {
+    if !valid_uuid(&uuid) {
         return Err(ShapeError::Field(format!(
             "`uuid` must be at most {MAX_UUID} characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"
         )));
@@ -106,6 +112,8 @@ pub struct CallsList {
     pub user_id: Option<String>,
     pub direction: Option<Direction>,
     pub status: Option<CallStatus>,
+    /// The customer's number as Flowlu wrote it; normalized by the handler.
+    pub phone: Option<String>,
     /// 1-based.
     pub page: u64,
     /// At most [`MAX_LIMIT`].
@@ -215,6 +223,7 @@ fn calls_list(d: &Data<'_>) -> Result<CallsList, ShapeError> {
         user_id: d.text("user_id")?,
         direction,
         status,
+        phone: d.text("phone")?,
         page,
         limit: limit.min(MAX_LIMIT),
     })
@@ -543,6 +552,7 @@ mod tests {
                 user_id: None,
                 direction: None,
                 status: None,
+                phone: None,
                 page: 1,
                 limit: DEFAULT_LIMIT,
             }))

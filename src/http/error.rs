@@ -13,6 +13,7 @@ use super::respond::{self, Response};
 use crate::db::DbError;
 use crate::flowlu::FlowluError;
 use crate::flowlu::webhook::ShapeError;
+use crate::http::c2c::C2cError;
 use crate::http::webhook::WebhookError;
 use crate::pbx::PbxError;
 use crate::recordings::RecordingError;
@@ -28,6 +29,8 @@ pub struct HttpError {
     pub allow: Option<&'static str>,
     /// For 401: the `WWW-Authenticate` challenge.
     pub www_authenticate: Option<HeaderValue>,
+    /// For 429: seconds until a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -38,6 +41,7 @@ impl HttpError {
             message: message.into(),
             allow: None,
             www_authenticate: None,
+            retry_after: None,
         }
     }
 
@@ -93,6 +97,10 @@ impl HttpError {
         if let Some(challenge) = self.www_authenticate {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         resp
     }
@@ -204,6 +212,24 @@ impl From<WebhookError> for HttpError {
             }
         };
         HttpError::new(status, code, message)
+    }
+}
+
+impl From<C2cError> for HttpError {
+    fn from(e: C2cError) -> Self {
+        use StatusCode as S;
+        let message = e.to_string();
+        match e {
+            C2cError::Forbidden => HttpError::new(S::FORBIDDEN, "forbidden", message),
+            C2cError::RateLimited(seconds) => HttpError {
+                retry_after: Some(seconds),
+                ..HttpError::new(S::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
+            C2cError::Query(_) => HttpError::new(S::UNPROCESSABLE_ENTITY, "invalid_field", message),
+            C2cError::AmbiguousAgent(_) => {
+                HttpError::new(S::UNPROCESSABLE_ENTITY, "ambiguous_agent", message)
+            }
+        }
     }
 }
 

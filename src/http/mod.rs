@@ -5,6 +5,7 @@
 //! protocol plumbing; what a route does belongs to its handler.
 
 mod assets;
+pub mod c2c;
 mod entity_hooks;
 mod error;
 mod form;

@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "settings.html",
         include_str!("../../assets/templates/settings.html"),
     ),
+    ("c2c.html", include_str!("../../assets/templates/c2c.html")),
 ];
 
 #[derive(Clone)]

@@ -11,6 +11,16 @@ const SECRET_PARAMS: &[&str] = &[
     "password",
 ];
 
+/// True for a secret parameter's name, also when written percent-encoded (`k%65y`), as
+/// the handlers decode names before reading them.
+fn is_secret(name: &str) -> bool {
+    let decoded: String = url::form_urlencoded::parse(format!("{name}=").as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_default();
+    SECRET_PARAMS.contains(&decoded.to_ascii_lowercase().as_str())
+}
+
 /// `/hooks/flowlu/7/<secret>` → `/hooks/flowlu/7/***`, `/recordings/<token>` →
 /// `/recordings/***`, and secret query values masked.
 pub fn redact_path(path: &str, query: Option<&str>) -> String {
@@ -37,9 +47,7 @@ pub fn redact_path(path: &str, query: Option<&str>) -> String {
         let masked: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
-                    format!("{k}=***")
-                }
+                Some((k, _)) if is_secret(k) => format!("{k}=***"),
                 _ => pair.to_string(),
             })
             .collect();
@@ -68,6 +76,10 @@ mod tests {
         assert_eq!(
             redact_path("/c2c", Some("agent=5&to=123&key=K3Y&Token=t")),
             "/c2c?agent=5&to=123&key=***&Token=***"
+        );
+        assert_eq!(
+            redact_path("/c2c", Some("agent=5&k%65y=K3Y&%6B%65%79=K3Y2&keys=x")),
+            "/c2c?agent=5&k%65y=***&%6B%65%79=***&keys=x"
         );
     }
 }

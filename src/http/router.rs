@@ -5,7 +5,9 @@ use hyper::{Method, Request};
 
 use super::error::wants_html;
 use super::respond::Response;
-use super::{Ctx, HttpError, assets, entity_hooks, health, metrics, recordings, settings, webhook};
+use super::{
+    Ctx, HttpError, assets, c2c, entity_hooks, health, metrics, recordings, settings, webhook,
+};
 use crate::app::State;
 
 /// Fails with 405 (and an `Allow` header) unless `method` is one of `allowed`.
@@ -84,6 +86,10 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
                 Err(e) => Err(e),
             },
         ),
+        ["c2c"] => {
+            let resp = c2c::handle(state, &method, req.headers(), req.uri().query()).await;
+            return named("c2c", resp);
+        }
         ["hooks", "flowlu", id, secret] => {
             let (id, secret) = (id.to_string(), secret.to_string());
             let (name, response) = webhook::handle(state, &id, &secret, req).await;

@@ -89,7 +89,7 @@ async fn duplicates_reordering_and_deletes_keep_the_cache_right() {
         "create",
         501,
         "17",
-        "8 (916) 123-45-67",
+        "+7 (916) 765-43-21",
         "2026-11-23 10:00:00",
     );
     let first = post(&r, &hook, &create).await;
@@ -99,8 +99,8 @@ async fn duplicates_reordering_and_deletes_keep_the_cache_right() {
         "{}",
         first.body
     );
-    // No default country code is set: "8 916..." is stored as written (E.164 digits).
-    assert_eq!(manager_of(&r, id, "89161234567").as_deref(), Some("17"));
+    // Stored normalized (E.164 digits without the `+`).
+    assert_eq!(manager_of(&r, id, "79167654321").as_deref(), Some("17"));
 
     // The same delivery twice, then a newer update, then the older one late.
     let dup = post(&r, &hook, &create).await;
@@ -123,7 +123,7 @@ async fn duplicates_reordering_and_deletes_keep_the_cache_right() {
     assert_eq!(status(&post(&r, &hook, &older).await), "stale");
     assert_eq!(manager_of(&r, id, number).as_deref(), Some("18"));
     assert_eq!(
-        manager_of(&r, id, "89161234567"),
+        manager_of(&r, id, "79167654321"),
         None,
         "the old number is gone"
     );

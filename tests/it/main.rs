@@ -4,6 +4,7 @@
 
 mod acme;
 mod browser;
+mod c2c;
 mod call_events;
 mod callbacks;
 mod calls_table;

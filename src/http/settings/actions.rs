@@ -33,6 +33,8 @@ pub const NAMES: &[&str] = &[
     // Issue 8: CRM contacts and call rules (settings::crm).
     "crm",
     "crm-rotate",
+    "c2c",
+    "c2c-rotate",
 ];
 
 /// How long "test connection" waits for the PBX.
@@ -45,7 +47,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn ok(lang: &str, key: &str) -> Outcome {
+    pub(super) fn ok(lang: &str, key: &str) -> Outcome {
         Outcome {
             notice: Notice::ok(lang, key),
             status: StatusCode::OK,
@@ -53,7 +55,7 @@ impl Outcome {
         }
     }
 
-    fn invalid(lang: &str, why: impl std::fmt::Display) -> Outcome {
+    pub(super) fn invalid(lang: &str, why: impl std::fmt::Display) -> Outcome {
         Outcome {
             notice: Notice::error(lang, "not_saved", why),
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -94,6 +96,8 @@ pub async fn run(
             super::callbacks::run(state, n, id, lang, fields).await
         }
         "crm" | "crm-rotate" => super::crm::run(state, name, id, lang, fields).await,
+        "c2c" => super::c2c::toggle(state, id, lang, field(fields, "enabled")).await,
+        "c2c-rotate" => super::c2c::rotate(state, id, lang).await,
         "events-retry" => {
             let requeued = state
                 .db
@@ -179,11 +183,14 @@ async fn calls(
         .trim()
         .trim_start_matches('+')
         .to_string();
-    if country.len() > 3 || !country.bytes().all(|b| b.is_ascii_digit()) || country.starts_with('0')
+    if country.len() > 3
+        || !country.bytes().all(|b| b.is_ascii_digit())
+        || country.starts_with('0')
+        || !crate::calls::phone::is_country_code(&country)
     {
         return Ok(Outcome::invalid(
             lang,
-            "the country calling code must be 1 to 3 digits, e.g. 7, 1 or 44",
+            "the country calling code must be a country's calling code, e.g. 7, 1 or 44",
         ));
     }
     let record = match field(fields, "record_calls") {

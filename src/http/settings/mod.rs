@@ -8,6 +8,7 @@
 //! Flowlu origin (see [`view::with_frame_headers`]).
 
 mod actions;
+mod c2c;
 mod callbacks;
 mod crm;
 pub mod session;

@@ -130,6 +130,8 @@ struct Page<'a> {
     callbacks: super::callbacks::CallbacksView,
     /// Issue 8: CRM contacts and call rules.
     crm: super::crm::CrmView,
+    /// The click-to-call URL section.
+    c2c: super::c2c::C2cView,
 }
 
 /// Delivery of this account's call events: counts and the latest failures.
@@ -155,6 +157,11 @@ struct FailureView {
 /// Renders the page for the session's integration and user, with its CSP.
 pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, FlowluError> {
     let id = req.integration_id;
+    let c2c = state
+        .db
+        .run(move |c| super::c2c::load(c, id))
+        .await
+        .map_err(FlowluError::Db)?;
     let (integration, settings, users, stored_pbx, may_edit, (summary, failures)) = state
         .db
         .run(move |c| {
@@ -246,6 +253,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         events,
         callbacks,
         crm,
+        c2c: super::c2c::view(state, c2c),
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration

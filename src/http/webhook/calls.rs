@@ -120,12 +120,24 @@ async fn agent_busy(state: &State, extension: &str) -> bool {
 
 /// `calls.list`: a page of the account's calls, newest first.
 pub async fn list(state: &State, integration: i64, l: CallsList) -> Result<Answer, WebhookError> {
+    let phone = match &l.phone {
+        Some(raw) => {
+            let country = state
+                .db
+                .run(move |c| Ok::<_, WebhookError>(store::settings(c, integration)?))
+                .await?
+                .default_country_code;
+            Some(phone::normalize(raw, &country)?)
+        }
+        None => None,
+    };
     let filter = calls::Filter {
         from_ms: Some(l.from_ms),
         to_ms: Some(l.to_ms),
         user_id: l.user_id.clone(),
         direction: l.direction,
         status: l.status,
+        phone,
     };
     let offset = (l.page - 1) * l.limit;
     let limit = l.limit;

@@ -10,8 +10,8 @@
 //! Every answer concerns the authenticated account only: another account's calls are
 //! never found.
 
-mod calls;
-mod replay;
+pub(super) mod calls;
+pub(super) mod replay;
 mod status;
 
 use hyper::body::Incoming;

@@ -214,7 +214,7 @@ impl Session {
             Some((from, to)) => rewrite(&m.bytes, from, to),
             None => m.bytes.clone(),
         };
-        for (from, to) in &self.call_ids {
+        for (from, to) in self.call_ids.iter().chain(&self.script.rewrites) {
             bytes = replace_all(&bytes, from, to);
         }
         self.out.extend(bytes);

@@ -183,6 +183,9 @@ pub struct Script {
     pub(super) hoist: HashSet<String>,
     pub(super) interleave: HashSet<String>,
     pub(super) deaf: bool,
+    /// Text replaced in everything sent (e.g. the caller's number as another PBX
+    /// writes it).
+    pub(super) rewrites: Vec<(String, String)>,
 }
 
 impl Script {
@@ -201,7 +204,14 @@ impl Script {
             hoist: HashSet::new(),
             interleave: HashSet::new(),
             deaf: false,
+            rewrites: Vec::new(),
         }
+    }
+
+    /// Sends `to` wherever the recording has `from`.
+    pub fn rewrite(mut self, from: &str, to: &str) -> Script {
+        self.rewrites.push((from.into(), to.into()));
+        self
     }
 
     /// After the first `CoreShowChannels` (the resync) answers nothing more, keeping the

@@ -1,0 +1,162 @@
+//! Customer numbers on call rows: once a call belongs to an account, its customer number
+//! is stored and reported in the one normalized form (`calls::phone::normalize` with the
+//! account's default country), so the same customer is one number in `calls.list`
+//! filters and in every Flowlu event, however the PBX or trunk wrote the caller ID.
+//!
+//! PBX-internal numbers stay as the PBX gave them: the other party of an internal call,
+//! and any number shaped like an extension (`[calls] extension_min_digits..=max`, all
+//! digits). So does anything that is not a dialable number (`anonymous`, a too short
+//! service number): the row keeps what the PBX said rather than nothing.
+
+use std::ops::RangeInclusive;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::calls::{Call, Direction, phone};
+use crate::config::CallsConfig;
+
+/// What decides which numbers are an employee's extension.
+#[derive(Debug, Clone)]
+pub struct Extensions(RangeInclusive<usize>);
+
+impl Extensions {
+    pub fn from_config(c: &CallsConfig) -> Extensions {
+        Extensions(c.extension_min_digits as usize..=c.extension_max_digits as usize)
+    }
+
+    fn contains(&self, number: &str) -> bool {
+        self.0.contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
+/// Normalizes `call.phone` under its account's default country, when it is a
+/// customer's number.
+pub fn normalize_customer(
+    conn: &Connection,
+    call: &mut Call,
+    extensions: &Extensions,
+) -> rusqlite::Result<()> {
+    let Some(integration) = call.integration_id else {
+        return Ok(()); // no account, no default country yet
+    };
+    // Already normalized (a click-to-call; a call restored after a restart): kept, as the
+    // account's country could read a foreign number's bare digits as a national one.
+    if call.direction == Direction::Internal
+        || call.phone.is_empty()
+        || extensions.contains(&call.phone)
+        || phone::is_normalized(&call.phone)
+    {
+        return Ok(());
+    }
+    let country: String = conn
+        .prepare_cached(
+            "SELECT default_country_code FROM flowlu_settings WHERE integration_id = ?1",
+        )?
+        .query_row([integration], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default();
+    if let Ok(e164) = phone::normalize(&call.phone, &country) {
+        call.phone = e164;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::CallState;
+
+    fn db(country: &str) -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::db::migrate::migrate(&mut c, crate::db::migrate::MIGRATIONS).unwrap();
+        c.execute(
+            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+                 app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
+             VALUES (1, 'flowlu', 'a', 'app', 'a.flowlu.com', '1', 'p', 10, 's', 0, 0)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO flowlu_settings (integration_id, default_country_code, updated_at)
+             VALUES (1, ?1, 0)",
+            [country],
+        )
+        .unwrap();
+        c
+    }
+
+    fn call(direction: Direction, phone: &str, integration: Option<i64>) -> Call {
+        Call {
+            id: "c1".into(),
+            integration_id: integration,
+            crm_call_id: None,
+            pbx_call: "p".into(),
+            direction,
+            phone: phone.into(),
+            line: String::new(),
+            extension: Some("101".into()),
+            user_id: None,
+            state: CallState::Ringing,
+            status: None,
+            started_at: 0,
+            answered_at: None,
+            ended_at: None,
+            duration: None,
+            wait: None,
+            hangup_cause: None,
+            recording_path: None,
+        }
+    }
+
+    #[test]
+    fn customer_numbers_of_an_account_are_normalized_extensions_are_not() {
+        let c = db("7");
+        let ext = Extensions(2..=6);
+        // (direction, as the PBX gave it, account, stored)
+        let cases = [
+            (Direction::Incoming, "89990001122", Some(1), "79990001122"),
+            (Direction::Incoming, "+79990001122", Some(1), "79990001122"),
+            (Direction::Outgoing, "9990001122", Some(1), "79990001122"),
+            (
+                Direction::Incoming,
+                "+442079460958",
+                Some(1),
+                "442079460958",
+            ),
+            // Stored already (a call restored after a restart), foreign or not: an
+            // Estonian mobile's 10 digits are not read as a Russian national number.
+            (Direction::Incoming, "442079460958", Some(1), "442079460958"),
+            (Direction::Outgoing, "3725123456", Some(1), "3725123456"),
+            (Direction::Incoming, "9161234567", Some(1), "79161234567"),
+            (Direction::Incoming, "79990001122", Some(1), "79990001122"),
+            (Direction::Incoming, "89990001122", None, "89990001122"),
+            (Direction::Internal, "1002", Some(1), "1002"),
+            (Direction::Incoming, "1002", Some(1), "1002"),
+            (Direction::Incoming, "", Some(1), ""),
+            (Direction::Incoming, "0911", Some(1), "0911"),
+            (Direction::Incoming, "12345678", Some(1), "12345678"),
+        ];
+        for (direction, raw, account, want) in cases {
+            let mut call = call(direction, raw, account);
+            normalize_customer(&c, &mut call, &ext).unwrap();
+            assert_eq!(call.phone, want, "{direction:?} {raw:?} {account:?}");
+        }
+    }
+
+    #[test]
+    fn bare_foreign_digits_would_read_as_national() {
+        // Why normalized numbers are not normalized again.
+        assert_eq!(
+            phone::normalize("3725123456", "7").as_deref(),
+            Ok("73725123456")
+        );
+    }
+
+    #[test]
+    fn the_accounts_country_decides() {
+        let c = db("44");
+        let mut call = call(Direction::Incoming, "07911 123456", Some(1));
+        normalize_customer(&c, &mut call, &Extensions(2..=6)).unwrap();
+        assert_eq!(call.phone, "447911123456");
+    }
+}
