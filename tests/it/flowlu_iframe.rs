@@ -91,6 +91,13 @@ async fn every_input_shape_opens_the_page() {
         );
         assert_frame_headers(&resp, "https://acme.flowlu.com");
         assert!(resp.body.contains(&format!("User {i}")), "{shape}");
+        // One plain-text title, and each section once.
+        let title = resp.body.split("<title>").nth(1).unwrap();
+        assert!(
+            !title.split("</title>").next().unwrap().contains('<'),
+            "{title}"
+        );
+        assert_eq!(resp.body.matches("<fieldset id=\"events\">").count(), 1);
         assert!(!session_of(&resp.body).is_empty());
         let token = format!("tok-{i}");
         assert!(
