@@ -244,13 +244,17 @@ async fn wait_for(log: &Arc<Mutex<Received>>, n: usize, kind: &str, limit: Durat
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return; // `cargo test --benches` builds this; the measurement is `cargo bench`.
-    }
-    let n: usize = std::env::var("BENCH_CALLS")
+    // `cargo test --all-targets` runs this too, unoptimized and without `--bench`: then 20
+    // calls as a smoke test of the whole pipeline through the binary, no measurement.
+    let measure = std::env::args().any(|a| a == "--bench");
+    let n: usize = match std::env::var("BENCH_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    {
+        Some(n) if measure => n,
+        _ if measure => 1000,
+        _ => 20,
+    };
     let (start_msgs, end_msgs) = template();
     let log = Arc::new(Mutex::new(Received::default()));
     let flowlu = receiver(log.clone()).await;
@@ -299,12 +303,14 @@ async fn main() {
         .replace("max_in_flight = 8", "max_in_flight = 32")
         .replace("level = \"info\"", "level = \"warn\"");
     std::fs::write(&config, text).unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .spawn()
-        .unwrap();
+    let child = Child(
+        std::process::Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .spawn()
+            .unwrap(),
+    );
     let mut pbx = fake_ami(ami).await;
     let (idle_rss, _) = rss(child.id());
 
@@ -358,6 +364,21 @@ async fn main() {
         "  RSS: idle {} KiB, with {n} live calls {} KiB, peak {} KiB",
         idle_rss, live.0, peak
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+}
+
+/// The appliance process, killed when the bench ends (also when it fails).
+struct Child(std::process::Child);
+
+impl Child {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
