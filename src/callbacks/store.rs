@@ -314,12 +314,7 @@ pub fn record(
         ],
     )?;
     let now = now_ms();
-    let last_error = attempt.error.clone().or_else(|| {
-        attempt
-            .status
-            .filter(|s| !(200..300).contains(s))
-            .map(|s| format!("HTTP {s}"))
-    });
+    let last_error = crate::outbox::attempt_error(attempt.error.as_deref(), attempt.status);
     match outcome {
         Outcome::Delivered => tx.execute(
             "UPDATE callback_deliveries SET state = 'delivered', finished_at = ?2,

@@ -132,6 +132,16 @@ impl State {
     }
 }
 
+/// What an attempt's row shows as its last error: the transport's error, else the HTTP
+/// status when it was not 2xx (also used by `callbacks`).
+pub fn attempt_error(error: Option<&str>, status: Option<u16>) -> Option<String> {
+    error.map(str::to_string).or_else(|| {
+        status
+            .filter(|s| !(200..300).contains(s))
+            .map(|s| format!("HTTP {s}"))
+    })
+}
+
 /// Unix time in milliseconds, the unit of every outbox timestamp.
 pub fn now_ms() -> i64 {
     SystemTime::now()

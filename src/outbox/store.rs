@@ -218,12 +218,7 @@ pub(crate) fn record(
         ],
     )?;
     let now = now_ms();
-    let last_error = attempt.error.clone().or_else(|| {
-        attempt
-            .status
-            .filter(|s| !(200..300).contains(s))
-            .map(|s| format!("HTTP {s}"))
-    });
+    let last_error = super::attempt_error(attempt.error.as_deref(), attempt.status);
     match update {
         Update::Delivered => tx.execute(
             "UPDATE outbox SET state = 'delivered', finished_at = ?2, leased_until = NULL,
