@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{CheckFuture, Context, Finding};
 use crate::config::Config;
-use crate::pbx::{self, ConnectionSettings, ProbeResult};
+use crate::pbx::{self, ProbeResult};
 use crate::sysuser::{self, SystemUser};
 use crate::tls;
 
@@ -332,18 +332,19 @@ pub fn pbx(ctx: &Context) -> CheckFuture<'_> {
         let Some(config) = config_of(ctx) else {
             return Vec::new();
         };
-        let Some(settings) = ConnectionSettings::from_config(&config.pbx) else {
+        let Some((settings, from)) = super::service::pbx_in_force(config) else {
             return vec![Finding::warn(
                 "pbx",
-                "no PBX configured ([pbx] type is empty): calls cannot be tracked",
+                "no PBX configured ([pbx] type is empty, none saved on the settings page): \
+                 calls cannot be tracked",
             )];
         };
         match pbx::probe(&settings, ctx.pbx_timeout).await {
-            ProbeResult::Ok(detail) => vec![Finding::ok("pbx", detail)],
-            ProbeResult::Down(detail) => vec![Finding::fail("pbx", detail)],
+            ProbeResult::Ok(detail) => vec![Finding::ok("pbx", format!("{detail} ({from})"))],
+            ProbeResult::Down(detail) => vec![Finding::fail("pbx", format!("{detail} ({from})"))],
             ProbeResult::AuthFailed(detail) => vec![Finding::fail(
                 "pbx",
-                format!("{detail} (check [pbx] user and secret)"),
+                format!("{detail} (check the user and secret in {from})"),
             )],
         }
     })

@@ -224,3 +224,80 @@ async fn the_running_service_and_its_flowlu_accounts_check_out() {
         0
     );
 }
+
+/// The PBX saved on the settings page is the one the service uses, so it is the one the
+/// doctor checks: here a FreeSWITCH (the config file says Asterisk), whose routing hook is
+/// the outbound event socket the running appliance serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
+    use appliance::doctor::{Context, Status, run};
+    use appliance::pbx::ConnectionSettings;
+
+    let r = crate::flowlu_support::rig(|c| {
+        c.pbx = crate::fake_pbx::pbx_config("asterisk", 1);
+    })
+    .await;
+    r.fake.add_user("tok-1", "7", "Ann", "");
+    let s = r
+        .session(&crate::flowlu_support::Ctx::new(
+            "acc-1",
+            "acme.flowlu.com",
+            "tok-1",
+        ))
+        .await;
+    assert_eq!(r.act("connect", &s, &[]).await.status, 200);
+    let esl = crate::harness::eventually(10, "ESL routing bound", async || {
+        r.app.state.routing.esl_addr()
+    })
+    .await;
+    // A closed port for the PBX itself: the login check fails and says where it came from.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let id = r.count("SELECT id FROM flowlu_integrations");
+    let saved = ConnectionSettings {
+        kind: appliance::config::PbxType::Freeswitch,
+        host: "127.0.0.1".into(),
+        port: closed_port,
+        user: String::new(),
+        secret: appliance::secret::Secret::new("pbx-pass-1"),
+    };
+    assert!(appliance::db::pbx_settings::save(&r.app.db(), &saved, id).unwrap());
+
+    let mut config = r.app.config.clone();
+    config.routing.esl_listen = esl.to_string();
+    let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config.clone()));
+    let findings = run(&ctx).await;
+    let of = |check: &str| {
+        findings
+            .iter()
+            .filter(|f| f.check == check)
+            .map(|f| (f.status, f.detail.clone()))
+            .collect::<Vec<_>>()
+    };
+    let routing = of("routing");
+    assert_eq!(routing.len(), 1, "{findings:?}");
+    assert_eq!(routing[0].0, Status::Ok, "{findings:?}");
+    assert!(
+        routing[0].1.contains(&format!("socket {esl} async full")),
+        "{routing:?}"
+    );
+    let pbx = of("pbx");
+    assert_eq!(pbx[0].0, Status::Fail, "{findings:?}");
+    assert!(pbx[0].1.contains("the settings page"), "{pbx:?}");
+    assert!(
+        !format!("{findings:?}").contains("pbx-pass-1"),
+        "never the secret"
+    );
+
+    // Something else on the port (here the FastAGI server, which does not say `connect`)
+    // is told apart from the appliance's event socket.
+    let agi =
+        crate::harness::eventually(10, "FastAGI bound", async || r.app.state.routing.agi_addr())
+            .await;
+    config.routing.esl_listen = agi.to_string();
+    let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config));
+    let findings = run(&ctx).await;
+    let routing: Vec<_> = findings.iter().filter(|f| f.check == "routing").collect();
+    assert_ne!(routing[0].status, Status::Ok, "{findings:?}");
+}
