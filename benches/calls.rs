@@ -312,6 +312,9 @@ async fn main() {
             .unwrap(),
     );
     let mut pbx = fake_ami(ami).await;
+    // Steady state: let start-up finish (the PBX resync, the numbering-plan metadata the
+    // binary loads in the background) before the first call.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle_rss, _) = rss(child.id());
 
     println!("calls bench: {n} concurrent calls replayed from sip-inbound-answered.txt");

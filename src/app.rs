@@ -260,6 +260,9 @@ pub async fn serve_with(
     let listener = listeners.main;
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
+    // The numbering-plan metadata is parsed on first use (~130 ms): do it now, off the
+    // runtime, rather than in front of the first call's `call.init`.
+    tokio::task::spawn_blocking(crate::calls::phone::warm_up);
     if state.config.acme.enabled
         && let Some(reloader) = state.tls.clone()
     {

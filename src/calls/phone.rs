@@ -43,6 +43,12 @@ pub enum PhoneError {
     Country(String),
 }
 
+/// Loads the numbering-plan metadata, which the crate parses on first use (~130 ms on a
+/// small machine): called once at start-up so that no call waits for it.
+pub fn warm_up() {
+    let _ = DATABASE.by_code(&7);
+}
+
 /// The number as E.164 digits (no `+`). `default_country` (a calling code in digits,
 /// optionally with `+`; may be empty) is used for numbers written without a country code.
 pub fn normalize(raw: &str, default_country: &str) -> Result<String, PhoneError> {

@@ -116,16 +116,18 @@ impl Outbox {
                     Err(e) => log::error!("outbox: {e}"),
                 }
             }
-            match self.next_due().await {
-                Ok(Some(at)) => {
-                    let delta = (at - now_ms()).max(0) as u64;
-                    wait = wait.min(Duration::from_millis(delta));
+            if in_flight.len() < self.inner.max_in_flight {
+                // Room left, so nothing else is due now: sleep until the next row is.
+                // (When full, a completion wakes us: no need to look, which under a
+                // backlog would scan every pending row once per delivery.)
+                match self.next_due().await {
+                    Ok(Some(at)) => {
+                        let delta = (at - now_ms()).max(0) as u64;
+                        wait = wait.min(Duration::from_millis(delta));
+                    }
+                    Ok(None) => {}
+                    Err(e) => log::error!("outbox: {e}"),
                 }
-                Ok(None) => {}
-                Err(e) => log::error!("outbox: {e}"),
-            }
-            if wait.is_zero() && in_flight.len() >= self.inner.max_in_flight {
-                wait = IDLE_POLL; // full: a completion will wake us
             }
             tokio::select! {
                 () = &mut shutdown => break,
