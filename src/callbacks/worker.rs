@@ -117,20 +117,20 @@ impl Callbacks {
                 }
             }
             let mut wait = IDLE_POLL;
-            match self
-                .inner
-                .db
-                .run(|c| Ok::<_, CallbackError>(store::next_due(c)?))
-                .await
-            {
-                Ok(Some(at)) => {
-                    wait = wait.min(Duration::from_millis((at - now_ms()).max(0) as u64))
+            // Full: a completion wakes us (no scan of every pending row per delivery).
+            if in_flight.len() < MAX_IN_FLIGHT {
+                match self
+                    .inner
+                    .db
+                    .run(|c| Ok::<_, CallbackError>(store::next_due(c)?))
+                    .await
+                {
+                    Ok(Some(at)) => {
+                        wait = wait.min(Duration::from_millis((at - now_ms()).max(0) as u64))
+                    }
+                    Ok(None) => {}
+                    Err(e) => log::error!("callbacks: {e}"),
                 }
-                Ok(None) => {}
-                Err(e) => log::error!("callbacks: {e}"),
-            }
-            if wait.is_zero() && in_flight.len() >= MAX_IN_FLIGHT {
-                wait = IDLE_POLL; // full: a completion wakes us
             }
             tokio::select! {
                 () = &mut shutdown => break,
