@@ -136,24 +136,15 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
-    use super::super::{LoadOptions, load};
     use super::*;
 
     fn load_with(env: &[(&str, &str)]) -> Result<Config, String> {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"[server]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n[storage]\ndata_dir = \"/var/lib/appliance\"\n")
-            .unwrap();
-        let options = LoadOptions {
-            path: Some(f.path().to_path_buf()),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            flags: vec![],
-        };
-        load(&options).map(|(c, _)| c).map_err(|e| e.to_string())
+        super::super::tests::load_env(
+            "[storage]
+data_dir = \"/var/lib/appliance\"
+",
+            env,
+        )
     }
 
     #[test]

@@ -8,6 +8,17 @@ fn file(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// The configuration from a minimal file (TLS paths set) plus `extra` TOML and `env`: the
+/// helper of each section's own tests.
+pub(super) fn load_env(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    let f = file(&format!(
+        "[server]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n{extra}"
+    ));
+    load(&opts(Some(f.path()), env, vec![]))
+        .map(|(c, _)| c)
+        .map_err(|e| e.to_string())
+}
+
 fn opts(path: Option<&Path>, env: &[(&str, &str)], flags: Vec<Flag>) -> LoadOptions {
     LoadOptions {
         path: path.map(Path::to_path_buf),

@@ -35,24 +35,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
-    use super::super::{LoadOptions, load};
 
     fn load_with(env: &[(&str, &str)]) -> Result<super::Config, String> {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"[server]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n")
-            .unwrap();
-        load(&LoadOptions {
-            path: Some(f.path().to_path_buf()),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            flags: vec![],
-        })
-        .map(|(config, _)| config)
-        .map_err(|e| e.to_string())
+        super::super::tests::load_env("", env)
     }
 
     #[test]
