@@ -9,7 +9,7 @@
 //! way, so Flowlu does not retry something we chose to ignore.
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap};
+use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
@@ -55,12 +55,7 @@ pub async fn handle(
 }
 
 async fn authenticate(state: &State, id: &str, secret: &str) -> Result<Option<i64>, DbError> {
-    // Only plain decimal ids: "+1" or "01" would name integration 1 by another path.
-    let Some(id) = id
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0 && n.to_string() == id)
-    else {
+    let Some(id) = respond::path_id(id) else {
         return Ok(None);
     };
     let secret = secret.to_string();
@@ -130,26 +125,11 @@ async fn serve(
 
 /// JSON, or no Content-Type at all (read as JSON); anything else is 415.
 fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let text = value.to_str().unwrap_or("?");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json"
-        || essence == "text/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-    {
-        Ok(())
-    } else {
-        Err(HttpError::new(
+    respond::json_content_type(headers).map_err(|_| {
+        HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the webhook as application/json",
-        ))
-    }
+        )
+    })
 }

@@ -62,3 +62,34 @@ pub async fn read_body(
         )),
     }
 }
+
+/// The integration id of a hook path (`/hooks/.../<id>/<secret>`): only plain decimal
+/// ids, since "+1" or "01" would name integration 1 by another path.
+pub fn path_id(id: &str) -> Option<i64> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0 && n.to_string() == id)
+}
+
+/// Accepts a JSON body's `Content-Type` (`application/json`, `text/json`,
+/// `application/*+json`) or none; otherwise the declared type, cut to 100 characters.
+pub fn json_content_type(headers: &header::HeaderMap) -> Result<(), String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("?");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence == "text/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(text.chars().take(100).collect())
+    }
+}

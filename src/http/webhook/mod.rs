@@ -15,7 +15,7 @@ pub(super) mod replay;
 mod status;
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap};
+use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
@@ -128,12 +128,7 @@ async fn authenticate(
     id: &str,
     secret: &str,
 ) -> Result<Option<Integration>, DbError> {
-    // Only plain decimal ids: "+1" or "01" would name integration 1 by another path.
-    let Some(id) = id
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0 && n.to_string() == id)
-    else {
+    let Some(id) = super::respond::path_id(id) else {
         return Ok(None);
     };
     let secret = secret.to_string();
@@ -204,26 +199,7 @@ async fn dispatch(
 
 /// JSON, or no Content-Type at all (read as JSON); anything else is 415.
 fn check_content_type(headers: &HeaderMap) -> Result<(), WebhookError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let text = value.to_str().unwrap_or("?");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json = essence == "application/json"
-        || essence == "text/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json {
-        Ok(())
-    } else {
-        Err(WebhookError::UnsupportedMediaType(
-            text.chars().take(100).collect(),
-        ))
-    }
+    super::respond::json_content_type(headers).map_err(WebhookError::UnsupportedMediaType)
 }
 
 /// The `X-Request-Id` header: printable ASCII, at most 200 characters.
