@@ -5,45 +5,11 @@
 
 use serde_json::{Value, json};
 
-use crate::fake_pbx::Fake;
-use crate::fake_pbx::ami::{FakeAmi, Script};
+use crate::fake_pbx::ami::Script;
 use crate::flowlu_support::Ctx;
 use crate::harness::{Resp, eventually};
 use crate::webhook::{Hook, assert_error, hook, map, pbx_for};
-
-/// An account (user u1 → extension 100, country 7) wired to a fake AMI running `script`.
-async fn with_ami(
-    script: Script,
-    edit: impl FnOnce(&mut appliance::config::Config),
-) -> (Hook, Fake) {
-    let fake = FakeAmi::start(vec![script]).await;
-    let port = fake.port();
-    let h = hook("100", |c| {
-        pbx_for(c, "asterisk", port);
-        edit(c);
-    })
-    .await;
-    h.wait_pbx_up().await;
-    (h, fake)
-}
-
-/// The recorded SIP click-to-call, extension lists as the same server answered them.
-fn click_to_call() -> Script {
-    Script::new("sip-click-to-call")
-        .idle_resync()
-        .canned(
-            "PJSIPShowEndpoints",
-            "sip-actions-registered",
-            "eps-1",
-            usize::MAX,
-        )
-        .canned(
-            "PJSIPShowContacts",
-            "sip-actions-registered",
-            "contacts-1",
-            usize::MAX,
-        )
-}
+use crate::webhook_calls::{click_to_call, with_ami};
 
 async fn session(h: &Hook) -> String {
     h.r.session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))

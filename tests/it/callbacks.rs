@@ -11,7 +11,8 @@ use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::fake_receiver::{Answer, Receiver, python_verifies};
 use crate::flowlu_support::{Ctx, Rig, notice_of, rig};
 use crate::harness::eventually;
-use crate::webhook::{assert_error, hook, pbx_for};
+use crate::webhook::assert_error;
+use crate::webhook_calls::{click_to_call, with_ami};
 
 /// The signing secret the notice reveals once (after adding or rotating).
 fn revealed_secret(page: &str) -> String {
@@ -71,30 +72,7 @@ fn delivery_state(r: &Rig, delivery_id: &str) -> (String, i64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_completed_call_reaches_the_receiver_signed_with_the_callers_uuid() {
     let receiver = Receiver::start().await;
-    let fake = FakeAmi::start(vec![
-        Script::new("sip-click-to-call")
-            .idle_resync()
-            .canned(
-                "PJSIPShowEndpoints",
-                "sip-actions-registered",
-                "eps-1",
-                usize::MAX,
-            )
-            .canned(
-                "PJSIPShowContacts",
-                "sip-actions-registered",
-                "contacts-1",
-                usize::MAX,
-            ),
-    ])
-    .await;
-    let port = fake.port();
-    let h = hook("100", |c| {
-        pbx_for(c, "asterisk", port);
-        c.callbacks.allow_http_loopback = true;
-    })
-    .await;
-    h.wait_pbx_up().await;
+    let (h, fake) = with_ami(click_to_call(), |c| c.callbacks.allow_http_loopback = true).await;
     let s =
         h.r.session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
             .await;

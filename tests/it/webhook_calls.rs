@@ -10,8 +10,8 @@ use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::harness::eventually;
 use crate::webhook::{Hook, assert_error, closed_port, hook, map, pbx_for};
 
-/// An account wired to a fake AMI replaying `fixture`.
-async fn with_ami(
+/// An account (user u1 → extension 100) wired to a fake AMI running `script`.
+pub(crate) async fn with_ami(
     script: Script,
     edit: impl FnOnce(&mut appliance::config::Config),
 ) -> (Hook, Fake) {
@@ -28,7 +28,7 @@ async fn with_ami(
 
 /// The recorded SIP click-to-call; extension lists are answered as the same server
 /// answered them in `sip-actions-registered` (100 and 101 registered, 102 not).
-fn click_to_call() -> Script {
+pub(crate) fn click_to_call() -> Script {
     Script::new("sip-click-to-call")
         .idle_resync()
         .canned(
