@@ -340,10 +340,10 @@ impl Core {
     async fn write(&mut self, state: &State, updates: Vec<Update>) -> Result<(), EngineError> {
         let pending = std::mem::take(&mut self.pending);
         let reserve = state.config.routing.decision_timeout() + std::time::Duration::from_secs(2);
-        let extensions = numbers::Extensions::from_config(&state.config.calls);
+        let rules = crate::calls::tracker::Rules::new(&state.config.calls);
         let (pending, written) = state
             .db
-            .run(move |c| persist::write(c, updates, pending, reserve, &extensions))
+            .run(move |c| persist::write(c, updates, pending, reserve, &rules))
             .await?;
         self.pending = pending;
         state.outbox.wake();

@@ -4,37 +4,22 @@
 //! filters and in every Flowlu event, however the PBX or trunk wrote the caller ID.
 //!
 //! PBX-internal numbers stay as the PBX gave them: the other party of an internal call,
-//! and any number shaped like an extension (`[calls] extension_min_digits..=max`, all
-//! digits). So does anything that is not a dialable number (`anonymous`, a too short
-//! service number): the row keeps what the PBX said rather than nothing.
-
-use std::ops::RangeInclusive;
+//! and any number the tracker takes for an extension (`Rules::is_extension`: all digits,
+//! `[calls] extension_min_digits..=max` long, not a trunk endpoint). So does anything
+//! that is not a dialable number (`anonymous`, a too short service number): the row
+//! keeps what the PBX said rather than nothing.
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::calls::tracker::Rules;
 use crate::calls::{Call, Direction, phone};
-use crate::config::CallsConfig;
-
-/// What decides which numbers are an employee's extension.
-#[derive(Debug, Clone)]
-pub struct Extensions(RangeInclusive<usize>);
-
-impl Extensions {
-    pub fn from_config(c: &CallsConfig) -> Extensions {
-        Extensions(c.extension_min_digits as usize..=c.extension_max_digits as usize)
-    }
-
-    fn contains(&self, number: &str) -> bool {
-        self.0.contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit())
-    }
-}
 
 /// Normalizes `call.phone` under its account's default country, when it is a
 /// customer's number.
 pub fn normalize_customer(
     conn: &Connection,
     call: &mut Call,
-    extensions: &Extensions,
+    rules: &Rules,
 ) -> rusqlite::Result<()> {
     let Some(integration) = call.integration_id else {
         return Ok(()); // no account, no default country yet
@@ -43,7 +28,7 @@ pub fn normalize_customer(
     // account's country could read a foreign number's bare digits as a national one.
     if call.direction == Direction::Internal
         || call.phone.is_empty()
-        || extensions.contains(&call.phone)
+        || rules.is_extension(&call.phone)
         || phone::is_normalized(&call.phone)
     {
         return Ok(());
@@ -111,7 +96,8 @@ mod tests {
     #[test]
     fn customer_numbers_of_an_account_are_normalized_extensions_are_not() {
         let c = db("7");
-        let ext = Extensions(2..=6);
+        // Extensions are 2 to 6 digits (the defaults).
+        let ext = Rules::new(&crate::config::Config::defaults().calls);
         // (direction, as the PBX gave it, account, stored)
         let cases = [
             (Direction::Incoming, "89990001122", Some(1), "79990001122"),
@@ -156,7 +142,12 @@ mod tests {
     fn the_accounts_country_decides() {
         let c = db("44");
         let mut call = call(Direction::Incoming, "07911 123456", Some(1));
-        normalize_customer(&c, &mut call, &Extensions(2..=6)).unwrap();
+        normalize_customer(
+            &c,
+            &mut call,
+            &Rules::new(&crate::config::Config::defaults().calls),
+        )
+        .unwrap();
         assert_eq!(call.phone, "447911123456");
     }
 }

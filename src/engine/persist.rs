@@ -46,14 +46,14 @@ pub fn write(
     updates: Vec<Update>,
     mut pending: Pending,
     reserve: Duration,
-    extensions: &super::numbers::Extensions,
+    rules: &crate::calls::tracker::Rules,
 ) -> Result<(Pending, Vec<Written>), EngineError> {
     let tx = conn.transaction()?;
     let now = now_ms();
     let mut written = Vec::with_capacity(updates.len());
     for Update { mut call, emit } in updates {
         attribute(&tx, &mut call)?;
-        super::numbers::normalize_customer(&tx, &mut call, extensions)?;
+        super::numbers::normalize_customer(&tx, &mut call, rules)?;
         store::save(&tx, &call, now)?;
         if let Some(uuid) = pending.uuids.remove(&call.id) {
             crate::callbacks::store::set_call_uuid(&tx, &call.id, &uuid)?;
