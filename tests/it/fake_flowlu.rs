@@ -257,11 +257,13 @@ fn respond(reply: &Reply) -> hyper::Response<Full<Bytes>> {
 
 async fn answer(inner: &Inner, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    // A request whose body never fully arrived (the client died mid-send, e.g. the
+    // SIGKILL tests) is not a request a real server would act on: answer nothing
+    // useful and do not record it.
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return respond(&Reply::status(400)),
+    };
     let recorded = Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
