@@ -38,4 +38,5 @@ mod server;
 mod smoke;
 mod webhook;
 mod webhook_calls;
+mod webhook_lists;
 mod wizard;
