@@ -80,8 +80,15 @@ impl Tracker {
             ),
             (Role::Agent(ext), Origin::Inbound) => {
                 facts.caller_agent = Some(ext.clone());
-                let dialled = clean_number(&ch.exten);
-                let direction = if self.rules.is_extension(&dialled) {
+                // A feature code (`*97` voicemail, `*8` pickup, `#…`) is the employee
+                // talking to the PBX, not to a customer: internal, kept as dialled.
+                let service = super::rules::is_feature_code(&ch.exten);
+                let dialled = if service {
+                    ch.exten.trim().to_string()
+                } else {
+                    clean_number(&ch.exten)
+                };
+                let direction = if service || self.rules.is_extension(&dialled) {
                     Direction::Internal
                 } else {
                     Direction::Outgoing

@@ -123,6 +123,13 @@ pub fn endpoint_of(ch: &Channel) -> Option<String> {
     (!base.is_empty()).then(|| base.to_string())
 }
 
+/// True for a PBX feature code an employee dials (`*97`, `*8`, `#21`): it starts with `*`
+/// or `#`, which no phone number does.
+pub fn is_feature_code(dialled: &str) -> bool {
+    let d = dialled.trim();
+    d.len() > 1 && (d.starts_with('*') || d.starts_with('#'))
+}
+
 /// Keeps only what a phone number is made of: digits and a leading `+`.
 pub fn clean_number(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -158,6 +165,16 @@ mod tests {
             local: name.starts_with("Local/") || name.starts_with("loopback/"),
             endpoint: endpoint.map(str::to_string),
             ..Channel::default()
+        }
+    }
+
+    #[test]
+    fn feature_codes_start_with_a_star_or_a_hash() {
+        for code in ["*97", "*8", "#21", " *72100 "] {
+            assert!(is_feature_code(code), "{code}");
+        }
+        for not in ["*", "#", "", "97", "+79161234567", "s", "8*1"] {
+            assert!(!is_feature_code(not), "{not}");
         }
     }
 

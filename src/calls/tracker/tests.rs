@@ -397,3 +397,45 @@ fn agent_busy_and_customer_channel_answer_queries() {
     let id = t.call_of_channel("a").unwrap().id.clone();
     assert_eq!(t.customer_channel(&id).as_deref(), Some("c"));
 }
+
+#[test]
+fn a_feature_code_is_an_internal_call_kept_as_dialled() {
+    for (dialled, direction, phone) in [
+        ("*97", Direction::Internal, "*97"),
+        ("#21", Direction::Internal, "#21"),
+        ("101", Direction::Internal, "101"),
+        ("+7 916 123-45-67", Direction::Outgoing, "+79161234567"),
+    ] {
+        let mut t = tracker();
+        let updates = run(
+            &mut t,
+            vec![
+                at(
+                    1,
+                    leg(
+                        "a",
+                        "L",
+                        "PJSIP/100-00000001",
+                        Origin::Inbound,
+                        "agents",
+                        dialled,
+                    ),
+                ),
+                at(
+                    2,
+                    Event::Answered {
+                        channel: "a".into(),
+                    },
+                ),
+                at(9, hangup("a", 16)),
+            ],
+        );
+        let first = &updates[0];
+        assert_eq!(first.emit, vec![Emit::Init], "{dialled}");
+        assert_eq!(first.call.direction, direction, "{dialled}");
+        assert_eq!(first.call.phone, phone, "{dialled}");
+        let last = updates.last().unwrap();
+        assert_eq!(last.emit, vec![Emit::Completed]);
+        assert_eq!(last.call.answered_at, None, "the PBX answering is no talk");
+    }
+}
