@@ -64,6 +64,7 @@ impl Tracker {
                 call: id,
                 role,
                 up: ch.state == ChannelState::Up,
+                bridge: None,
             },
         );
     }
@@ -81,8 +82,10 @@ impl Tracker {
             (Role::Agent(ext), Origin::Inbound) => {
                 facts.caller_agent = Some(ext.clone());
                 // A feature code (`*97` voicemail, `*8` pickup, `#…`) is the employee
-                // talking to the PBX, not to a customer: internal, kept as dialled.
+                // talking to the PBX, not to a customer: a service call, never reported.
                 let service = super::rules::is_feature_code(&ch.exten);
+                facts.service = service;
+                facts.provisional = service;
                 let dialled = if service {
                     ch.exten.trim().to_string()
                 } else {
@@ -174,6 +177,7 @@ impl Tracker {
         };
         if let Some(t) = self.calls.get_mut(&id)
             && t.facts.provisional
+            && !t.facts.service
         {
             t.facts.provisional = false;
             self.update(&id, Emit::Init, out);
@@ -195,7 +199,7 @@ impl Tracker {
     }
 
     /// Moves every leg and PBX call id of `from` into `to` and forgets `from`.
-    fn merge(&mut self, from: &str, to: &str) {
+    pub(super) fn merge(&mut self, from: &str, to: &str) {
         let Some(old) = self.calls.remove(from) else {
             return;
         };

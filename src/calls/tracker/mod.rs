@@ -15,6 +15,9 @@
 //! - Direction comes from the first leg ([`rules`]); the call is connected when the right
 //!   party answers (the employee for incoming, the customer for outgoing, the callee for
 //!   internal); it ends when its last leg hangs up, and [`status`] decides how.
+//! - An employee dialling a feature code makes a *service* call that is never reported;
+//!   when its leg gets connected to another call (a pickup), it joins that call
+//!   ([`service`]).
 
 mod rules;
 mod status;
@@ -63,6 +66,8 @@ struct Leg {
     call: String,
     role: Role,
     up: bool,
+    /// The bridge the leg is in, if any.
+    bridge: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -83,6 +88,9 @@ struct Facts {
     last_cause: Option<(u16, String)>,
     /// Nothing reported yet: a PBX originate that may still turn out to be ours.
     provisional: bool,
+    /// An employee dialled a feature code (`*97`, `*8`): never reported on its own; its
+    /// leg joins the call it is connected to (a pickup).
+    service: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -246,9 +254,29 @@ impl Tracker {
             Event::CallTagged { channel, call_id } => self.tagged(channel, call_id, &mut out),
             Event::Ringing { channel } => self.ringing(channel, &mut out),
             Event::DialBegin { callee, .. } => self.promote_leg(callee, &mut out),
-            Event::DialEnd { callee, status, .. } => self.dial_end(callee, status, now, &mut out),
+            Event::DialEnd {
+                caller,
+                callee,
+                status,
+            } => {
+                if *status == DialStatus::Answer
+                    && let Some(caller) = caller
+                {
+                    self.join_service(caller, callee, now, &mut out);
+                }
+                self.dial_end(callee, status, now, &mut out)
+            }
             Event::Answered { channel } => self.answered(channel, now, &mut out),
-            Event::Bridged { channel, .. } => self.promote_leg(channel, &mut out),
+            Event::Bridged {
+                channel,
+                bridge,
+                peer,
+            } => self.bridged(channel, bridge, peer.as_deref(), now, &mut out),
+            Event::Unbridged { channel, .. } => {
+                if let Some(leg) = self.legs.get_mut(channel) {
+                    leg.bridge = None;
+                }
+            }
             Event::Transferred(t) => self.transferred(t, now, &mut out),
             Event::HungUp {
                 channel,
@@ -273,7 +301,6 @@ impl Tracker {
             Event::Resync { channels } => self.resync(channels, now, &mut out),
             Event::Connected { .. }
             | Event::Disconnected { .. }
-            | Event::Unbridged { .. }
             | Event::DeviceState { .. }
             | Event::Registration { .. } => {}
         }
@@ -282,6 +309,7 @@ impl Tracker {
 }
 
 mod legs;
+mod service;
 
 #[cfg(test)]
 mod tests;
