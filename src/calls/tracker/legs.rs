@@ -65,6 +65,7 @@ impl Tracker {
                 role,
                 up: ch.state == ChannelState::Up,
                 bridge: None,
+                dialled: ch.origin == Origin::Outbound && !ch.local,
             },
         );
     }
@@ -271,13 +272,16 @@ impl Tracker {
             return;
         };
         leg.up = true;
-        let (id, role) = (leg.call.clone(), leg.role.clone());
+        let (id, role, dialled) = (leg.call.clone(), leg.role.clone(), leg.dialled);
         let Some(t) = self.calls.get_mut(&id) else {
             return;
         };
         let caller = t.facts.caller_agent.clone();
         let connects = match (&role, t.call.direction) {
             (Role::Agent(ext), Direction::Incoming) => Some(Some(ext.clone())),
+            // The PBX forwarded the caller to an outside number (follow-me, a mobile)
+            // and it answered: someone talked, for the employee who last rang.
+            (Role::Customer(_), Direction::Incoming) if dialled => Some(None),
             (Role::Agent(_), Direction::Outgoing) if t.facts.click => {
                 t.facts.agent_answered = true;
                 None
@@ -464,6 +468,11 @@ impl Tracker {
             }
             let ch = channel_of(snap);
             self.created(&ch, now, out);
+            if let Some(leg) = self.legs.get_mut(&snap.id) {
+                // Only Asterisk's AppDial says for sure that the PBX dialled a leg; a guess
+                // must not let a caller's own leg connect an incoming call.
+                leg.dialled &= snap.application.starts_with("AppDial");
+            }
             if snap.state == ChannelState::Ringing {
                 self.ringing(&snap.id, out);
             }

@@ -68,6 +68,8 @@ struct Leg {
     up: bool,
     /// The bridge the leg is in, if any.
     bridge: Option<String>,
+    /// A real (not Local/loopback) channel the PBX dialled out on.
+    dialled: bool,
 }
 
 #[derive(Debug, Clone, Default)]

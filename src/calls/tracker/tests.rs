@@ -557,3 +557,94 @@ fn the_employee_who_picks_up_a_ringing_call_is_the_one_who_talked() {
         assert_eq!(t.live_calls(), 0);
     }
 }
+
+#[test]
+fn an_incoming_call_forwarded_outside_and_answered_there_was_answered() {
+    let mut t = tracker();
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                10,
+                leg(
+                    "c",
+                    "L1",
+                    "PJSIP/trunk-00000001",
+                    Origin::Inbound,
+                    "from-trunk",
+                    "74950000000",
+                ),
+            ),
+            // The PBX's own answer (an IVR, a greeting) is no talk.
+            at(
+                10,
+                Event::Answered {
+                    channel: "c".into(),
+                },
+            ),
+            at(
+                12,
+                leg(
+                    "t",
+                    "L1",
+                    "PJSIP/101-00000002",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                12,
+                Event::Ringing {
+                    channel: "t".into(),
+                },
+            ),
+            at(
+                32,
+                Event::DialEnd {
+                    caller: Some("c".into()),
+                    callee: "t".into(),
+                    status: DialStatus::NoAnswer,
+                },
+            ),
+            at(32, hangup("t", 19)),
+            // 101's no-answer forward: the PBX dials the employee's mobile on the trunk.
+            at(
+                32,
+                leg(
+                    "f",
+                    "L1",
+                    "PJSIP/trunk-00000003",
+                    Origin::Outbound,
+                    "from-internal",
+                    "79990001122",
+                ),
+            ),
+            at(
+                36,
+                Event::Answered {
+                    channel: "f".into(),
+                },
+            ),
+            at(60, hangup("f", 16)),
+            at(60, hangup("c", 16)),
+        ],
+    );
+    let kinds: Vec<(Emit, Option<String>)> = updates
+        .iter()
+        .map(|u| (u.emit[0], u.call.extension.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Emit::Init, None),
+            (Emit::State, Some("101".into())),
+            (Emit::Connected, Some("101".into())),
+            (Emit::Completed, Some("101".into())),
+        ]
+    );
+    let done = &updates[3].call;
+    assert_eq!(done.status, Some(CallStatus::Answered));
+    assert_eq!(done.phone, "79161234567", "the caller, not the mobile");
+    assert_eq!((done.wait, done.duration), (Some(26), Some(24)));
+}
