@@ -298,6 +298,11 @@ pub async fn serve_with(
     workers.push(tokio::spawn(async move {
         outbox.run(until_stopped(outbox_stop)).await
     }));
+    workers.push(tokio::spawn(crate::housekeeping::run(
+        state.db.clone(),
+        state.config.outbox.keep_delivered(),
+        stopped.clone(),
+    )));
     let callbacks = state.callbacks.clone();
     let callbacks_stop = stopped.clone();
     workers.push(tokio::spawn(async move {

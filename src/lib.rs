@@ -38,6 +38,8 @@
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
+//! - [`housekeeping`]: the hourly sweep of delivered events older than
+//!   `[outbox] keep_delivered` (and of the CRM-rule records they leave behind).
 //! - [`callbacks`]: result callbacks: each finished call's record, signed (HMAC-SHA256),
 //!   delivered durably to the admin's own HTTPS endpoints (queued with `call.completed`).
 //! - [`recordings`]: call recordings as expiring, unguessable URLs for Flowlu, and the
@@ -61,6 +63,7 @@ pub mod db;
 pub mod doctor;
 pub mod engine;
 pub mod flowlu;
+pub mod housekeeping;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

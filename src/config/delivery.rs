@@ -17,6 +17,7 @@ pub struct OutboxConfig {
     pub retry_after_max: String,
     pub hold_recheck: String,
     pub max_in_flight: u64,
+    pub keep_delivered: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -52,6 +53,11 @@ impl OutboxConfig {
 
     pub fn duration(value: &str) -> Duration {
         parse_duration(value).expect("validated")
+    }
+
+    /// How long delivered events are kept; `None` (`"0s"`) keeps them forever.
+    pub fn keep_delivered(&self) -> Option<Duration> {
+        Some(Self::duration(&self.keep_delivered)).filter(|d| !d.is_zero())
     }
 }
 
@@ -112,6 +118,7 @@ impl Config {
             ("outbox.throttle_floor", &o.throttle_floor),
             ("outbox.retry_after_max", &o.retry_after_max),
             ("outbox.hold_recheck", &o.hold_recheck),
+            ("outbox.keep_delivered", &o.keep_delivered),
         ] {
             if let Err(why) = parse_duration(value) {
                 return bad(key, why);

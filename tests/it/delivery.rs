@@ -337,3 +337,49 @@ async fn failed_events_show_on_the_settings_page_and_can_be_sent_again() {
     all_delivered(&r, 1).await;
     assert_eq!(r.fake.count(&hook), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivered_events_older_than_keep_delivered_are_swept_at_start_up() {
+    let (r, id, _hook) = connected().await;
+    for (n, call) in ["old", "young", "stuck"].iter().enumerate() {
+        add(&r, id, call, "call.init", n);
+    }
+    all_delivered(&r, 3).await;
+    // "old" was delivered 40 days ago, "stuck" failed as long ago.
+    let db = r.app.db();
+    db.execute(
+        "UPDATE outbox SET finished_at = ?1 WHERE call_key IN ('old', 'stuck')",
+        [appliance::outbox::now_ms() - 40 * 86_400_000],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE outbox SET state = 'failed' WHERE call_key = 'stuck'",
+        [],
+    )
+    .unwrap();
+    let attempts = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(attempts(&db), 3);
+
+    let crate::flowlu_support::Rig { app, fake } = r;
+    let r = crate::flowlu_support::Rig {
+        app: app
+            .restart_with(|c| c.outbox.keep_delivered = "30d".into())
+            .await,
+        fake,
+    };
+    eventually(20, "the old delivered event swept", async || {
+        (states(&r).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        states(&r),
+        vec![
+            ("young-1".to_string(), State::Delivered),
+            ("stuck-2".to_string(), State::Failed),
+        ]
+    );
+    assert_eq!(attempts(&r.app.db()), 2, "its attempts went with it");
+}

@@ -312,6 +312,16 @@ pub fn record_created(
     Ok(())
 }
 
+/// Forgets what was created for outbox events that no longer exist (purged): only a retry
+/// of such an event could need the record. Returns how many were removed.
+pub fn prune_created(conn: &Connection) -> Result<usize, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM crm_created
+         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = crm_created.event_id)",
+        [],
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
