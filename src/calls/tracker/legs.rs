@@ -10,7 +10,7 @@ use super::{
 use crate::calls::{Call, CallState, Direction, new_call_id};
 
 impl Tracker {
-    fn update(&self, id: &str, emit: Emit, out: &mut Vec<Update>) {
+    pub(super) fn update(&self, id: &str, emit: Emit, out: &mut Vec<Update>) {
         if let Some(t) = self.calls.get(id)
             && !t.facts.provisional
         {
@@ -344,31 +344,7 @@ impl Tracker {
                 let Some(target) = tr.target.as_deref() else {
                     return;
                 };
-                let Some(leg) = self.legs.get_mut(target) else {
-                    return;
-                };
-                let from = std::mem::replace(&mut leg.call, to.clone());
-                let role = leg.role.clone();
-                if from != to {
-                    if let Some(old) = self.calls.get_mut(&from) {
-                        old.legs.remove(target);
-                    }
-                    if let Some(t) = self.calls.get_mut(&to) {
-                        t.legs.insert(target.to_string());
-                    }
-                }
-                if let Role::Agent(ext) = role
-                    && let Some(t) = self.calls.get_mut(&to)
-                    && t.call.extension.as_deref() != Some(&ext)
-                    && t.call.direction != Direction::Internal
-                {
-                    t.call.extension = Some(ext);
-                    self.update(&to, Emit::State, out);
-                }
-                if from != to && self.calls.get(&from).is_some_and(|c| c.legs.is_empty()) {
-                    // The consultation call has no legs left: it is over.
-                    self.finish(&from, now, None, out);
-                }
+                self.transfer_leg(target, &to, now, out);
             }
         }
     }

@@ -16,8 +16,9 @@
 //!   party answers (the employee for incoming, the customer for outgoing, the callee for
 //!   internal); it ends when its last leg hangs up, and [`status`] decides how.
 //! - An employee dialling a feature code makes a *service* call that is never reported;
-//!   when its leg gets connected to another call (a pickup), it joins that call
-//!   ([`service`]).
+//!   when its leg gets connected to another call (a pickup), it joins that call. A leg
+//!   of an internal call bridged with a customer's call (an attended transfer the PBX
+//!   did not announce as one) joins the customer's call ([`joins`]).
 
 mod rules;
 mod status;
@@ -310,8 +311,10 @@ impl Tracker {
     }
 }
 
+mod joins;
 mod legs;
-mod service;
 
+#[cfg(test)]
+mod join_tests;
 #[cfg(test)]
 mod tests;

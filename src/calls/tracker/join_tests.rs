@@ -1,0 +1,364 @@
+//! Unit tests of calls joining calls ([`super::joins`]) and of what is not a call of its
+//! own: feature codes, pickups, attended transfers seen only as a bridge, and incoming
+//! calls forwarded to an outside number.
+
+use super::tests::{at, hangup, leg, run, tracker};
+use super::*;
+use crate::calls::CallStatus;
+
+#[test]
+fn a_feature_code_alone_is_never_reported() {
+    for (dialled, reported) in [
+        ("*97", None),
+        ("#21", None),
+        ("101", Some((Direction::Internal, "101"))),
+        (
+            "+7 916 123-45-67",
+            Some((Direction::Outgoing, "+79161234567")),
+        ),
+    ] {
+        let mut t = tracker();
+        let updates = run(
+            &mut t,
+            vec![
+                at(
+                    1,
+                    leg(
+                        "a",
+                        "L",
+                        "PJSIP/100-00000001",
+                        Origin::Inbound,
+                        "agents",
+                        dialled,
+                    ),
+                ),
+                at(
+                    2,
+                    Event::Answered {
+                        channel: "a".into(),
+                    },
+                ),
+                at(9, hangup("a", 16)),
+            ],
+        );
+        let Some((direction, phone)) = reported else {
+            assert_eq!(updates, vec![], "{dialled}");
+            assert_eq!(t.live_calls(), 0, "{dialled}: forgotten at its end");
+            continue;
+        };
+        let first = &updates[0];
+        assert_eq!(first.emit, vec![Emit::Init], "{dialled}");
+        assert_eq!(first.call.direction, direction, "{dialled}");
+        assert_eq!(first.call.phone, phone, "{dialled}");
+        let last = updates.last().unwrap();
+        assert_eq!(last.emit, vec![Emit::Completed]);
+        assert_eq!(last.call.answered_at, None, "the PBX answering is no talk");
+    }
+}
+
+/// A customer's call rings 101; 102 dials a pickup code and gets it. `pbx` says how the
+/// PBX shows the pickup: Asterisk answers the caller's dial with the picker's channel
+/// (and bridges them, without naming peers); FreeSWITCH's `intercept` only bridges the
+/// picker with the caller, naming the peer.
+fn pickup(asterisk: bool) -> (Tracker, Vec<Update>) {
+    let mut t = tracker();
+    let mut events = vec![
+        at(
+            10,
+            leg(
+                "c",
+                "L1",
+                "PJSIP/trunk-00000001",
+                Origin::Inbound,
+                "from-trunk",
+                "74950000000",
+            ),
+        ),
+        at(
+            10,
+            leg(
+                "t",
+                "L1",
+                "PJSIP/101-00000002",
+                Origin::Outbound,
+                "agents",
+                "s",
+            ),
+        ),
+        at(
+            11,
+            Event::Ringing {
+                channel: "t".into(),
+            },
+        ),
+        at(
+            14,
+            leg(
+                "p",
+                "L2",
+                "PJSIP/102-00000003",
+                Origin::Inbound,
+                "agents",
+                "*8",
+            ),
+        ),
+        at(
+            14,
+            Event::Answered {
+                channel: "p".into(),
+            },
+        ),
+    ];
+    if asterisk {
+        events.push(at(
+            15,
+            Event::DialEnd {
+                caller: Some("c".into()),
+                callee: "p".into(),
+                status: DialStatus::Answer,
+            },
+        ));
+    }
+    for (channel, peer) in [("c", "p"), ("p", "c")] {
+        events.push(at(
+            15,
+            Event::Bridged {
+                channel: channel.into(),
+                bridge: "B1".into(),
+                peer: (!asterisk).then(|| peer.into()),
+            },
+        ));
+    }
+    events.extend([
+        at(15, hangup("t", 26)),
+        at(40, hangup("c", 16)),
+        at(40, hangup("p", 16)),
+    ]);
+    let updates = run(&mut t, events);
+    (t, updates)
+}
+
+#[test]
+fn the_employee_who_picks_up_a_ringing_call_is_the_one_who_talked() {
+    for asterisk in [true, false] {
+        let (t, updates) = pickup(asterisk);
+        let kinds: Vec<(Emit, Option<String>)> = updates
+            .iter()
+            .map(|u| (u.emit[0], u.call.extension.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Emit::Init, None),
+                (Emit::State, Some("101".into())),
+                (Emit::Connected, Some("102".into())),
+                (Emit::Completed, Some("102".into())),
+            ],
+            "asterisk: {asterisk}"
+        );
+        let id = &updates[0].call.id;
+        assert!(updates.iter().all(|u| &u.call.id == id), "one call only");
+        let done = &updates[3].call;
+        assert_eq!(done.direction, Direction::Incoming);
+        assert_eq!(done.status, Some(CallStatus::Answered));
+        assert_eq!((done.wait, done.duration), (Some(5), Some(25)));
+        assert_eq!(t.live_calls(), 0);
+    }
+}
+
+#[test]
+fn an_incoming_call_forwarded_outside_and_answered_there_was_answered() {
+    let mut t = tracker();
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                10,
+                leg(
+                    "c",
+                    "L1",
+                    "PJSIP/trunk-00000001",
+                    Origin::Inbound,
+                    "from-trunk",
+                    "74950000000",
+                ),
+            ),
+            // The PBX's own answer (an IVR, a greeting) is no talk.
+            at(
+                10,
+                Event::Answered {
+                    channel: "c".into(),
+                },
+            ),
+            at(
+                12,
+                leg(
+                    "t",
+                    "L1",
+                    "PJSIP/101-00000002",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                12,
+                Event::Ringing {
+                    channel: "t".into(),
+                },
+            ),
+            at(
+                32,
+                Event::DialEnd {
+                    caller: Some("c".into()),
+                    callee: "t".into(),
+                    status: DialStatus::NoAnswer,
+                },
+            ),
+            at(32, hangup("t", 19)),
+            // 101's no-answer forward: the PBX dials the employee's mobile on the trunk.
+            at(
+                32,
+                leg(
+                    "f",
+                    "L1",
+                    "PJSIP/trunk-00000003",
+                    Origin::Outbound,
+                    "from-internal",
+                    "79990001122",
+                ),
+            ),
+            at(
+                36,
+                Event::Answered {
+                    channel: "f".into(),
+                },
+            ),
+            at(60, hangup("f", 16)),
+            at(60, hangup("c", 16)),
+        ],
+    );
+    let kinds: Vec<(Emit, Option<String>)> = updates
+        .iter()
+        .map(|u| (u.emit[0], u.call.extension.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Emit::Init, None),
+            (Emit::State, Some("101".into())),
+            (Emit::Connected, Some("101".into())),
+            (Emit::Completed, Some("101".into())),
+        ]
+    );
+    let done = &updates[3].call;
+    assert_eq!(done.status, Some(CallStatus::Answered));
+    assert_eq!(done.phone, "79161234567", "the caller, not the mobile");
+    assert_eq!((done.wait, done.duration), (Some(26), Some(24)));
+}
+
+#[test]
+fn a_consultation_leg_bridged_with_the_customer_is_an_attended_transfer() {
+    // What FreeSWITCH shows: 101 talks to the customer, calls 102, and transfers; 101's
+    // two legs hang up and the customer is bridged with 102's leg, peer named.
+    let mut t = tracker();
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                10,
+                leg(
+                    "c",
+                    "L1",
+                    "PJSIP/trunk-00000001",
+                    Origin::Inbound,
+                    "from-trunk",
+                    "74950000000",
+                ),
+            ),
+            at(
+                10,
+                leg(
+                    "a",
+                    "L1",
+                    "PJSIP/101-00000002",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                12,
+                Event::Answered {
+                    channel: "a".into(),
+                },
+            ),
+            at(
+                20,
+                leg(
+                    "b",
+                    "L2",
+                    "PJSIP/101-00000003",
+                    Origin::Inbound,
+                    "agents",
+                    "102",
+                ),
+            ),
+            at(
+                20,
+                leg(
+                    "x",
+                    "L2",
+                    "PJSIP/102-00000004",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                22,
+                Event::Answered {
+                    channel: "x".into(),
+                },
+            ),
+            at(30, hangup("a", 16)),
+            at(30, hangup("b", 16)),
+            at(
+                30,
+                Event::Bridged {
+                    channel: "c".into(),
+                    bridge: "X1".into(),
+                    peer: Some("x".into()),
+                },
+            ),
+            at(50, hangup("x", 16)),
+            at(50, hangup("c", 16)),
+        ],
+    );
+    let seen: Vec<(Emit, Direction, Option<String>)> = updates
+        .iter()
+        .map(|u| (u.emit[0], u.call.direction, u.call.extension.clone()))
+        .collect();
+    let ext = |e: &str| Some(e.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            (Emit::Init, Direction::Incoming, None),
+            (Emit::Connected, Direction::Incoming, ext("101")),
+            (Emit::Init, Direction::Internal, ext("101")),
+            (Emit::Connected, Direction::Internal, ext("101")),
+            (Emit::State, Direction::Incoming, ext("102")),
+            (Emit::Completed, Direction::Internal, ext("101")),
+            (Emit::Completed, Direction::Incoming, ext("102")),
+        ]
+    );
+    let internal = &updates[5].call;
+    assert_eq!(
+        internal.ended_at,
+        Some(30_000),
+        "the consultation ends at the transfer"
+    );
+    let customer = &updates[6].call;
+    assert_eq!(customer.status, Some(CallStatus::Answered));
+    assert_eq!(customer.duration, Some(38));
+}

@@ -1,0 +1,142 @@
+//! Legs of one call connected to legs of another: the tracker's calls follow.
+//!
+//! - **Pickups.** An employee who dials a feature code (`*8` group pickup, `**101` /
+//!   `Pickup()` directed pickup, FreeSWITCH `intercept`) is not on a call of their own
+//!   (a *service* call, never reported). When the PBX connects that leg to a leg of
+//!   another call, by answering a dial with it (Asterisk moves the picker into the
+//!   ringing leg's place, so the caller's `DialEnd` names the picker's channel) or by
+//!   bridging the two, the service call's legs move into that call and, being up
+//!   already, answer it: the employee who picked up is the one reported as having talked.
+//! - **Attended transfers the PBX does not spell out.** When a leg of an internal call
+//!   (the consultation) is bridged with a leg of a customer's call, that leg joins the
+//!   customer's call and, when it is an employee's, becomes its employee; the
+//!   consultation call ends with its last leg. (Asterisk's `AttendedTransfer` names the
+//!   legs and is handled in `legs.rs`; FreeSWITCH only bridges the customer with the
+//!   transfer target.)
+//!
+//! Bridges are known from `Bridged` events: FreeSWITCH names the peer, and Asterisk's
+//! bridge members are remembered per leg.
+
+use super::{Direction, Emit, Role, Tracker, Update};
+
+impl Tracker {
+    /// `channel` joined `bridge`, next to `peer` when the PBX names it.
+    pub(super) fn bridged(
+        &mut self,
+        channel: &str,
+        bridge: &str,
+        peer: Option<&str>,
+        now: i64,
+        out: &mut Vec<Update>,
+    ) {
+        self.promote_leg(channel, out);
+        let Some(leg) = self.legs.get_mut(channel) else {
+            return;
+        };
+        leg.bridge = Some(bridge.to_string());
+        let mut others: Vec<String> = peer.map(str::to_string).into_iter().collect();
+        others.extend(
+            self.legs
+                .iter()
+                .filter(|(id, l)| id.as_str() != channel && l.bridge.as_deref() == Some(bridge))
+                .map(|(id, _)| id.clone()),
+        );
+        for other in others {
+            if !self.join_service(channel, &other, now, out) {
+                self.join_consultation(channel, &other, now, out);
+            }
+        }
+    }
+
+    /// When one of the calls of legs `a` and `b` is a reported internal call and the
+    /// other a reported incoming or outgoing one: an attended transfer.
+    fn join_consultation(&mut self, a: &str, b: &str, now: i64, out: &mut Vec<Update>) {
+        let call_of = |leg: &str| self.legs.get(leg).map(|l| l.call.clone());
+        let (Some(ca), Some(cb)) = (call_of(a), call_of(b)) else {
+            return;
+        };
+        let internal = |id: &str| {
+            self.calls
+                .get(id)
+                .map(|t| (t.call.direction == Direction::Internal, t.facts.provisional))
+        };
+        let (leg, to) = match (internal(&ca), internal(&cb)) {
+            (Some((true, false)), Some((false, false))) => (a, cb),
+            (Some((false, false)), Some((true, false))) => (b, ca),
+            _ => return,
+        };
+        self.transfer_leg(leg, &to, now, out);
+    }
+
+    /// An attended transfer: `leg` (the target's, from the consultation call) joins call
+    /// `to`; an employee's leg makes them its employee; the consultation call ends when
+    /// that was its last leg.
+    pub(super) fn transfer_leg(&mut self, leg: &str, to: &str, now: i64, out: &mut Vec<Update>) {
+        let Some(l) = self.legs.get_mut(leg) else {
+            return;
+        };
+        let from = std::mem::replace(&mut l.call, to.to_string());
+        let role = l.role.clone();
+        if from != to {
+            if let Some(old) = self.calls.get_mut(&from) {
+                old.legs.remove(leg);
+            }
+            if let Some(t) = self.calls.get_mut(to) {
+                t.legs.insert(leg.to_string());
+            }
+        }
+        if let Role::Agent(ext) = role
+            && let Some(t) = self.calls.get_mut(to)
+            && t.call.extension.as_deref() != Some(&ext)
+            && t.call.direction != Direction::Internal
+        {
+            t.call.extension = Some(ext);
+            self.update(to, Emit::State, out);
+        }
+        if from != to && self.calls.get(&from).is_some_and(|c| c.legs.is_empty()) {
+            // The consultation call has no legs left: it is over.
+            self.finish(&from, now, None, out);
+        }
+    }
+
+    /// When exactly one of the calls of legs `a` and `b` is a service call, moves it into
+    /// the other and lets its live legs answer there. True when it did.
+    pub(super) fn join_service(
+        &mut self,
+        a: &str,
+        b: &str,
+        now: i64,
+        out: &mut Vec<Update>,
+    ) -> bool {
+        let (Some(ca), Some(cb)) = (
+            self.legs.get(a).map(|l| l.call.clone()),
+            self.legs.get(b).map(|l| l.call.clone()),
+        ) else {
+            return false;
+        };
+        if ca == cb {
+            return false;
+        }
+        let service = |id: &str| self.calls.get(id).is_some_and(|t| t.facts.service);
+        let (from, to) = match (service(&ca), service(&cb)) {
+            (true, false) => (ca, cb),
+            (false, true) => (cb, ca),
+            _ => return false,
+        };
+        let moved: Vec<String> = self
+            .calls
+            .get(&from)
+            .map(|t| t.legs.iter().cloned().collect())
+            .unwrap_or_default();
+        self.merge(&from, &to);
+        let mut up: Vec<String> = moved
+            .into_iter()
+            .filter(|leg| self.legs.get(leg).is_some_and(|l| l.up))
+            .collect();
+        up.sort();
+        for leg in up {
+            self.answered(&leg, now, out);
+        }
+        true
+    }
+}
