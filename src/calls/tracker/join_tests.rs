@@ -362,3 +362,82 @@ fn a_consultation_leg_bridged_with_the_customer_is_an_attended_transfer() {
     assert_eq!(customer.status, Some(CallStatus::Answered));
     assert_eq!(customer.duration, Some(38));
 }
+
+#[test]
+fn a_queue_agent_leg_originated_on_its_own_joins_the_caller_it_is_bridged_with() {
+    // FreeSWITCH mod_callcenter / fifo: the caller waits (answered by the queue, music on
+    // hold); the queue originates 101 as a call of its own and bridges it to the caller.
+    let mut t = tracker();
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                10,
+                leg(
+                    "c",
+                    "Y",
+                    "PJSIP/trunk-00000001",
+                    Origin::Inbound,
+                    "from-trunk",
+                    "74950000000",
+                ),
+            ),
+            at(
+                10,
+                Event::Answered {
+                    channel: "c".into(),
+                },
+            ),
+            at(
+                15,
+                leg(
+                    "a",
+                    "X",
+                    "PJSIP/101-00000002",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                15,
+                Event::Ringing {
+                    channel: "a".into(),
+                },
+            ),
+            at(
+                18,
+                Event::Answered {
+                    channel: "a".into(),
+                },
+            ),
+            at(
+                18,
+                Event::Bridged {
+                    channel: "a".into(),
+                    bridge: "a".into(),
+                    peer: Some("c".into()),
+                },
+            ),
+            at(48, hangup("c", 16)),
+            at(48, hangup("a", 16)),
+        ],
+    );
+    let seen: Vec<(Emit, Option<String>)> = updates
+        .iter()
+        .map(|u| (u.emit[0], u.call.extension.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Emit::Init, None),
+            (Emit::Connected, Some("101".into())),
+            (Emit::Completed, Some("101".into())),
+        ]
+    );
+    let done = &updates[2].call;
+    assert_eq!(done.direction, Direction::Incoming);
+    assert_eq!(done.status, Some(CallStatus::Answered));
+    assert_eq!((done.wait, done.duration), (Some(8), Some(30)));
+    assert_eq!(t.live_calls(), 0);
+}

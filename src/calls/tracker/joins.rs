@@ -117,7 +117,13 @@ impl Tracker {
         if ca == cb {
             return false;
         }
-        let service = |id: &str| self.calls.get(id).is_some_and(|t| t.facts.service);
+        // Never reported on its own: a feature code's call, or an originate that so far
+        // only rang an employee (a FreeSWITCH queue's agent leg, bridged to its caller).
+        let service = |id: &str| {
+            self.calls
+                .get(id)
+                .is_some_and(|t| t.facts.service || (t.facts.provisional && t.facts.agent_only))
+        };
         let (from, to) = match (service(&ca), service(&cb)) {
             (true, false) => (ca, cb),
             (false, true) => (cb, ca),

@@ -101,8 +101,11 @@ impl Tracker {
             }
             (Role::Agent(ext), Origin::Outbound) => {
                 // The PBX rings an employee first: an originate (perhaps ours, tagged a
-                // moment later). Report nothing until it is clearly a call of its own.
+                // moment later; or a queue's, FreeSWITCH mod_callcenter / fifo, to be
+                // bridged with a waiting caller). Report nothing until it is clearly a
+                // call of its own: it dials someone.
                 facts.provisional = true;
+                facts.agent_only = true;
                 facts.caller_agent = Some(ext.clone());
                 (
                     Direction::Outgoing,
@@ -171,18 +174,53 @@ impl Tracker {
         id
     }
 
-    /// A provisional call whose leg rings, is dialled or answers is a call of its own.
+    /// A provisional call whose leg rings, is dialled or answers is a call of its own;
+    /// one that so far only rang an employee becomes one only once someone is dialled.
     pub(super) fn promote_leg(&mut self, channel: &str, out: &mut Vec<Update>) {
-        let Some(id) = self.legs.get(channel).map(|l| l.call.clone()) else {
+        self.promote(channel, false, out);
+    }
+
+    fn promote(&mut self, channel: &str, dialled: bool, out: &mut Vec<Update>) {
+        let Some(leg) = self.legs.get(channel) else {
             return;
         };
+        let (id, agent) = (leg.call.clone(), matches!(leg.role, Role::Agent(_)));
         if let Some(t) = self.calls.get_mut(&id)
             && t.facts.provisional
             && !t.facts.service
+            && (dialled || !(t.facts.agent_only && agent))
         {
             t.facts.provisional = false;
+            t.facts.agent_only = false;
             self.update(&id, Emit::Init, out);
         }
+    }
+
+    /// The PBX dials `callee` (`dial_string` as the dialplan wrote it).
+    pub(super) fn dial_begin(&mut self, callee: &str, dial_string: &str, out: &mut Vec<Update>) {
+        if let Some(leg) = self.legs.get(callee)
+            && let Some(t) = self.calls.get_mut(&leg.call)
+        {
+            match &leg.role {
+                // An originate's employee dials a colleague: an internal call.
+                Role::Agent(ext)
+                    if t.facts.agent_only
+                        && t.facts.provisional
+                        && t.facts.caller_agent.as_ref() != Some(ext) =>
+                {
+                    t.call.direction = Direction::Internal;
+                    t.call.phone = ext.clone();
+                }
+                // A trunk leg shows no number; the dial string does (`89161234567@trunk`).
+                Role::Customer(_)
+                    if t.call.phone.is_empty() && t.call.direction == Direction::Outgoing =>
+                {
+                    t.call.phone = super::rules::dialled_number(dial_string);
+                }
+                _ => {}
+            }
+        }
+        self.promote(callee, true, out);
     }
 
     /// Our call id showed up on a leg: that leg's call is the click-to-call `call_id`.

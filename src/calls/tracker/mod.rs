@@ -11,7 +11,9 @@
 //! - A click-to-call is [`adopt`](Tracker::adopt)ed before the PBX starts it and claims
 //!   the legs that carry its id (the `CRM_CALL_ID` variable) or the agent channel id the
 //!   PBX promised. A leg the PBX originated for someone else stays *provisional* (nothing
-//!   reported) until it is clearly not ours: it rings, is dialled, or answers.
+//!   reported) until it is clearly a call of its own: a customer's leg rings, is dialled
+//!   or answers; an employee's leg dials someone (ringing or answering alone is not
+//!   enough: a queue's agent leg is then bridged into its caller's call, [`joins`]).
 //! - Direction comes from the first leg ([`rules`]); the call is connected when the right
 //!   party answers (the employee for incoming, the customer for outgoing, the callee for
 //!   internal); it ends when its last leg hangs up, and [`status`] decides how.
@@ -91,6 +93,8 @@ struct Facts {
     last_cause: Option<(u16, String)>,
     /// Nothing reported yet: a PBX originate that may still turn out to be ours.
     provisional: bool,
+    /// Opened by the PBX ringing an employee (an originate), nobody dialled yet.
+    agent_only: bool,
     /// An employee dialled a feature code (`*97`, `*8`): never reported on its own; its
     /// leg joins the call it is connected to (a pickup).
     service: bool,
@@ -256,7 +260,11 @@ impl Tracker {
             Event::ChannelCreated(ch) => self.created(ch, now, &mut out),
             Event::CallTagged { channel, call_id } => self.tagged(channel, call_id, &mut out),
             Event::Ringing { channel } => self.ringing(channel, &mut out),
-            Event::DialBegin { callee, .. } => self.promote_leg(callee, &mut out),
+            Event::DialBegin {
+                callee,
+                dial_string,
+                ..
+            } => self.dial_begin(callee, dial_string, &mut out),
             Event::DialEnd {
                 caller,
                 callee,

@@ -130,6 +130,28 @@ pub fn is_feature_code(dialled: &str) -> bool {
     d.len() > 1 && (d.starts_with('*') || d.starts_with('#'))
 }
 
+/// The number in a dial string, when it names one: `89161234567@trunk`,
+/// `trunk/sip:+79161234567@host`, `sofia/gateway/trunk/89161234567`. Empty when the
+/// string holds no phone number (an endpoint name, an extension's `101`).
+pub fn dialled_number(dial_string: &str) -> String {
+    let s = dial_string.trim();
+    let s = s.rsplit('/').next().unwrap_or(s);
+    let s = ["sip:", "sips:", "tel:"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s);
+    let user = s.split(['@', ';', '^', ',']).next().unwrap_or("");
+    let digits = user.bytes().filter(u8::is_ascii_digit).count();
+    let plain = user
+        .char_indices()
+        .all(|(i, c)| c.is_ascii_digit() || (c == '+' && i == 0));
+    if plain && digits >= 7 {
+        user.to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// Keeps only what a phone number is made of: digits and a leading `+`.
 pub fn clean_number(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -165,6 +187,23 @@ mod tests {
             local: name.starts_with("Local/") || name.starts_with("loopback/"),
             endpoint: endpoint.map(str::to_string),
             ..Channel::default()
+        }
+    }
+
+    #[test]
+    fn dial_strings_give_their_number_when_they_hold_one() {
+        for (dial, number) in [
+            ("89161234567@trunk", "89161234567"),
+            ("trunk/sip:+79161234567@provider.example", "+79161234567"),
+            ("sofia/gateway/trunk/89161234567", "89161234567"),
+            ("79161234567@pstn-sim", "79161234567"),
+            ("101", ""),
+            ("101@agents", ""),
+            ("trunk", ""),
+            ("trunk/sip:alice@example.com", ""),
+            ("", ""),
+        ] {
+            assert_eq!(dialled_number(dial), number, "{dial}");
         }
     }
 

@@ -173,49 +173,156 @@ fn an_attended_transfer_reports_the_employee_who_finally_talked() {
 }
 
 #[test]
-fn an_originate_that_is_not_ours_is_reported_once_it_rings() {
+fn an_originate_that_is_not_ours_is_reported_once_it_dials_someone() {
+    // Another tool's click-to-call: the PBX rings 100, who answers; the dialplan then
+    // dials the customer on the trunk (whose channel shows no number: the dial string
+    // does).
     let mut t = tracker();
-    let updates = run(
-        &mut t,
-        vec![at(
-            1,
-            leg(
-                "x",
-                "X",
-                "PJSIP/100-00000009",
-                Origin::Outbound,
-                "agents",
-                "s",
-            ),
-        )],
-    );
-    assert!(updates.is_empty(), "provisional: nothing reported yet");
-    let updates = run(
-        &mut t,
-        vec![at(
-            2,
-            Event::Ringing {
-                channel: "x".into(),
-            },
-        )],
-    );
-    assert_eq!(updates[0].emit, vec![Emit::Init]);
-    // One that never rings or answers is dialplan noise: never reported.
-    let updates = run(
+    let quiet = run(
         &mut t,
         vec![
             at(
-                3,
+                1,
                 leg(
-                    "y",
-                    "Y",
-                    "PJSIP/101-0000000a",
+                    "x",
+                    "X",
+                    "PJSIP/100-00000009",
                     Origin::Outbound,
                     "agents",
                     "s",
                 ),
             ),
-            at(4, hangup("y", 16)),
+            at(
+                2,
+                Event::Ringing {
+                    channel: "x".into(),
+                },
+            ),
+            at(
+                4,
+                Event::Answered {
+                    channel: "x".into(),
+                },
+            ),
+        ],
+    );
+    assert_eq!(quiet, vec![], "ringing an employee alone is not a call yet");
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                5,
+                leg(
+                    "c",
+                    "X",
+                    "PJSIP/trunk-0000000b",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                5,
+                Event::DialBegin {
+                    caller: Some("x".into()),
+                    callee: "c".into(),
+                    dial_string: "89161234567@trunk".into(),
+                },
+            ),
+            at(
+                9,
+                Event::Answered {
+                    channel: "c".into(),
+                },
+            ),
+            at(20, hangup("c", 16)),
+            at(20, hangup("x", 16)),
+        ],
+    );
+    let emits: Vec<Emit> = updates.iter().map(|u| u.emit[0]).collect();
+    assert_eq!(emits, [Emit::Init, Emit::Connected, Emit::Completed]);
+    let init = &updates[0].call;
+    assert_eq!(
+        (
+            init.direction,
+            init.phone.as_str(),
+            init.extension.as_deref()
+        ),
+        (Direction::Outgoing, "89161234567", Some("100"))
+    );
+    assert_eq!(updates[2].call.status, Some(CallStatus::Answered));
+
+    // One that dials a colleague is an internal call.
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                30,
+                leg(
+                    "y",
+                    "Y",
+                    "PJSIP/100-0000000c",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                31,
+                Event::Answered {
+                    channel: "y".into(),
+                },
+            ),
+            at(
+                31,
+                leg(
+                    "z",
+                    "Y",
+                    "PJSIP/101-0000000d",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                31,
+                Event::DialBegin {
+                    caller: Some("y".into()),
+                    callee: "z".into(),
+                    dial_string: "101".into(),
+                },
+            ),
+        ],
+    );
+    assert_eq!(updates[0].emit, vec![Emit::Init]);
+    assert_eq!(
+        (updates[0].call.direction, updates[0].call.phone.as_str()),
+        (Direction::Internal, "101")
+    );
+
+    // One that never dials anyone (a wake-up call, paging, an unanswered originate) is
+    // never reported.
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                40,
+                leg(
+                    "w",
+                    "W",
+                    "PJSIP/102-0000000e",
+                    Origin::Outbound,
+                    "agents",
+                    "s",
+                ),
+            ),
+            at(
+                41,
+                Event::Ringing {
+                    channel: "w".into(),
+                },
+            ),
+            at(60, hangup("w", 19)),
         ],
     );
     assert!(updates.is_empty());
