@@ -11,6 +11,7 @@ pub struct CallsConfig {
     pub extension_max_digits: u64,
     pub trunk_endpoints: Vec<String>,
     pub inbound_contexts: Vec<String>,
+    pub outbound_prefixes: Vec<String>,
 }
 
 impl Config {
@@ -35,6 +36,16 @@ impl Config {
             {
                 return Err(sources.error(key, format!("{bad:?} is not a name")));
             }
+        }
+        if let Some(bad) = c
+            .outbound_prefixes
+            .iter()
+            .find(|p| p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(sources.error(
+                "calls.outbound_prefixes",
+                format!("{bad:?} is not an outside-line prefix (1 to 4 digits, such as \"9\")"),
+            ));
         }
         Ok(())
     }

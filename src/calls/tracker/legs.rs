@@ -97,6 +97,10 @@ impl Tracker {
                 } else {
                     Direction::Outgoing
                 };
+                let dialled = match direction {
+                    Direction::Outgoing => self.rules.strip_outbound_prefix(&dialled),
+                    _ => dialled,
+                };
                 (direction, dialled, String::new(), Some(ext.clone()))
             }
             (Role::Agent(ext), Origin::Outbound) => {

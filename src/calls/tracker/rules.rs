@@ -18,6 +18,8 @@ pub struct Rules {
     max: usize,
     trunks: HashSet<String>,
     inbound_contexts: HashSet<String>,
+    /// Longest first.
+    prefixes: Vec<String>,
 }
 
 /// What a leg stands for.
@@ -38,7 +40,27 @@ impl Rules {
             max: c.extension_max_digits as usize,
             trunks: c.trunk_endpoints.iter().cloned().collect(),
             inbound_contexts: c.inbound_contexts.iter().cloned().collect(),
+            prefixes: {
+                let mut p = c.outbound_prefixes.clone();
+                p.sort_by_key(|p| std::cmp::Reverse(p.len()));
+                p
+            },
         }
+    }
+
+    /// What an employee dialled without the outside-line prefix (`[calls]
+    /// outbound_prefixes`), when what is left is longer than an extension.
+    pub fn strip_outbound_prefix(&self, dialled: &str) -> String {
+        let digits = dialled.strip_prefix('+').is_none();
+        for p in &self.prefixes {
+            if digits
+                && let Some(rest) = dialled.strip_prefix(p.as_str())
+                && rest.len() > self.max
+            {
+                return rest.to_string();
+            }
+        }
+        dialled.to_string()
     }
 
     /// True for an employee's extension such as `100` or `1001`.
@@ -188,6 +210,28 @@ mod tests {
             endpoint: endpoint.map(str::to_string),
             ..Channel::default()
         }
+    }
+
+    #[test]
+    fn outside_line_prefixes_are_cut_from_numbers_not_from_extensions() {
+        let mut c = crate::config::Config::defaults().calls;
+        c.outbound_prefixes = vec!["9".into(), "90".into()];
+        let r = Rules::new(&c);
+        for (dialled, number) in [
+            ("989161234567", "89161234567"),
+            ("9089161234567", "89161234567"),
+            ("9101", "9101"),
+            ("9123456", "9123456"),
+            ("91234567", "1234567"),
+            ("+79161234567", "+79161234567"),
+            ("89161234567", "89161234567"),
+        ] {
+            assert_eq!(r.strip_outbound_prefix(dialled), number, "{dialled}");
+        }
+        assert_eq!(
+            rules().strip_outbound_prefix("989161234567"),
+            "989161234567"
+        );
     }
 
     #[test]

@@ -511,3 +511,46 @@ fn agent_busy_and_customer_channel_answer_queries() {
     let id = t.call_of_channel("a").unwrap().id.clone();
     assert_eq!(t.customer_channel(&id).as_deref(), Some("c"));
 }
+
+#[test]
+fn the_outside_line_prefix_is_not_part_of_the_customers_number() {
+    let mut calls = crate::config::Config::defaults().calls;
+    calls.outbound_prefixes = vec!["9".into()];
+    let mut t = Tracker::new(&calls);
+    let updates = run(
+        &mut t,
+        vec![at(
+            1,
+            leg(
+                "a",
+                "L",
+                "PJSIP/100-00000001",
+                Origin::Inbound,
+                "agents",
+                "989161234567",
+            ),
+        )],
+    );
+    assert_eq!(updates[0].emit, vec![Emit::Init]);
+    assert_eq!(updates[0].call.direction, Direction::Outgoing);
+    assert_eq!(updates[0].call.phone, "89161234567");
+    // Internal calls keep what was dialled, prefix-shaped or not.
+    let updates = run(
+        &mut t,
+        vec![at(
+            2,
+            leg(
+                "b",
+                "M",
+                "PJSIP/100-00000002",
+                Origin::Inbound,
+                "agents",
+                "9101",
+            ),
+        )],
+    );
+    assert_eq!(
+        (updates[0].call.direction, updates[0].call.phone.as_str()),
+        (Direction::Internal, "9101")
+    );
+}
