@@ -7,6 +7,10 @@
 //!   ringing leg's place, so the caller's `DialEnd` names the picker's channel) or by
 //!   bridging the two, the service call's legs move into that call and, being up
 //!   already, answer it: the employee who picked up is the one reported as having talked.
+//! - **Queue agents called on their own.** FreeSWITCH `mod_callcenter` and `fifo`
+//!   originate the agent's leg as a call of its own (provisional: it only rang an
+//!   employee) and bridge it with the waiting caller: it joins the caller's call the same
+//!   way.
 //! - **Attended transfers the PBX does not spell out.** When a leg of an internal call
 //!   (the consultation) is bridged with a leg of a customer's call, that leg joins the
 //!   customer's call and, when it is an employee's, becomes its employee; the
