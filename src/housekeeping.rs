@@ -70,13 +70,7 @@ mod tests {
     fn delivered_events_go_after_keep_and_pending_failed_and_young_ones_stay() {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         crate::db::migrate::migrate(&mut c, crate::db::migrate::MIGRATIONS).unwrap();
-        c.execute(
-            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                 app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
-             VALUES (1, 'flowlu', 'a', 'app', 'a.flowlu.com', '1', 'p', 10, 's', 0, 0)",
-            [],
-        )
-        .unwrap();
+        crate::db::add_test_integration(&c, 1).unwrap();
         for (n, state, finished) in [
             (1, "delivered", Some(1_000)),
             (2, "delivered", Some(9_000)),

@@ -430,13 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("a.db")).unwrap();
         db.with_conn(|c| {
-            c.execute(
-                "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                     app_version, placement_id, ratelimit, webhook_secret, created_at,
-                     updated_at)
-                 VALUES (1, 'flowlu.com', 1, 'a', 'x.flowlu.com', '1', 'p', 5, 's', 0, 0)",
-                [],
-            )?;
+            crate::db::add_test_integration(c, 1)?;
             let cb = add(c, 1, "https://h.example/", None, "whsec_x")?.unwrap();
             crate::calls::store::save(c, &call("c1"), 0)?;
             set_call_uuid(c, "c1", "order-1")?;

@@ -203,13 +203,7 @@ mod tests {
         let db = Db::open(&dir.path().join("a.db")).unwrap();
         db.with_conn(|c| {
             for id in [1, 2] {
-                c.execute(
-                    "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                         app_version, placement_id, ratelimit, webhook_secret, created_at,
-                         updated_at)
-                     VALUES (?1, 'flowlu.com', ?1, 'a', 'x.flowlu.com', '1', 'p', 5, 's', 0, 0)",
-                    [id],
-                )?;
+                crate::db::add_test_integration(c, id)?;
             }
             let mut a = call("a", 1, 1_000);
             a.crm_call_id = Some("crm-42".into());

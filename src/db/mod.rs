@@ -198,6 +198,19 @@ fn create_private(path: &Path) -> Result<(), DbError> {
     }
 }
 
+/// Unit tests: a bare Flowlu account row `id` (account id `id`, domain
+/// `test.flowlu.com`, rate limit 16) for the tables that refer to one.
+#[cfg(test)]
+pub(crate) fn add_test_integration(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+             app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
+         VALUES (?1, 'flowlu.com', ?1, 'app', 'test.flowlu.com', '1', 'p', 16, 's', 0, 0)",
+        [id],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;

@@ -113,14 +113,7 @@ mod tests {
         conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
         super::super::migrate::migrate(&mut conn, super::super::migrate::MIGRATIONS).unwrap();
         for id in [1, 2] {
-            conn.execute(
-                "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                     app_version, placement_id, ratelimit, webhook_secret, created_at,
-                     updated_at) VALUES (?1, 'flowlu.com', ?1, 'app', 'a.flowlu.com', '1',
-                     'p', 5, 's', 0, 0)",
-                [id],
-            )
-            .unwrap();
+            crate::db::add_test_integration(&conn, id).unwrap();
         }
         assert_eq!(load(&conn).unwrap(), None);
         assert!(may_edit(&conn, 2).unwrap());

@@ -54,13 +54,7 @@ mod tests {
     fn db(country: &str) -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
         crate::db::migrate::migrate(&mut c, crate::db::migrate::MIGRATIONS).unwrap();
-        c.execute(
-            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                 app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
-             VALUES (1, 'flowlu', 'a', 'app', 'a.flowlu.com', '1', 'p', 10, 's', 0, 0)",
-            [],
-        )
-        .unwrap();
+        crate::db::add_test_integration(&c, 1).unwrap();
         c.execute(
             "INSERT INTO flowlu_settings (integration_id, default_country_code, updated_at)
              VALUES (1, ?1, 0)",

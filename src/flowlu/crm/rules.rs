@@ -111,19 +111,9 @@ mod tests {
     fn db() -> (tempfile::TempDir, Db, i64) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let id = db
-            .with_conn(|c| {
-                c.execute(
-                    "INSERT INTO flowlu_integrations (platform, account_id, app_id, domain,
-                         app_version, placement_id, ratelimit, webhook_secret, created_at,
-                         updated_at)
-                     VALUES ('flowlu.com', 'a', 'app', 'a.flowlu.com', '1', 'p', 5, 's', 0, 0)",
-                    [],
-                )?;
-                Ok::<_, DbError>(c.last_insert_rowid())
-            })
+        db.with_conn(|c| Ok::<_, DbError>(crate::db::add_test_integration(c, 1)?))
             .unwrap();
-        (dir, db, id)
+        (dir, db, 1)
     }
 
     fn call(direction: Direction, status: CallStatus) -> Call {

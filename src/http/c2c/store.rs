@@ -123,12 +123,11 @@ mod tests {
         let mut c = Connection::open_in_memory().unwrap();
         c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
         crate::db::migrate::migrate(&mut c, crate::db::migrate::MIGRATIONS).unwrap();
+        for id in [1, 2] {
+            crate::db::add_test_integration(&c, id).unwrap();
+        }
         c.execute_batch(
-            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain, app_version,
-                 placement_id, ratelimit, webhook_secret, created_at, updated_at)
-             VALUES (1, 'flowlu', 'a', 'app', 'a.flowlu.com', '1', 'p', 10, 's1', 0, 0),
-                    (2, 'flowlu', 'b', 'app', 'b.flowlu.com', '1', 'p', 10, 's2', 0, 0);
-             UPDATE flowlu_integrations SET telephony_uuid = 'ch-' || id;
+            "UPDATE flowlu_integrations SET telephony_uuid = 'ch-' || id;
              INSERT INTO flowlu_users (integration_id, user_id, created_at, updated_at)
              VALUES (1, '17', 0, 0), (1, '101', 0, 0), (1, '5', 0, 0);
              INSERT INTO flowlu_extensions (integration_id, user_id, extension, updated_at)

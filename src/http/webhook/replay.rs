@@ -362,17 +362,8 @@ mod tests {
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("a.db")).unwrap();
-        db.with_conn(|c| {
-            c.execute(
-                "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                     app_version, placement_id, ratelimit, webhook_secret, created_at,
-                     updated_at)
-                 VALUES (1, 'flowlu.com', '1', 'a', 'x.flowlu.com', '1', 'p', 5, 's', 0, 0)",
-                [],
-            )?;
-            Ok::<_, DbError>(())
-        })
-        .unwrap();
+        db.with_conn(|c| Ok::<_, DbError>(crate::db::add_test_integration(c, 1)?))
+            .unwrap();
         (dir, db)
     }
 
@@ -413,13 +404,7 @@ mod tests {
             assert!(matches!(claim(c, 1, &k2, "next-boot", hour)?, Claim::Mine));
             assert!(matches!(claim(c, 1, &k2, "next-boot", hour)?, Claim::Wait));
             // Another account's keys are its own.
-            c.execute(
-                "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                     app_version, placement_id, ratelimit, webhook_secret, created_at,
-                     updated_at)
-                 VALUES (2, 'flowlu.com', '2', 'a', 'y.flowlu.com', '1', 'p', 5, 's', 0, 0)",
-                [],
-            )?;
+            crate::db::add_test_integration(c, 2)?;
             assert!(matches!(claim(c, 2, &k, "me", hour)?, Claim::Mine));
             // Expired answers are forgotten.
             c.execute("UPDATE webhook_requests SET created_at = 0", [])?;

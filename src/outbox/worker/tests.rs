@@ -96,16 +96,8 @@ struct Setup {
 
 /// Inserts a bare Flowlu account row so outbox rows can refer to it.
 pub(crate) fn make_integration(db: &Db, id: i64) {
-    db.with_conn(|c| {
-        c.execute(
-            "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
-                 app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
-             VALUES (?1, 'flowlu.com', ?1, 'app', 'test.flowlu.com', '1', 'p', 16, 's', 0, 0)",
-            [id],
-        )?;
-        Ok::<_, crate::db::DbError>(())
-    })
-    .unwrap();
+    db.with_conn(|c| Ok::<_, crate::db::DbError>(crate::db::add_test_integration(c, id)?))
+        .unwrap();
 }
 
 fn setup(schedule_ms: &[u64]) -> Setup {
