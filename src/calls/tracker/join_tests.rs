@@ -2,7 +2,7 @@
 //! own: feature codes, pickups, attended transfers seen only as a bridge, and incoming
 //! calls forwarded to an outside number.
 
-use super::tests::{at, hangup, leg, run, tracker};
+use super::tests::{agent_out, at, customer_in, hangup, leg, run, tracker};
 use super::*;
 use crate::calls::CallStatus;
 
@@ -63,28 +63,8 @@ fn a_feature_code_alone_is_never_reported() {
 fn pickup(asterisk: bool) -> (Tracker, Vec<Update>) {
     let mut t = tracker();
     let mut events = vec![
-        at(
-            10,
-            leg(
-                "c",
-                "L1",
-                "PJSIP/trunk-00000001",
-                Origin::Inbound,
-                "from-trunk",
-                "74950000000",
-            ),
-        ),
-        at(
-            10,
-            leg(
-                "t",
-                "L1",
-                "PJSIP/101-00000002",
-                Origin::Outbound,
-                "agents",
-                "s",
-            ),
-        ),
+        at(10, customer_in("c", "L1")),
+        at(10, agent_out("t", "L1", "PJSIP/101-00000002")),
         at(
             11,
             Event::Ringing {
@@ -172,17 +152,7 @@ fn an_incoming_call_forwarded_outside_and_answered_there_was_answered() {
     let updates = run(
         &mut t,
         vec![
-            at(
-                10,
-                leg(
-                    "c",
-                    "L1",
-                    "PJSIP/trunk-00000001",
-                    Origin::Inbound,
-                    "from-trunk",
-                    "74950000000",
-                ),
-            ),
+            at(10, customer_in("c", "L1")),
             // The PBX's own answer (an IVR, a greeting) is no talk.
             at(
                 10,
@@ -190,17 +160,7 @@ fn an_incoming_call_forwarded_outside_and_answered_there_was_answered() {
                     channel: "c".into(),
                 },
             ),
-            at(
-                12,
-                leg(
-                    "t",
-                    "L1",
-                    "PJSIP/101-00000002",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(12, agent_out("t", "L1", "PJSIP/101-00000002")),
             at(
                 12,
                 Event::Ringing {
@@ -265,28 +225,8 @@ fn a_consultation_leg_bridged_with_the_customer_is_an_attended_transfer() {
     let updates = run(
         &mut t,
         vec![
-            at(
-                10,
-                leg(
-                    "c",
-                    "L1",
-                    "PJSIP/trunk-00000001",
-                    Origin::Inbound,
-                    "from-trunk",
-                    "74950000000",
-                ),
-            ),
-            at(
-                10,
-                leg(
-                    "a",
-                    "L1",
-                    "PJSIP/101-00000002",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(10, customer_in("c", "L1")),
+            at(10, agent_out("a", "L1", "PJSIP/101-00000002")),
             at(
                 12,
                 Event::Answered {
@@ -304,17 +244,7 @@ fn a_consultation_leg_bridged_with_the_customer_is_an_attended_transfer() {
                     "102",
                 ),
             ),
-            at(
-                20,
-                leg(
-                    "x",
-                    "L2",
-                    "PJSIP/102-00000004",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(20, agent_out("x", "L2", "PJSIP/102-00000004")),
             at(
                 22,
                 Event::Answered {
@@ -371,34 +301,14 @@ fn a_queue_agent_leg_originated_on_its_own_joins_the_caller_it_is_bridged_with()
     let updates = run(
         &mut t,
         vec![
-            at(
-                10,
-                leg(
-                    "c",
-                    "Y",
-                    "PJSIP/trunk-00000001",
-                    Origin::Inbound,
-                    "from-trunk",
-                    "74950000000",
-                ),
-            ),
+            at(10, customer_in("c", "Y")),
             at(
                 10,
                 Event::Answered {
                     channel: "c".into(),
                 },
             ),
-            at(
-                15,
-                leg(
-                    "a",
-                    "X",
-                    "PJSIP/101-00000002",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(15, agent_out("a", "X", "PJSIP/101-00000002")),
             at(
                 15,
                 Event::Ringing {

@@ -42,6 +42,23 @@ pub(super) fn leg(
     })
 }
 
+/// A customer calling in on the trunk (to the line 74950000000).
+pub(super) fn customer_in(id: &str, call: &str) -> Event {
+    leg(
+        id,
+        call,
+        "PJSIP/trunk-00000001",
+        Origin::Inbound,
+        "from-trunk",
+        "74950000000",
+    )
+}
+
+/// The PBX ringing an employee's phone, `name` such as `PJSIP/101-00000002`.
+pub(super) fn agent_out(id: &str, call: &str, name: &str) -> Event {
+    leg(id, call, name, Origin::Outbound, "agents", "s")
+}
+
 pub(super) fn tracker() -> Tracker {
     Tracker::new(&crate::config::Config::defaults().calls)
 }
@@ -65,28 +82,8 @@ fn an_attended_transfer_reports_the_employee_who_finally_talked() {
         &mut t,
         vec![
             // Customer calls in, 100 answers.
-            at(
-                10,
-                leg(
-                    "c",
-                    "L1",
-                    "PJSIP/trunk-00000001",
-                    Origin::Inbound,
-                    "from-trunk",
-                    "74950000000",
-                ),
-            ),
-            at(
-                10,
-                leg(
-                    "a100",
-                    "L1",
-                    "PJSIP/100-00000002",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(10, customer_in("c", "L1")),
+            at(10, agent_out("a100", "L1", "PJSIP/100-00000002")),
             at(
                 12,
                 Event::Answered {
@@ -105,17 +102,7 @@ fn an_attended_transfer_reports_the_employee_who_finally_talked() {
                     "101",
                 ),
             ),
-            at(
-                20,
-                leg(
-                    "k101",
-                    "L2",
-                    "PJSIP/101-00000004",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(20, agent_out("k101", "L2", "PJSIP/101-00000004")),
             at(
                 22,
                 Event::Answered {
@@ -181,17 +168,7 @@ fn an_originate_that_is_not_ours_is_reported_once_it_dials_someone() {
     let quiet = run(
         &mut t,
         vec![
-            at(
-                1,
-                leg(
-                    "x",
-                    "X",
-                    "PJSIP/100-00000009",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(1, agent_out("x", "X", "PJSIP/100-00000009")),
             at(
                 2,
                 Event::Ringing {
@@ -493,17 +470,7 @@ fn agent_busy_and_customer_channel_answer_queries() {
                     "1",
                 ),
             ),
-            at(
-                1,
-                leg(
-                    "a",
-                    "L",
-                    "PJSIP/100-00000002",
-                    Origin::Outbound,
-                    "agents",
-                    "s",
-                ),
-            ),
+            at(1, agent_out("a", "L", "PJSIP/100-00000002")),
         ],
     );
     assert!(t.agent_busy("100"));
