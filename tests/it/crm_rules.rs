@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::call_events::{ask_agi, ring, setup};
 use crate::fake_flowlu::Reply;
+use crate::fake_pbx::Fake;
 use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::flowlu_support::Rig;
 use crate::harness::eventually;
@@ -23,12 +24,22 @@ const TASK_CREATE: &str = "/api/v1/module/task/tasks/create";
 /// The caller in every recorded incoming call.
 const CALLER: &str = "79161234567";
 
-fn set_rules(r: &Rig, id: i64, rules: Rules) {
+/// The recorded Asterisk call `fixture` (held until released) for an account with
+/// `routing` and the call-handling `rules`: the fake PBX, the rig, the account id and its
+/// event hook.
+async fn recorded_call(
+    fixture: &str,
+    routing: IncomingRouting,
+    rules: Rules,
+) -> (Fake, Rig, i64, String) {
+    let fake = FakeAmi::start(vec![Script::new(fixture).idle_resync()]).await;
+    let (r, id, hook) = setup("asterisk", &fake, routing).await;
     r.app
         .state
         .db
         .with_conn(|c| crm::save_rules(c, id, &rules))
         .unwrap();
+    (fake, r, id, hook)
 }
 
 /// Puts the caller in the cache as a contact whose responsible manager is `manager`.
@@ -65,19 +76,18 @@ async fn without_flowlus_choice_in_time_the_responsible_manager_gets_the_call() 
             false,
         ),
     ] {
-        let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-        let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Crm).await;
-        // User 19 (Cy, extension 102, not in this call) is the caller's responsible manager.
-        add_manager(&r, id, "19", "102");
-        cache_caller(&r, id, "19");
-        set_rules(
-            &r,
-            id,
+        let (fake, r, id, hook) = recorded_call(
+            "sip-inbound-answered",
+            IncomingRouting::Crm,
             Rules {
                 fallback_routing: fallback_on,
                 ..Rules::default()
             },
-        );
+        )
+        .await;
+        // User 19 (Cy, extension 102, not in this call) is the caller's responsible manager.
+        add_manager(&r, id, "19", "102");
+        cache_caller(&r, id, "19");
         r.fake.queue_reply(&hook, reply);
         ring(&fake).await;
         let started = std::time::Instant::now();
@@ -114,17 +124,16 @@ fn add_manager(r: &Rig, id: i64, user: &str, extension: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_manager_or_an_unknown_caller_is_left_to_the_pbx() {
     // The manager's extension (101) is already ringing in this very call: busy.
-    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Crm).await;
-    cache_caller(&r, id, "18");
-    set_rules(
-        &r,
-        id,
+    let (fake, r, id, hook) = recorded_call(
+        "sip-inbound-answered",
+        IncomingRouting::Crm,
         Rules {
             fallback_routing: true,
             ..Rules::default()
         },
-    );
+    )
+    .await;
+    cache_caller(&r, id, "18");
     r.fake.queue_reply(&hook, Reply::status(503));
     ring(&fake).await;
     assert!(ask_agi(&r, "1795416368.27").await.is_empty());
@@ -132,16 +141,15 @@ async fn a_busy_manager_or_an_unknown_caller_is_left_to_the_pbx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_caller_with_no_flowlu_answer_is_left_to_the_pbx() {
-    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Crm).await;
-    set_rules(
-        &r,
-        id,
+    let (fake, r, _, hook) = recorded_call(
+        "sip-inbound-answered",
+        IncomingRouting::Crm,
         Rules {
             fallback_routing: true,
             ..Rules::default()
         },
-    );
+    )
+    .await;
     r.fake.queue_reply(&hook, Reply::status(503));
     ring(&fake).await;
     assert!(ask_agi(&r, "1795416368.27").await.is_empty());
@@ -159,12 +167,9 @@ fn utc_text(ms: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missed_call_becomes_a_task_for_the_responsible_manager() {
-    let fake = FakeAmi::start(vec![Script::new("sip-inbound-missed").idle_resync()]).await;
-    let (r, id, _) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
-    cache_caller(&r, id, "17");
-    set_rules(
-        &r,
-        id,
+    let (fake, r, id, _) = recorded_call(
+        "sip-inbound-missed",
+        IncomingRouting::Pbx,
         Rules {
             missed_task: true,
             task_due_minutes: 30,
@@ -172,7 +177,9 @@ async fn a_missed_call_becomes_a_task_for_the_responsible_manager() {
             create_contact: true,
             ..Rules::default()
         },
-    );
+    )
+    .await;
+    cache_caller(&r, id, "17");
     // The first attempt fails: the task is retried, and created once.
     r.fake.queue_reply(TASK_CREATE, Reply::status(502));
     r.fake.set_reply(
@@ -217,18 +224,17 @@ async fn a_missed_call_becomes_a_task_for_the_responsible_manager() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_number_gets_one_contact_and_lead_even_when_flowlu_fails_first() {
-    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, id, _) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
-    set_rules(
-        &r,
-        id,
+    let (fake, r, id, _) = recorded_call(
+        "sip-inbound-answered",
+        IncomingRouting::Pbx,
         Rules {
             create_contact: true,
             create_lead: true,
             default_user_id: "18".into(),
             ..Rules::default()
         },
-    );
+    )
+    .await;
     // Flowlu creates the contact but answers 500 (the answer is lost to us); on the
     // retry it lists the contact it made.
     r.fake.queue_reply(
@@ -293,16 +299,15 @@ async fn an_unknown_number_gets_one_contact_and_lead_even_when_flowlu_fails_firs
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_contact_created_after_a_plain_failure_is_created_once_and_cached() {
-    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, id, _) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
-    set_rules(
-        &r,
-        id,
+    let (fake, r, id, _) = recorded_call(
+        "sip-inbound-answered",
+        IncomingRouting::Pbx,
         Rules {
             create_contact: true,
             ..Rules::default()
         },
-    );
+    )
+    .await;
     r.fake.queue_reply(ACCOUNT_CREATE, Reply::status(500));
     r.fake.set_reply(
         ACCOUNT_CREATE,
