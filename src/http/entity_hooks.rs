@@ -10,11 +10,10 @@
 
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use serde_json::json;
 
 use super::HttpError;
-use super::error::wants_html;
 use super::respond::{self, Response, read_body};
 use crate::app::State;
 use crate::db::DbError;
@@ -29,29 +28,14 @@ pub async fn handle(
     secret: &str,
     req: Request<Incoming>,
 ) -> (&'static str, Response) {
-    let html = wants_html(req.headers());
-    let integration = match authenticate(state, id, secret).await {
-        Ok(Some(i)) => i,
-        Ok(None) => {
-            let resp = HttpError::not_found().into_response(&state.pages, html);
-            return ("not_found", resp);
-        }
-        Err(e) => {
-            log::error!("entity webhook: {e}");
-            return (
-                "entity_hook",
-                HttpError::internal().into_response(&state.pages, false),
-            );
-        }
-    };
-    if req.method() != Method::POST {
-        let resp = HttpError::method_not_allowed("POST").into_response(&state.pages, false);
-        return ("entity_hook", resp);
-    }
-    let resp = serve(state, integration, req)
-        .await
-        .unwrap_or_else(|e| e.into_response(&state.pages, false));
-    ("entity_hook", resp)
+    let authenticated = authenticate(state, id, secret).await.map_err(|e| {
+        log::error!("entity webhook: {e}");
+        HttpError::internal()
+    });
+    respond::secret_hook(state, "entity_hook", req, authenticated, async |i, req| {
+        serve(state, i, req).await
+    })
+    .await
 }
 
 async fn authenticate(state: &State, id: &str, secret: &str) -> Result<Option<i64>, DbError> {

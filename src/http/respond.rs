@@ -63,6 +63,36 @@ pub async fn read_body(
     }
 }
 
+/// A hook under a secret path (`/hooks/.../<id>/<secret>`), once `authenticated` says
+/// whose it is: nobody's is the same 404 as an unknown path (and counts as `not_found`
+/// in the metrics), a failed lookup its error, anything but POST a 405; the rest is
+/// `serve`d. Returns the route name for the metrics with the response.
+pub async fn secret_hook<T>(
+    state: &crate::app::State,
+    route: &'static str,
+    req: Request<Incoming>,
+    authenticated: Result<Option<T>, HttpError>,
+    serve: impl AsyncFnOnce(T, Request<Incoming>) -> Result<Response, HttpError>,
+) -> (&'static str, Response) {
+    let owner = match authenticated {
+        Ok(Some(owner)) => owner,
+        Ok(None) => {
+            let html = super::error::wants_html(req.headers());
+            let resp = HttpError::not_found().into_response(&state.pages, html);
+            return ("not_found", resp);
+        }
+        Err(e) => return (route, e.into_response(&state.pages, false)),
+    };
+    if req.method() != hyper::Method::POST {
+        let resp = HttpError::method_not_allowed("POST").into_response(&state.pages, false);
+        return (route, resp);
+    }
+    let resp = serve(owner, req)
+        .await
+        .unwrap_or_else(|e| e.into_response(&state.pages, false));
+    (route, resp)
+}
+
 /// The integration id of a hook path (`/hooks/.../<id>/<secret>`): only plain decimal
 /// ids, since "+1" or "01" would name integration 1 by another path.
 pub fn path_id(id: &str) -> Option<i64> {

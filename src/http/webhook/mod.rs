@@ -16,11 +16,10 @@ mod status;
 
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use serde_json::json;
 
 use super::HttpError;
-use super::error::wants_html;
 use super::respond::{self, Response, read_body};
 use crate::app::State;
 use crate::calls::phone::PhoneError;
@@ -98,28 +97,13 @@ pub async fn handle(
     secret: &str,
     req: Request<Incoming>,
 ) -> (&'static str, Response) {
-    let html = wants_html(req.headers());
-    let integration = match authenticate(state, id, secret).await {
-        Ok(Some(i)) => i,
-        Ok(None) => {
-            let resp = HttpError::not_found().into_response(&state.pages, html);
-            return ("not_found", resp);
-        }
-        Err(e) => {
-            return (
-                "webhook",
-                HttpError::from(e).into_response(&state.pages, false),
-            );
-        }
-    };
-    if req.method() != Method::POST {
-        let resp = HttpError::method_not_allowed("POST").into_response(&state.pages, false);
-        return ("webhook", resp);
-    }
-    let resp = serve(state, integration, req)
+    let authenticated = authenticate(state, id, secret)
         .await
-        .unwrap_or_else(|e| e.into_response(&state.pages, false));
-    ("webhook", resp)
+        .map_err(HttpError::from);
+    respond::secret_hook(state, "webhook", req, authenticated, async |i, req| {
+        serve(state, i, req).await
+    })
+    .await
 }
 
 /// The integration the path names, if its secret matches.
