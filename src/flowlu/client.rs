@@ -38,6 +38,20 @@ pub struct Reply {
     pub date: Option<String>,
 }
 
+#[cfg(test)]
+impl Reply {
+    /// An answer with `body` and no headers (unit tests).
+    pub(crate) fn with_body(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            json: serde_json::from_str(body).ok(),
+            text: body.into(),
+            retry_after: None,
+            date: None,
+        }
+    }
+}
+
 /// The user a token belongs to (core/user/get).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowluUser {
@@ -447,13 +461,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            json: serde_json::from_str(body).ok(),
-            text: body.into(),
-            retry_after: None,
-            date: None,
-        }
+        Reply::with_body(status, body)
     }
 
     #[test]

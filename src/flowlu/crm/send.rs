@@ -311,13 +311,7 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: &str) -> FlowluReply {
-        FlowluReply {
-            status,
-            json: serde_json::from_str(body).ok(),
-            text: body.into(),
-            retry_after: None,
-            date: None,
-        }
+        FlowluReply::with_body(status, body)
     }
 
     #[test]
