@@ -80,7 +80,17 @@ pub async fn deliver(
             push(&mut fields, "contact_id", contact_id);
             push(&mut fields, "contact_phone", plus);
             push(&mut fields, "assignee_id", field("assignee_id"));
-            create(state, creds, event_id, "lead", paths::LEAD_CREATE, &fields).await
+            let cache = |_: &str| None;
+            create(
+                state,
+                creds,
+                event_id,
+                "lead",
+                paths::LEAD_CREATE,
+                &fields,
+                cache,
+            )
+            .await
         }
         kinds::TASK => {
             let due = row.get("due_at_ms").and_then(Value::as_i64).unwrap_or(0);
@@ -91,7 +101,17 @@ pub async fn deliver(
             ];
             push(&mut fields, "responsible_id", field("responsible_id"));
             push(&mut fields, "deadline", Some(crm_time(due, offset)));
-            create(state, creds, event_id, "task", paths::TASK_CREATE, &fields).await
+            let cache = |_: &str| None;
+            create(
+                state,
+                creds,
+                event_id,
+                "task",
+                paths::TASK_CREATE,
+                &fields,
+                cache,
+            )
+            .await
         }
         other => Err(SendError::Network(format!("unknown CRM row kind {other}"))),
     }
@@ -173,7 +193,8 @@ async fn remember(
     }
 }
 
-/// POSTs `fields` to `path` and records the created id.
+/// POSTs `fields` to `path` and records the created id, and what `cache` makes of it
+/// for the contact cache.
 async fn create(
     state: &AppState,
     creds: &Credentials,
@@ -181,6 +202,7 @@ async fn create(
     entity: &'static str,
     path: &str,
     fields: &[(&str, String)],
+    cache: impl FnOnce(&str) -> Option<(i64, Account, String)>,
 ) -> Result<Reply, SendError> {
     let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let answer = state
@@ -194,7 +216,7 @@ async fn create(
         match created_id(&answer) {
             Some(new) => {
                 log::info!("crm: created {entity} {new} (row {event_id})");
-                remember(state, event_id, entity, &new, None).await;
+                remember(state, event_id, entity, &new, cache(&new)).await;
             }
             None => log::warn!("crm: Flowlu created a {entity} but named no id (row {event_id})"),
         }
@@ -261,37 +283,17 @@ async fn contact(
         ("phone", plus.clone()),
     ];
     push(&mut fields, "owner_id", owner.clone());
-    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let answer = state
-        .flowlu
-        .client
-        .post_form(
-            &creds.target,
-            paths::ACCOUNT_CREATE,
-            &creds.access_token,
-            &pairs,
-        )
-        .await
-        .map_err(transport)?;
-    let reply = reply_of(&answer);
-    if (200..300).contains(&reply.status) {
-        match created_id(&answer) {
-            Some(new) => {
-                log::info!("crm: created contact {new} for an unknown number (row {event_id})");
-                let a = account(new.clone(), owner);
-                remember(
-                    state,
-                    event_id,
-                    "account",
-                    &new,
-                    Some((id, a, country.into())),
-                )
-                .await;
-            }
-            None => log::warn!("crm: Flowlu created a contact but named no id (row {event_id})"),
-        }
-    }
-    Ok(reply)
+    let cache = |new: &str| Some((id, account(new.to_string(), owner), country.to_string()));
+    create(
+        state,
+        creds,
+        event_id,
+        "account",
+        paths::ACCOUNT_CREATE,
+        &fields,
+        cache,
+    )
+    .await
 }
 
 /// The first account of a list answer (`response.items`), with its owner.
