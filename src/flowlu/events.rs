@@ -55,7 +55,12 @@ impl EventTransport {
         }
     }
 
-    async fn send_event(&self, id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError> {
+    /// The state and account `id`'s credentials for one delivery, remembering the token
+    /// it goes out with.
+    async fn credentials(
+        &self,
+        id: i64,
+    ) -> Result<(std::sync::Arc<AppState>, tokens::Credentials), SendError> {
         let state = self
             .state
             .upgrade()
@@ -63,15 +68,20 @@ impl EventTransport {
         let creds = tokens::access_token(&state, id)
             .await
             .map_err(|e| SendError::Network(e.to_string()))?;
+        self.last_token
+            .lock()
+            .expect("token map")
+            .insert(id, creds.access_token.clone());
+        Ok((state, creds))
+    }
+
+    async fn send_event(&self, id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError> {
+        let (state, creds) = self.credentials(id).await?;
         let uuid =
             creds.integration.telephony_uuid.clone().ok_or_else(|| {
                 SendError::Network("the telephony channel is not connected".into())
             })?;
         let path = paths::event_hook(&creds.integration.account_id, &uuid);
-        self.last_token
-            .lock()
-            .expect("token map")
-            .insert(id, creds.access_token.clone());
         let reply = state
             .flowlu
             .client
@@ -99,17 +109,7 @@ impl EventTransport {
         event_id: &str,
         body: &[u8],
     ) -> Result<Reply, SendError> {
-        let state = self
-            .state
-            .upgrade()
-            .ok_or_else(|| SendError::Network("shutting down".into()))?;
-        let creds = tokens::access_token(&state, id)
-            .await
-            .map_err(|e| SendError::Network(e.to_string()))?;
-        self.last_token
-            .lock()
-            .expect("token map")
-            .insert(id, creds.access_token.clone());
+        let (state, creds) = self.credentials(id).await?;
         super::crm::send::deliver(&state, &creds, kind, event_id, body).await
     }
 
