@@ -55,6 +55,15 @@ impl Outcome {
         }
     }
 
+    /// A success notice with its own text (e.g. a secret shown once).
+    pub(super) fn text(text: String) -> Outcome {
+        Outcome {
+            notice: Notice { text, error: false },
+            status: StatusCode::OK,
+            pbx_form: None,
+        }
+    }
+
     pub(super) fn invalid(lang: &str, why: impl std::fmt::Display) -> Outcome {
         Outcome {
             notice: Notice::error(lang, "not_saved", why),
@@ -64,9 +73,11 @@ impl Outcome {
     }
 }
 
-type Fields = [(String, String)];
+/// A form's fields, as decoded.
+pub(super) type Fields = [(String, String)];
 
-fn field<'a>(fields: &'a Fields, key: &str) -> &'a str {
+/// A form field's value; empty when absent.
+pub(super) fn field<'a>(fields: &'a Fields, key: &str) -> &'a str {
     fields
         .iter()
         .find(|(k, _)| k == key)

@@ -8,7 +8,7 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use super::actions::Outcome;
+use super::actions::{Fields, Outcome, field};
 use super::view::{Notice, t};
 use crate::app::State;
 use crate::callbacks::store::{self, Outcome as Delivery};
@@ -23,23 +23,6 @@ pub const NAMES: &[&str] = &[
     "callback-rotate",
     "callback-test",
 ];
-
-type Fields = [(String, String)];
-
-fn field<'a>(fields: &'a Fields, key: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or("", |(_, v)| v.as_str())
-}
-
-fn done(text: String) -> Outcome {
-    Outcome {
-        notice: Notice { text, error: false },
-        status: StatusCode::OK,
-        pbx_form: None,
-    }
-}
 
 fn refused(lang: &str, status: StatusCode, why: impl std::fmt::Display) -> Outcome {
     Outcome {
@@ -71,7 +54,7 @@ pub async fn run(
             .db
             .run(move |c| Ok::<_, CallbackError>(store::set_enabled(c, id, on)?))
             .await?;
-        return Ok(done(t(
+        return Ok(Outcome::text(t(
             lang,
             if on { "cb_saved_on" } else { "cb_saved_off" },
         )));
@@ -103,7 +86,7 @@ pub async fn run(
                 .db
                 .run(move |c| Ok::<_, CallbackError>(store::delete(c, id, callback)?))
                 .await?;
-            Ok(done(t(lang, "cb_deleted")))
+            Ok(Outcome::text(t(lang, "cb_deleted")))
         }
         "callback-rotate" => {
             let secret = sign::new_secret();
@@ -113,7 +96,7 @@ pub async fn run(
                 .run(move |c| Ok::<_, CallbackError>(store::rotate(c, id, callback, &stored)?))
                 .await?;
             log::info!("callbacks: signing secret of callback {callback} rotated");
-            Ok(done(format!("{} {secret}", t(lang, "cb_rotated"))))
+            Ok(Outcome::text(format!("{} {secret}", t(lang, "cb_rotated"))))
         }
         "callback-test" => {
             let r = state.callbacks.send_test(id, callback).await?;
@@ -175,7 +158,7 @@ async fn add(
     match added {
         Some(callback) => {
             log::info!("callbacks: callback {callback} added for integration {id}");
-            Ok(done(format!("{} {secret}", t(lang, "cb_added"))))
+            Ok(Outcome::text(format!("{} {secret}", t(lang, "cb_added"))))
         }
         None => Ok(refused(
             lang,

@@ -6,11 +6,9 @@
 //! once, in the notice after switching the hooks on or asking for a new one, for the
 //! admin to paste into Flowlu's System Settings → Webhooks.
 
-use hyper::StatusCode;
 use serde::Serialize;
 
-use super::actions::Outcome;
-use super::view::Notice;
+use super::actions::{Fields, Outcome, field};
 use crate::app::State;
 use crate::db::DbError;
 use crate::flowlu::crm::{paths, store as crm};
@@ -51,36 +49,12 @@ fn hook_url(state: &State, id: i64, secret: &str) -> String {
     )
 }
 
-type Fields = [(String, String)];
-
-fn field<'a>(fields: &'a Fields, key: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or("", |(_, v)| v.as_str())
-}
-
-fn invalid(lang: &str, why: &str) -> Outcome {
-    Outcome {
-        notice: Notice::error(lang, "not_saved", why),
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        pbx_form: None,
-    }
-}
-
 fn shown_once(state: &State, lang: &str, id: i64, secret: &str) -> Outcome {
-    Outcome {
-        notice: Notice {
-            text: format!(
-                "{} {}",
-                super::view::t(lang, "crm_hook_new"),
-                hook_url(state, id, secret)
-            ),
-            error: false,
-        },
-        status: StatusCode::OK,
-        pbx_form: None,
-    }
+    Outcome::text(format!(
+        "{} {}",
+        super::view::t(lang, "crm_hook_new"),
+        hook_url(state, id, secret)
+    ))
 }
 
 /// `crm` and `crm-rotate`.
@@ -111,7 +85,7 @@ pub async fn run(
     ]
     .map(flag);
     if let Some(Err(why)) = flags.iter().find(|f| f.is_err()) {
-        return Ok(invalid(lang, why));
+        return Ok(Outcome::invalid(lang, why));
     }
     let [hooks, fallback, task, contact, lead] = flags.map(|f| f.unwrap_or(false));
     let due = field(fields, "task_due_minutes").trim();
@@ -120,12 +94,17 @@ pub async fn run(
     } else {
         match due.parse::<i64>() {
             Ok(m) if (0..=10_080).contains(&m) => m,
-            _ => return Ok(invalid(lang, "the due time must be 0 to 10080 minutes")),
+            _ => {
+                return Ok(Outcome::invalid(
+                    lang,
+                    "the due time must be 0 to 10080 minutes",
+                ));
+            }
         }
     };
     let user = field(fields, "default_user_id").trim().to_string();
     if user.len() > 32 || !user.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(invalid(
+        return Ok(Outcome::invalid(
             lang,
             "the default user must be a Flowlu user ID (digits)",
         ));
@@ -151,10 +130,6 @@ pub async fn run(
     Ok(match (before, after) {
         // Just switched on for the first time: the admin needs the URL now.
         (None, Some(secret)) => shown_once(state, lang, id, &secret),
-        _ => Outcome {
-            notice: Notice::ok(lang, "saved"),
-            status: StatusCode::OK,
-            pbx_form: None,
-        },
+        _ => Outcome::ok(lang, "saved"),
     })
 }
