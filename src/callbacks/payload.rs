@@ -50,23 +50,17 @@ pub fn call_event(
 pub fn test_event(event_id: &str, now_ms: i64) -> Value {
     let call = Call {
         id: "c_test".into(),
-        integration_id: None,
         crm_call_id: Some("crm_test".into()),
-        pbx_call: String::new(),
-        direction: crate::calls::Direction::Outgoing,
         phone: "15550100000".into(),
-        line: String::new(),
         extension: Some("100".into()),
-        user_id: None,
         state: crate::calls::CallState::Ended,
         status: Some(CallStatus::Answered),
-        started_at: now_ms - 65_000,
         answered_at: Some(now_ms - 60_000),
         ended_at: Some(now_ms),
         duration: Some(60),
         wait: Some(5),
         hangup_cause: Some("16 Normal Clearing".into()),
-        recording_path: None,
+        ..Call::new(crate::calls::Direction::Outgoing, now_ms - 65_000)
     };
     let mut v = call_event("test", event_id, &call, Some("test-uuid"), None, now_ms);
     v["test"] = json!(true);

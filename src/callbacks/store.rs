@@ -408,20 +408,16 @@ mod tests {
             integration_id: Some(1),
             crm_call_id: Some("crm-1".into()),
             pbx_call: "p".into(),
-            direction: Direction::Outgoing,
             phone: "79990001122".into(),
-            line: String::new(),
             extension: Some("100".into()),
             user_id: Some("u1".into()),
             state: CallState::Ended,
             status: Some(CallStatus::Answered),
-            started_at: 1_000,
             answered_at: Some(2_000),
             ended_at: Some(9_000),
             duration: Some(7),
             wait: Some(1),
-            hangup_cause: None,
-            recording_path: None,
+            ..Call::new(Direction::Outgoing, 1_000)
         }
     }
 

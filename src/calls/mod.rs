@@ -106,6 +106,33 @@ pub struct Call {
     pub recording_path: Option<String>,
 }
 
+impl Call {
+    /// A call that starts ringing at `started_at`: a fresh id, nothing else known yet
+    /// (no account, numbers, employee or outcome).
+    pub fn new(direction: Direction, started_at: i64) -> Call {
+        Call {
+            id: new_call_id(),
+            integration_id: None,
+            crm_call_id: None,
+            pbx_call: String::new(),
+            direction,
+            phone: String::new(),
+            line: String::new(),
+            extension: None,
+            user_id: None,
+            state: CallState::Ringing,
+            status: None,
+            started_at,
+            answered_at: None,
+            ended_at: None,
+            duration: None,
+            wait: None,
+            hangup_cause: None,
+            recording_path: None,
+        }
+    }
+}
+
 /// A fresh call id: `c` and 20 URL-safe random characters.
 pub fn new_call_id() -> String {
     format!("c{}", crate::secret::random_token(15))

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::State;
 use crate::calls::tracker::{Tracker, Update};
-use crate::calls::{Call, CallState, Direction, new_call_id, store};
+use crate::calls::{Call, Direction, store};
 use crate::db::DbError;
 use crate::pbx::{OriginateRequest, PbxError, PbxEvent, PbxEvents};
 
@@ -130,24 +130,13 @@ impl EngineHandle {
             return Err(PbxError::Unavailable(state.pbx.get().detail.unwrap_or_default()).into());
         }
         let call = Call {
-            id: new_call_id(),
             integration_id: Some(req.integration_id),
             crm_call_id: req.crm_call_id.clone(),
-            pbx_call: String::new(),
-            direction: Direction::Outgoing,
             phone: req.phone.clone(),
             line: req.line.clone().unwrap_or_default(),
             extension: Some(req.extension.clone()),
             user_id: req.user_id.clone(),
-            state: CallState::Ringing,
-            status: None,
-            started_at: crate::outbox::now_ms(),
-            answered_at: None,
-            ended_at: None,
-            duration: None,
-            wait: None,
-            hangup_cause: None,
-            recording_path: None,
+            ..Call::new(Direction::Outgoing, crate::outbox::now_ms())
         };
         let adopted = call.clone();
         self.ask(|reply| Input::Adopt {

@@ -49,7 +49,6 @@ pub fn normalize_customer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::CallState;
 
     fn db(country: &str) -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
@@ -68,22 +67,10 @@ mod tests {
         Call {
             id: "c1".into(),
             integration_id: integration,
-            crm_call_id: None,
             pbx_call: "p".into(),
-            direction,
             phone: phone.into(),
-            line: String::new(),
             extension: Some("101".into()),
-            user_id: None,
-            state: CallState::Ringing,
-            status: None,
-            started_at: 0,
-            answered_at: None,
-            ended_at: None,
-            duration: None,
-            wait: None,
-            hangup_cause: None,
-            recording_path: None,
+            ..Call::new(direction, 0)
         }
     }
 

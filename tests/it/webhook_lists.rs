@@ -20,20 +20,18 @@ pub(crate) fn save_call(
         integration_id: Some(integration),
         crm_call_id: crm.map(str::to_string),
         pbx_call: format!("pbx-{id}"),
-        direction: Direction::Incoming,
         phone: "79161234567".into(),
         line: "74950000000".into(),
         extension: Some("100".into()),
         user_id: Some("u1".into()),
         state: CallState::Ended,
         status: Some(CallStatus::Answered),
-        started_at: started,
         answered_at: Some(started + 5_000),
         ended_at: Some(started + 11_000),
         duration: Some(6),
         wait: Some(5),
         hangup_cause: Some("16 Normal Clearing".into()),
-        recording_path: None,
+        ..Call::new(Direction::Incoming, started)
     };
     edit(&mut call);
     h.r.app

@@ -7,7 +7,7 @@ use super::{
     ADOPTED_PATIENCE_MS, Channel, ChannelSnapshot, ChannelState, DialStatus, Emit, Facts, Leg,
     Origin, OriginateOutcome, Role, Tracked, Tracker, Transfer, TransferKind, Update, clean_number,
 };
-use crate::calls::{Call, CallState, Direction, new_call_id};
+use crate::calls::{Call, CallState, Direction};
 
 impl Tracker {
     pub(super) fn update(&self, id: &str, emit: Emit, out: &mut Vec<Update>) {
@@ -142,24 +142,11 @@ impl Tracker {
             }
         };
         let call = Call {
-            id: new_call_id(),
-            integration_id: None,
-            crm_call_id: None,
             pbx_call: ch.call.clone(),
-            direction,
             phone,
             line,
             extension,
-            user_id: None,
-            state: CallState::Ringing,
-            status: None,
-            started_at: now,
-            answered_at: None,
-            ended_at: None,
-            duration: None,
-            wait: None,
-            hangup_cause: None,
-            recording_path: None,
+            ..Call::new(direction, now)
         };
         let id = call.id.clone();
         let provisional = facts.provisional;

@@ -120,22 +120,13 @@ mod tests {
         Call {
             id: "c1".into(),
             integration_id: Some(1),
-            crm_call_id: None,
             pbx_call: "1.1".into(),
-            direction,
             phone: "8 916 123-45-67".into(),
             line: "74950000000".into(),
-            extension: None,
-            user_id: None,
             state: CallState::Ended,
             status: Some(status),
-            started_at: 1_000_000,
-            answered_at: None,
             ended_at: Some(2_000_000),
-            duration: None,
-            wait: None,
-            hangup_cause: None,
-            recording_path: None,
+            ..Call::new(direction, 1_000_000)
         }
     }
 
