@@ -3,13 +3,14 @@
 //! one customer number however it is spelled (call.make, /c2c, the PBX's caller ID,
 //! calls.list filters).
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::call_events::events_until;
 use crate::fake_pbx::ami::Script;
 use crate::flowlu_support::Ctx;
 use crate::harness::{Resp, eventually};
 use crate::webhook::{Hook, assert_error, hook, map, pbx_for};
-use crate::webhook_calls::{click_to_call, with_ami};
+use crate::webhook_calls::{click_to_call, events_of, with_ami};
 
 async fn session(h: &Hook) -> String {
     h.r.session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
@@ -110,13 +111,7 @@ async fn the_url_places_the_call_as_call_make_does() {
     // The call is the engine's like any other: events reach Flowlu with the number.
     assert!(fake.release_all().await);
     let events = eventually(20, "call.completed at Flowlu", async || {
-        let events: Vec<Value> =
-            h.r.fake
-                .requests_to(&h.events)
-                .iter()
-                .map(|r| r.json())
-                .filter(|e| e["call"]["id"] == ours.as_str())
-                .collect();
+        let events = events_of(&h, &ours);
         events
             .iter()
             .any(|e| e["event"] == "call.completed")
@@ -431,19 +426,7 @@ async fn incoming_caller_ids_are_normalized_with_the_accounts_country() {
     let (h, fake) = with_ami(script, |_| {}).await;
     map(&h.r, h.id, "u2", "Bea", "101");
     fake.release_all().await;
-    let events = eventually(20, "call.completed at Flowlu", async || {
-        let events: Vec<Value> =
-            h.r.fake
-                .requests_to(&h.events)
-                .iter()
-                .map(|r| r.json())
-                .collect();
-        events
-            .iter()
-            .any(|e| e["event"] == "call.completed")
-            .then_some(events)
-    })
-    .await;
+    let events = events_until(&h.r, &h.events, "call.completed").await;
     for e in &events {
         assert_eq!(e["call"]["direction"], "incoming", "{e}");
         assert_eq!(e["call"]["phone"], "79161234567", "{e}");

@@ -80,7 +80,7 @@ pub(crate) async fn setup(kind: &str, fake: &Fake, routing: IncomingRouting) -> 
 }
 
 /// The events received at the hook until one of `kind` arrives (20 s deadline).
-async fn events_until(r: &Rig, hook: &str, kind: &str) -> Vec<Value> {
+pub(crate) async fn events_until(r: &Rig, hook: &str, kind: &str) -> Vec<Value> {
     eventually(20, &format!("a {kind} event"), async || {
         let got: Vec<Value> = r.fake.requests_to(hook).iter().map(|q| q.json()).collect();
         got.iter().any(|e| e["event"] == kind).then_some(got)

@@ -48,7 +48,7 @@ pub(crate) fn click_to_call() -> Script {
 }
 
 /// The events the fake Flowlu received for call `id`, in order.
-fn events_of(h: &Hook, id: &str) -> Vec<Value> {
+pub(crate) fn events_of(h: &Hook, id: &str) -> Vec<Value> {
     h.r.fake
         .requests_to(&h.events)
         .iter()
