@@ -165,13 +165,9 @@ async fn a_refused_pbx_login_fails_as_such() {
     assert!(fail.contains("refused"), "{report}");
 }
 
-/// The checks of what the running service talks to, in-process against a live appliance:
-/// the routing hook answers, each connected Flowlu account is reachable with its token,
-/// and the clock is compared with Flowlu's.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_running_service_and_its_flowlu_accounts_check_out() {
-    use appliance::doctor::{Context, Status, run};
-
+/// A running appliance (PBX: an Asterisk nobody answers on) with account acc-1 connected
+/// by user 7 with token tok-1.
+async fn connected_service() -> crate::flowlu_support::Rig {
     let r = crate::flowlu_support::rig(|c| {
         c.pbx = crate::fake_pbx::pbx_config("asterisk", 1);
     })
@@ -185,6 +181,29 @@ async fn the_running_service_and_its_flowlu_accounts_check_out() {
         ))
         .await;
     assert_eq!(r.act("connect", &s, &[]).await.status, 200);
+    r
+}
+
+/// The status and detail of each finding of `check`.
+fn findings_of(
+    findings: &[appliance::doctor::Finding],
+    check: &str,
+) -> Vec<(appliance::doctor::Status, String)> {
+    findings
+        .iter()
+        .filter(|f| f.check == check)
+        .map(|f| (f.status, f.detail.clone()))
+        .collect()
+}
+
+/// The checks of what the running service talks to, in-process against a live appliance:
+/// the routing hook answers, each connected Flowlu account is reachable with its token,
+/// and the clock is compared with Flowlu's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_service_and_its_flowlu_accounts_check_out() {
+    use appliance::doctor::{Context, Status, run};
+
+    let r = connected_service().await;
     let agi =
         crate::harness::eventually(10, "FastAGI bound", async || r.app.state.routing.agi_addr())
             .await;
@@ -192,13 +211,7 @@ async fn the_running_service_and_its_flowlu_accounts_check_out() {
     config.routing.agi_listen = agi.to_string();
     let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config));
     let findings = run(&ctx).await;
-    let of = |check: &str| {
-        findings
-            .iter()
-            .filter(|f| f.check == check)
-            .map(|f| (f.status, f.detail.clone()))
-            .collect::<Vec<_>>()
-    };
+    let of = |check: &str| findings_of(&findings, check);
     assert_eq!(of("routing")[0].0, Status::Ok, "{findings:?}");
     let flowlu = of("flowlu");
     assert_eq!(flowlu.len(), 1, "{findings:?}");
@@ -233,19 +246,7 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
     use appliance::doctor::{Context, Status, run};
     use appliance::pbx::ConnectionSettings;
 
-    let r = crate::flowlu_support::rig(|c| {
-        c.pbx = crate::fake_pbx::pbx_config("asterisk", 1);
-    })
-    .await;
-    r.fake.add_user("tok-1", "7", "Ann", "");
-    let s = r
-        .session(&crate::flowlu_support::Ctx::new(
-            "acc-1",
-            "acme.flowlu.com",
-            "tok-1",
-        ))
-        .await;
-    assert_eq!(r.act("connect", &s, &[]).await.status, 200);
+    let r = connected_service().await;
     let esl = crate::harness::eventually(10, "ESL routing bound", async || {
         r.app.state.routing.esl_addr()
     })
@@ -268,13 +269,7 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
     config.routing.esl_listen = esl.to_string();
     let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config.clone()));
     let findings = run(&ctx).await;
-    let of = |check: &str| {
-        findings
-            .iter()
-            .filter(|f| f.check == check)
-            .map(|f| (f.status, f.detail.clone()))
-            .collect::<Vec<_>>()
-    };
+    let of = |check: &str| findings_of(&findings, check);
     let routing = of("routing");
     assert_eq!(routing.len(), 1, "{findings:?}");
     assert_eq!(routing[0].0, Status::Ok, "{findings:?}");
