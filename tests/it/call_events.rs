@@ -398,7 +398,7 @@ async fn with_pbx_routing_the_dialplan_gets_no_decision_at_once() {
 }
 
 /// A minimal finished PCM WAV: header sizes filled in, one second of silence.
-pub fn wav() -> Vec<u8> {
+fn wav() -> Vec<u8> {
     let data = vec![0u8; 16_000];
     let mut w = Vec::new();
     w.extend(b"RIFF");
@@ -417,12 +417,16 @@ pub fn wav() -> Vec<u8> {
     w
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_recorded_call_reports_a_working_recording_url() {
+/// The recorded incoming call, held until released, whose recording file is in a
+/// directory of `[recordings] dirs` (the PBX wrote /work/peers/.../monitor/in-...wav;
+/// here its directory is mounted at another path: the file name is found in the
+/// configured one). Account acc-1 is connected with recording on and PBX routing. Returns
+/// the fake PBX, the directory (keep it), the rig and the settings session.
+pub(crate) async fn recorded_call_with_file(
+    edit: impl FnOnce(&mut appliance::config::Config),
+) -> (Fake, tempfile::TempDir, Rig, String) {
     let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
     let recordings = tempfile::tempdir().unwrap();
-    // The PBX wrote /work/peers/.../monitor/in-...wav; here its directory is mounted at
-    // another path: the file name is found in the configured directory.
     std::fs::write(
         recordings.path().join("in-74950000000-1795416368.27.wav"),
         wav(),
@@ -434,6 +438,7 @@ async fn a_recorded_call_reports_a_working_recording_url() {
         c.pbx = pbx_config("asterisk", port);
         c.recordings.dirs = vec![dir];
         c.recordings.settle = "100ms".into();
+        edit(c);
     })
     .await;
     r.fake.add_user("tok-1", "17", "Ann", "");
@@ -449,6 +454,12 @@ async fn a_recorded_call_reports_a_working_recording_url() {
         )
         .await;
     assert_eq!(saved.status, 200, "{}", saved.body);
+    (fake, recordings, r, s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_call_reports_a_working_recording_url() {
+    let (fake, _recordings, r, _) = recorded_call_with_file(|_| {}).await;
     let id = r.integration_id("acc-1");
     let uuid: String = r
         .app

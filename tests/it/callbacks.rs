@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::fake_receiver::{Answer, Receiver, python_verifies};
 use crate::flowlu_support::{Ctx, Rig, notice_of, rig};
 use crate::harness::eventually;
@@ -434,35 +433,9 @@ async fn a_pending_delivery_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_call_is_followed_by_call_recording_with_its_url() {
     let receiver = Receiver::start().await;
-    let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let recordings = tempfile::tempdir().unwrap();
-    std::fs::write(
-        recordings.path().join("in-74950000000-1795416368.27.wav"),
-        crate::call_events::wav(),
-    )
-    .unwrap();
-    let dir = recordings.path().display().to_string();
-    let port = fake.port();
-    let r = rig(move |c| {
-        c.pbx = crate::fake_pbx::pbx_config("asterisk", port);
-        c.recordings.dirs = vec![dir];
-        c.recordings.settle = "100ms".into();
-        c.callbacks.allow_http_loopback = true;
-    })
-    .await;
-    r.fake.add_user("tok-1", "17", "Ann", "");
-    let s = r
-        .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
-        .await;
-    assert_eq!(r.act("connect", &s, &[]).await.status, 200);
-    let saved = r
-        .act(
-            "calls",
-            &s,
-            &[("record_calls", "1"), ("incoming_routing", "pbx")],
-        )
-        .await;
-    assert_eq!(saved.status, 200, "{}", saved.body);
+    let (fake, _recordings, r, s) =
+        crate::call_events::recorded_call_with_file(|c| c.callbacks.allow_http_loopback = true)
+            .await;
     let secret = add_callback(&r, &s, &receiver.url, None).await;
     assert_eq!(
         r.act("callbacks", &s, &[("enabled", "1")]).await.status,
