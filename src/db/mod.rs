@@ -211,6 +211,17 @@ pub(crate) fn add_test_integration(conn: &Connection, id: i64) -> rusqlite::Resu
     Ok(())
 }
 
+/// Unit tests: a database in a temporary directory (keep the directory) with Flowlu
+/// account 1 ([`add_test_integration`]).
+#[cfg(test)]
+pub(crate) fn test_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("test.db")).unwrap();
+    db.with_conn(|c| Ok::<_, DbError>(add_test_integration(c, 1)?))
+        .unwrap();
+    (dir, db)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;

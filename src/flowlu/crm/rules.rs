@@ -104,17 +104,8 @@ pub fn on_completed(
 mod tests {
     use super::*;
     use crate::calls::CallState;
-    use crate::db::Db;
     use crate::flowlu::crm::Account;
     use crate::flowlu::crm::store::Rules;
-
-    fn db() -> (tempfile::TempDir, Db, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.with_conn(|c| Ok::<_, DbError>(crate::db::add_test_integration(c, 1)?))
-            .unwrap();
-        (dir, db, 1)
-    }
 
     fn call(direction: Direction, status: CallStatus) -> Call {
         Call {
@@ -136,7 +127,8 @@ mod tests {
 
     #[test]
     fn rules_pick_contact_lead_and_task_rows() {
-        let (_dir, db, id) = db();
+        let (_dir, db) = crate::db::test_db();
+        let id = 1;
         db.with_conn(|c| {
             c.execute(
                 "INSERT INTO flowlu_settings (integration_id, channel_name, default_line,

@@ -325,15 +325,6 @@ pub fn prune_created(conn: &Connection) -> Result<usize, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
-
-    fn db() -> (tempfile::TempDir, Db, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        db.with_conn(|c| Ok::<_, DbError>(crate::db::add_test_integration(c, 1)?))
-            .unwrap();
-        (dir, db, 1)
-    }
 
     fn event(action: Action, id: &str, owner: &str, phone: &str, version: i64) -> EntityEvent {
         EntityEvent {
@@ -351,7 +342,8 @@ mod tests {
 
     #[test]
     fn older_and_equal_updates_are_ignored_and_deletes_are_final() {
-        let (_dir, db, id) = db();
+        let (_dir, db) = crate::db::test_db();
+        let id = 1;
         db.with_conn(|c| {
             let e = |a, owner, v| event(a, "5", owner, "+7 916 123-45-67", v);
             assert_eq!(
@@ -396,7 +388,8 @@ mod tests {
 
     #[test]
     fn rules_default_off_and_the_secret_appears_when_switched_on() {
-        let (_dir, db, id) = db();
+        let (_dir, db) = crate::db::test_db();
+        let id = 1;
         db.with_conn(|c| {
             assert_eq!(rules(c, id)?, Rules::default());
             assert!(!hook_open(c, id, "")?);

@@ -357,15 +357,6 @@ fn release(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
-
-    fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("a.db")).unwrap();
-        db.with_conn(|c| Ok::<_, DbError>(crate::db::add_test_integration(c, 1)?))
-            .unwrap();
-        (dir, db)
-    }
 
     fn make(request: Option<&str>, call: Option<&str>, phone: &str) -> Keys {
         Keys::new("call.make", request, call, &["u1", phone])
@@ -373,7 +364,7 @@ mod tests {
 
     #[test]
     fn claims_wait_replay_release_and_take_over() {
-        let (_dir, db) = db();
+        let (_dir, db) = crate::db::test_db();
         db.with_conn(|c| {
             let hour = 3_600_000;
             let k = make(Some("r1"), Some("f1"), "7999");
