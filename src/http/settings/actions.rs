@@ -232,6 +232,10 @@ async fn calls(
     Ok(Outcome::ok(lang, "saved"))
 }
 
+/// Why a PBX form with an empty secret and a new address is refused.
+const SECRET_AGAIN: &str = "the PBX address changed: enter the secret again (a saved secret \
+                            is only used for the type, host and port it was saved with)";
+
 /// Reads the PBX form. `Err` carries the message for the admin.
 fn parse_pbx(
     fields: &Fields,
@@ -273,9 +277,16 @@ fn parse_pbx(
     if typed.len() > 256 || typed.chars().any(char::is_control) {
         return Err("the secret must be at most 256 characters on one line".into());
     }
+    // A saved secret is only ever sent to the PBX it was saved for: a new type, host or
+    // port needs it typed again, so a changed address can never collect it.
     let secret = match (typed.is_empty(), current) {
         (false, _) => Secret::new(typed),
-        (true, Some(c)) if !c.secret.is_empty() => c.secret.clone(),
+        (true, Some(c)) if !c.secret.is_empty() => {
+            if c.kind != kind || c.host != host || c.port != port {
+                return Err(SECRET_AGAIN.into());
+            }
+            c.secret.clone()
+        }
         (true, _) => return Err("enter the AMI secret or event socket password".into()),
     };
     Ok(ConnectionSettings {
@@ -302,7 +313,11 @@ async fn pbx_form(
         user: field(fields, "pbx_user").to_string(),
         has_secret: current.as_ref().is_some_and(|c| !c.secret.is_empty()),
     };
-    let may_edit = state.db.run(move |c| pbx_settings::may_edit(c, id)).await?;
+    let config_pbx = state.config.pbx.kind().is_some();
+    let may_edit = state
+        .db
+        .run(move |c| pbx_settings::may_edit(c, id, config_pbx))
+        .await?;
     if !may_edit {
         log::warn!("integration {id}: refused a PBX change: another integration owns the PBX");
         return Ok(Outcome {
@@ -324,10 +339,12 @@ async fn pbx_form(
         }
     };
     if test_only {
-        let (key, detail) = match pbx::probe(&settings, PROBE_TIMEOUT).await {
+        let allow_plain = state.config.pbx.allow_plain_login;
+        let (key, detail) = match pbx::probe_with(&settings, PROBE_TIMEOUT, allow_plain).await {
             ProbeResult::Ok(d) => ("probe_ok", d),
             ProbeResult::Down(d) => ("probe_down", d),
             ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
+            ProbeResult::ChallengeRefused(d) => ("probe_challenge_refused", d),
         };
         return Ok(Outcome {
             notice: Notice {
@@ -341,7 +358,7 @@ async fn pbx_form(
     let to_save = settings.clone();
     let saved = state
         .db
-        .run(move |c| pbx_settings::save(c, &to_save, id))
+        .run(move |c| pbx_settings::save(c, &to_save, id, config_pbx))
         .await?;
     if !saved {
         return Ok(Outcome {
@@ -512,16 +529,47 @@ mod tests {
         let current = ok.clone();
         let kept = parse_pbx(
             &f(&[
-                ("pbx_type", "freeswitch"),
-                ("pbx_host", "[::1]"),
-                ("pbx_port", "8022"),
+                ("pbx_type", "asterisk"),
+                ("pbx_host", "pbx.local"),
+                ("pbx_port", "5038"),
+                ("pbx_user", "appliance"),
                 ("pbx_secret", ""),
             ]),
             Some(&current),
         )
         .unwrap();
         assert_eq!(kept.secret.expose(), "s");
-        assert_eq!((kept.host.as_str(), kept.port), ("::1", 8022));
+        assert_eq!((kept.host.as_str(), kept.port), ("pbx.local", 5038));
+        // A new type, host or port: the saved secret is not reused.
+        for (kind, host, port) in [
+            ("freeswitch", "pbx.local", "5038"),
+            ("asterisk", "pbx.evil", ""),
+            ("asterisk", "pbx.local", "5039"),
+        ] {
+            let moved = parse_pbx(
+                &f(&[
+                    ("pbx_type", kind),
+                    ("pbx_host", host),
+                    ("pbx_port", port),
+                    ("pbx_user", "appliance"),
+                    ("pbx_secret", ""),
+                ]),
+                Some(&current),
+            );
+            assert_eq!(moved.unwrap_err(), SECRET_AGAIN, "{kind} {host} {port}");
+        }
+        let typed = parse_pbx(
+            &f(&[
+                ("pbx_type", "freeswitch"),
+                ("pbx_host", "[::1]"),
+                ("pbx_port", "8022"),
+                ("pbx_secret", "new"),
+            ]),
+            Some(&current),
+        )
+        .unwrap();
+        assert_eq!((typed.host.as_str(), typed.port), ("::1", 8022));
+        assert_eq!(typed.secret.expose(), "new");
         for bad in [
             vec![("pbx_type", "cisco")],
             vec![("pbx_type", "asterisk"), ("pbx_host", "a b")],

@@ -19,7 +19,7 @@ use crate::pbx::LinkState;
 
 type Texts = BTreeMap<String, String>;
 
-fn texts(lang: &str) -> &'static Texts {
+pub(super) fn texts(lang: &str) -> &'static Texts {
     static EN: OnceLock<Texts> = OnceLock::new();
     static RU: OnceLock<Texts> = OnceLock::new();
     let parse = |src: &str| toml::from_str::<Texts>(src).expect("i18n files are valid TOML");
@@ -162,6 +162,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         .run(move |c| super::c2c::load(c, id))
         .await
         .map_err(FlowluError::Db)?;
+    let config_pbx = state.config.pbx.kind().is_some();
     let (integration, settings, users, stored_pbx, may_edit, (summary, failures)) = state
         .db
         .run(move |c| {
@@ -172,7 +173,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
                 store::settings(c, id)?,
                 store::users(c, id)?,
                 pbx_settings::load(c)?,
-                pbx_settings::may_edit(c, id)?,
+                pbx_settings::may_edit(c, id, config_pbx)?,
                 (
                     outbox::summary(c, Some(id))?,
                     outbox::list(c, Some(outbox::State::Failed), Some(id), 20)?,
@@ -201,6 +202,8 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
     let status = state.pbx.get();
     let current = state.pbx_settings.borrow().clone();
     let form = req.pbx_form.unwrap_or_else(|| match &current {
+        // Only the owner ever sees the address and user of the PBX.
+        Some(_) if !may_edit => PbxForm::default(),
         Some(s) => PbxForm {
             kind: s.kind.as_str().to_string(),
             host: s.host.clone(),
@@ -245,7 +248,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         calls: settings,
         pbx: PbxView {
             state: state_name,
-            detail: status.detail,
+            detail: status.detail.filter(|_| may_edit),
             can_edit: may_edit,
             form,
         },
@@ -336,7 +339,13 @@ mod tests {
                 assert!(texts("en").contains_key(&key), "unknown text key {key}");
             }
         }
-        for state in ["up", "down", "auth_failed", "not_configured"] {
+        for state in [
+            "up",
+            "down",
+            "auth_failed",
+            "challenge_refused",
+            "not_configured",
+        ] {
             assert!(texts("en").contains_key(&format!("pbx_state_{state}")));
         }
     }
