@@ -263,7 +263,7 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
         user: String::new(),
         secret: appliance::secret::Secret::new("pbx-pass-1"),
     };
-    assert!(appliance::db::pbx_settings::save(&r.app.db(), &saved, id).unwrap());
+    assert!(appliance::db::pbx_settings::save(&mut r.app.db(), &saved, id, false).unwrap());
 
     let mut config = r.app.config.clone();
     config.routing.esl_listen = esl.to_string();
