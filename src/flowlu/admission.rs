@@ -280,6 +280,59 @@ mod tests {
     }
 
     #[test]
+    fn the_upgrade_admits_connected_accounts_and_keeps_the_pbx_owner() {
+        use crate::db::migrate::{MIGRATIONS, migrate};
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.version == 10).unwrap();
+        migrate(&mut conn, &MIGRATIONS[..before]).unwrap();
+        // 1: a channel; 2: a token only; 3: opened once, never verified; 4: the PBX saver.
+        for (id, domain, uuid, created) in [
+            (1, "one.flowlu.com", Some("uuid-1"), 30),
+            (2, "two.flowlu.com", None, 10),
+            (3, "three.flowlu.com", None, 5),
+            (4, "four.flowlu.com", Some("uuid-4"), 40),
+        ] {
+            crate::db::add_test_integration(&conn, id).unwrap();
+            conn.execute(
+                "UPDATE flowlu_integrations SET domain = ?2, telephony_uuid = ?3,
+                     created_at = ?4 WHERE id = ?1",
+                params![id, domain, uuid, created],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO flowlu_tokens (integration_id, user_id, domain, app_version,
+                 access_token, refresh_token, expires_at, fast_hash, updated_at)
+             VALUES (2, 'u', 'two.flowlu.com', '1', 'a', 'r', 0, 'h', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO pbx_settings (id, kind, host, port, username, secret,
+                 owner_integration_id, updated_at)
+             VALUES (1, 'asterisk', 'h', 5038, 'u', 's', 4, 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, MIGRATIONS).unwrap();
+        let admitted: Vec<(String, bool, String)> = list(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.domain, a.pbx_owner, a.source))
+            .collect();
+        let row = |d: &str, owner| (d.to_string(), owner, "upgrade".to_string());
+        assert_eq!(
+            admitted,
+            [
+                row("two.flowlu.com", false),
+                row("one.flowlu.com", false),
+                row("four.flowlu.com", true),
+            ]
+        );
+    }
+
+    #[test]
     fn admissions_owner_and_claim_code() {
         let (_dir, db) = crate::db::test_db();
         db.with_conn(|c| {
