@@ -207,3 +207,38 @@ async fn a_revoked_account_loses_its_page_channel_and_tokens() {
     assert_eq!(uuid, None);
     assert_ne!(secret, secret_before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_pbx_owner_admits_more_accounts_on_the_settings_page() {
+    let r = rig(|_| {}).await;
+    r.fake.add_user("tok-a", "7", "Ann", "");
+    r.fake.add_user("tok-b", "9", "Bea", "");
+    // beta is admitted but does not own the PBX: it sees no other account, admits none.
+    let beta = r.open(&Ctx::new("200", "beta.flowlu.com", "tok-b")).await;
+    assert!(!beta.body.contains("id=\"accounts\""), "{}", beta.body);
+    assert!(!beta.body.contains("acme.flowlu.com"));
+    let beta = crate::flowlu_support::session_of(&beta.body);
+    let refused = r
+        .act("accounts-admit", &beta, &[("domain", "newco.flowlu.com")])
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(
+        r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'newco.flowlu.com'"),
+        0
+    );
+    // acme (admitted first: the PBX owner) sees the list and admits newco.
+    let acme = r.open(&Ctx::new("100", "acme.flowlu.com", "tok-a")).await;
+    assert!(acme.body.contains("<li>beta.flowlu.com</li>"), "{}", acme.body);
+    let acme = crate::flowlu_support::session_of(&acme.body);
+    let bad = r.act("accounts-admit", &acme, &[("domain", "evil.com")]).await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    let done = r
+        .act("accounts-admit", &acme, &[("domain", "NewCo.flowlu.com")])
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(notice_of(&done.body).unwrap(), "Account admitted.");
+    assert!(done.body.contains("<li>newco.flowlu.com</li>"));
+    r.fake.add_user_at("tok-n", "newco.flowlu.com", "3", "Nia");
+    let newco = r.open(&Ctx::new("300", "newco.flowlu.com", "tok-n")).await;
+    assert_eq!(newco.status, 200, "{}", newco.body);
+}

@@ -176,3 +176,23 @@ async fn healthz_tells_outsiders_only_status_and_version() {
     let (_, body) = get_from(&r.app, outside, "/healthz", wrong).await;
     assert!(!body.contains("pbx_detail"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_answers_name_the_pbx_address_to_its_owner_only() {
+    let port = closed_port();
+    let h = crate::webhook::hook("101", |c| crate::webhook::pbx_for(c, "asterisk", port)).await;
+    let addr = format!("127.0.0.1:{port}");
+    // acme (the connected account, admitted first) owns the PBX: it is told where it is.
+    eventually(10, "the PBX address in health.check", async || {
+        let j = h.call("health.check", serde_json::json!({})).await.json();
+        j.to_string().contains(&addr).then_some(())
+    })
+    .await;
+    // The operator hands the PBX to another account: acme's answers lose the address.
+    h.r.app.set_pbx_owner("beta.flowlu.com");
+    for kind in ["health.check", "employees.list"] {
+        let j = h.call(kind, serde_json::json!({})).await.json();
+        assert!(!j.to_string().contains(&addr), "{kind}: {j}");
+        assert!(!j.to_string().contains("\"detail\""), "{kind}: {j}");
+    }
+}

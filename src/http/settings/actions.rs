@@ -35,6 +35,8 @@ pub const NAMES: &[&str] = &[
     "crm-rotate",
     "c2c",
     "c2c-rotate",
+    // Issue 12: more Flowlu accounts, admitted by the PBX owner (settings::accounts).
+    "accounts-admit",
 ];
 
 /// How long "test connection" waits for the PBX.
@@ -60,6 +62,18 @@ impl Outcome {
         Outcome {
             notice: Notice { text, error: false },
             status: StatusCode::OK,
+            pbx_form: None,
+        }
+    }
+
+    /// A 403 with the text of `key`.
+    pub(super) fn forbidden(lang: &str, key: &str) -> Outcome {
+        Outcome {
+            notice: Notice {
+                text: super::view::t(lang, key),
+                error: true,
+            },
+            status: StatusCode::FORBIDDEN,
             pbx_form: None,
         }
     }
@@ -109,6 +123,7 @@ pub async fn run(
         "crm" | "crm-rotate" => super::crm::run(state, name, id, lang, fields).await,
         "c2c" => super::c2c::toggle(state, id, lang, field(fields, "enabled")).await,
         "c2c-rotate" => super::c2c::rotate(state, id, lang).await,
+        "accounts-admit" => super::accounts::admit(state, id, lang, fields).await,
         "events-retry" => {
             let requeued = state
                 .db
@@ -320,14 +335,7 @@ async fn pbx_form(
         .await?;
     if !may_edit {
         log::warn!("integration {id}: refused a PBX change: another integration owns the PBX");
-        return Ok(Outcome {
-            notice: Notice {
-                text: super::view::t(lang, "pbx_not_owner"),
-                error: true,
-            },
-            status: StatusCode::FORBIDDEN,
-            pbx_form: None,
-        });
+        return Ok(Outcome::forbidden(lang, "pbx_not_owner"));
     }
     let settings = match parse_pbx(fields, current.as_ref()) {
         Ok(s) => s,
@@ -361,14 +369,7 @@ async fn pbx_form(
         .run(move |c| pbx_settings::save(c, &to_save, id, config_pbx))
         .await?;
     if !saved {
-        return Ok(Outcome {
-            notice: Notice {
-                text: super::view::t(lang, "pbx_not_owner"),
-                error: true,
-            },
-            status: StatusCode::FORBIDDEN,
-            pbx_form: None,
-        });
+        return Ok(Outcome::forbidden(lang, "pbx_not_owner"));
     }
     log::info!(
         "integration {id} saved the PBX connection: {} at {}:{}",

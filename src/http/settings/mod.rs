@@ -8,6 +8,7 @@
 //! Flowlu origin (see [`view::with_frame_headers`]). An account the operator did not
 //! admit gets the refusal page (403) instead, with the claim-code form ([`claim`]).
 
+mod accounts;
 mod actions;
 mod c2c;
 mod callbacks;

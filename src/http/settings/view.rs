@@ -132,6 +132,8 @@ struct Page<'a> {
     crm: super::crm::CrmView,
     /// The click-to-call URL section.
     c2c: super::c2c::C2cView,
+    /// Issue 12: the admitted accounts, for the PBX owner only.
+    accounts: super::accounts::AccountsView,
 }
 
 /// Delivery of this account's call events: counts and the latest failures.
@@ -157,9 +159,9 @@ struct FailureView {
 /// Renders the page for the session's integration and user, with its CSP.
 pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, FlowluError> {
     let id = req.integration_id;
-    let c2c = state
+    let (c2c, accounts) = state
         .db
-        .run(move |c| super::c2c::load(c, id))
+        .run(move |c| Ok((super::c2c::load(c, id)?, super::accounts::view(c, id)?)))
         .await
         .map_err(FlowluError::Db)?;
     let config_pbx = state.config.pbx.kind().is_some();
@@ -257,6 +259,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         callbacks,
         crm,
         c2c: super::c2c::view(state, c2c),
+        accounts,
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration
