@@ -274,7 +274,13 @@ mod tests {
             normalize(&config, " https://Acme.Flowlu.com/ ").unwrap(),
             "acme.flowlu.com"
         );
-        for bad in ["flowlu.com", "evil.com", "acme.flowlu.com:443", "1.2.3.4", ""] {
+        for bad in [
+            "flowlu.com",
+            "evil.com",
+            "acme.flowlu.com:443",
+            "1.2.3.4",
+            "",
+        ] {
             assert!(normalize(&config, bad).is_err(), "{bad}");
         }
     }

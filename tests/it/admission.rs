@@ -67,8 +67,7 @@ fn pending_of(page: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stranger_account_is_refused_and_nothing_is_stored_for_it() {
     let r = rig(|_| {}).await;
-    r.fake
-        .add_user_at("tok-777", STRANGER, "1", "Mallory");
+    r.fake.add_user_at("tok-777", STRANGER, "1", "Mallory");
     let ctx = Ctx::new("777", STRANGER, "tok-777");
     // JSON and form bodies alike.
     for resp in [
@@ -84,8 +83,9 @@ async fn a_stranger_account_is_refused_and_nothing_is_stored_for_it() {
     ] {
         assert_eq!(resp.status, 403, "{}", resp.body);
         assert!(
-            resp.body
-                .contains("This appliance is not set up for your Flowlu account; ask its administrator."),
+            resp.body.contains(
+                "This appliance is not set up for your Flowlu account; ask its administrator."
+            ),
             "{}",
             resp.body
         );
@@ -94,7 +94,10 @@ async fn a_stranger_account_is_refused_and_nothing_is_stored_for_it() {
         assert!(!resp.body.contains("name=\"session\""));
         // It may be shown in the stranger's own Flowlu iframe, and nowhere else.
         let csp = resp.header("content-security-policy").unwrap();
-        assert!(csp.contains("frame-ancestors https://stranger.flowlu.com"), "{csp}");
+        assert!(
+            csp.contains("frame-ancestors https://stranger.flowlu.com"),
+            "{csp}"
+        );
     }
     // Its token was not even checked with Flowlu: nothing was sent anywhere.
     assert!(r.fake.requests().is_empty(), "{:?}", r.fake.requests());
@@ -102,7 +105,9 @@ async fn a_stranger_account_is_refused_and_nothing_is_stored_for_it() {
 
     // An admitted account on the same appliance works as before.
     r.fake.add_user("tok-acme", "7", "Ann", "");
-    let ok = r.open(&Ctx::new("100", "acme.flowlu.com", "tok-acme")).await;
+    let ok = r
+        .open(&Ctx::new("100", "acme.flowlu.com", "tok-acme"))
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(r.count("SELECT count(*) FROM flowlu_integrations"), 1);
     assert_eq!(r.count("SELECT count(*) FROM flowlu_tokens"), 1);
@@ -118,9 +123,16 @@ async fn the_claim_code_admits_exactly_one_account_once() {
     r.fake.add_user_at("tok-777", STRANGER, "1", "Mallory");
     let refused = r.open(&Ctx::new("777", STRANGER, "tok-777")).await;
     assert_eq!(refused.status, 403);
-    assert!(refused.body.contains("id=\"claim_code\""), "{}", refused.body);
+    assert!(
+        refused.body.contains("id=\"claim_code\""),
+        "{}",
+        refused.body
+    );
     let pending = pending_of(&refused.body);
-    assert!(!refused.body.contains(&code), "the code itself is never shown");
+    assert!(
+        !refused.body.contains(&code),
+        "the code itself is never shown"
+    );
 
     // A wrong code: refused, nothing admitted, the real code still valid.
     let claim = |pending: String, code: String| {
@@ -135,7 +147,10 @@ async fn the_claim_code_admits_exactly_one_account_once() {
     };
     let wrong = claim(pending.clone(), "AAAA-BBBB-CCCC-DDDD-EEEE".into()).await;
     assert_eq!(wrong.status, 403, "{}", wrong.body);
-    assert_eq!(notice_of(&wrong.body).unwrap(), "That claim code is not right.");
+    assert_eq!(
+        notice_of(&wrong.body).unwrap(),
+        "That claim code is not right."
+    );
     nothing_stored(&r, STRANGER);
     // A forged or tampered pending note names no account.
     let forged = claim(format!("{pending}x"), code.clone()).await;
@@ -146,7 +161,11 @@ async fn the_claim_code_admits_exactly_one_account_once() {
     let typed = code.to_lowercase().replace('-', " ");
     let done = claim(pending.clone(), typed).await;
     assert_eq!(done.status, 200, "{}", done.body);
-    assert!(notice_of(&done.body).unwrap().starts_with("The account is admitted."));
+    assert!(
+        notice_of(&done.body)
+            .unwrap()
+            .starts_with("The account is admitted.")
+    );
     assert!(!done.body.contains("tok-777") && !done.body.contains("name=\"session\""));
     assert_eq!(
         r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'stranger.flowlu.com' AND source = 'claim'"),
@@ -158,13 +177,20 @@ async fn the_claim_code_admits_exactly_one_account_once() {
     assert_eq!(r.count("SELECT count(*) FROM flowlu_integrations"), 1);
 
     // Once: the same code admits nobody else, and no form is offered any more.
-    r.fake.add_user_at("tok-888", "other.flowlu.com", "2", "Oscar");
-    let other = r.open(&Ctx::new("888", "other.flowlu.com", "tok-888")).await;
+    r.fake
+        .add_user_at("tok-888", "other.flowlu.com", "2", "Oscar");
+    let other = r
+        .open(&Ctx::new("888", "other.flowlu.com", "tok-888"))
+        .await;
     assert_eq!(other.status, 403);
     assert!(!other.body.contains("id=\"claim_code\""), "{}", other.body);
     let again = claim(pending, code).await;
     assert_eq!(again.status, 403);
-    assert!(notice_of(&again.body).unwrap().starts_with("No claim code is pending"));
+    assert!(
+        notice_of(&again.body)
+            .unwrap()
+            .starts_with("No claim code is pending")
+    );
     assert_eq!(
         r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'other.flowlu.com'"),
         0
@@ -182,7 +208,11 @@ async fn a_revoked_account_loses_its_page_channel_and_tokens() {
     let secret_before: String = r
         .app
         .db()
-        .query_row("SELECT webhook_secret FROM flowlu_integrations", [], |row| row.get(0))
+        .query_row(
+            "SELECT webhook_secret FROM flowlu_integrations",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
 
     assert_eq!(
@@ -190,7 +220,9 @@ async fn a_revoked_account_loses_its_page_channel_and_tokens() {
         Some(1)
     );
     // The open page's forms stop working, and reopening it is refused.
-    let form = r.act("calls", &session, &[("incoming_routing", "pbx")]).await;
+    let form = r
+        .act("calls", &session, &[("incoming_routing", "pbx")])
+        .await;
     assert_eq!(form.status, 403, "{}", form.body);
     assert_eq!(r.open(&ctx).await.status, 403);
     // Its tokens are gone, the channel forgotten under a new webhook secret.
@@ -228,9 +260,15 @@ async fn only_the_pbx_owner_admits_more_accounts_on_the_settings_page() {
     );
     // acme (admitted first: the PBX owner) sees the list and admits newco.
     let acme = r.open(&Ctx::new("100", "acme.flowlu.com", "tok-a")).await;
-    assert!(acme.body.contains("<li>beta.flowlu.com</li>"), "{}", acme.body);
+    assert!(
+        acme.body.contains("<li>beta.flowlu.com</li>"),
+        "{}",
+        acme.body
+    );
     let acme = crate::flowlu_support::session_of(&acme.body);
-    let bad = r.act("accounts-admit", &acme, &[("domain", "evil.com")]).await;
+    let bad = r
+        .act("accounts-admit", &acme, &[("domain", "evil.com")])
+        .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
     let done = r
         .act("accounts-admit", &acme, &[("domain", "NewCo.flowlu.com")])

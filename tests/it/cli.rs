@@ -219,11 +219,20 @@ fn init_admits_the_named_account_and_accounts_manages_the_list() {
     // A bad --admit is a usage error and writes nothing.
     let config = dir.path().join("config.toml");
     let (code, err) = run(
-        &["--init", "--non-interactive", "--self-signed", "--admit", "evil.com"],
+        &[
+            "--init",
+            "--non-interactive",
+            "--self-signed",
+            "--admit",
+            "evil.com",
+        ],
         &config,
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--admit") && err.contains("allowed_domains"), "{err}");
+    assert!(
+        err.contains("--admit") && err.contains("allowed_domains"),
+        "{err}"
+    );
     assert!(!config.exists());
 
     let config = init(dir.path(), &["--admit", "https://Acme.flowlu.com/"]);
@@ -233,9 +242,18 @@ fn init_admits_the_named_account_and_accounts_manages_the_list() {
     assert!(out.contains("(init)  (owns the PBX)"), "{out}");
 
     let (code, out, _) = accounts(&["admit", "beta.flowlu.com"], &config);
-    assert_eq!((code, out.as_str()), (0, "beta.flowlu.com admitted: its admins can now open the settings in Flowlu"));
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "beta.flowlu.com admitted: its admins can now open the settings in Flowlu"
+        )
+    );
     let (code, out, _) = accounts(&["admit", "beta.flowlu.com"], &config);
-    assert_eq!((code, out.as_str()), (0, "beta.flowlu.com was already admitted"));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "beta.flowlu.com was already admitted")
+    );
     for bad in ["flowlu.com", "1.2.3.4", "beta.flowlu.com:443"] {
         let (code, _, err) = accounts(&["admit", bad], &config);
         assert_eq!(code, 2, "{bad}: {err}");
@@ -260,5 +278,9 @@ fn init_admits_the_named_account_and_accounts_manages_the_list() {
     let (code, out, _) = accounts(&["claim-code"], &config);
     assert_eq!(code, 0);
     let code_text = out.strip_prefix("Claim code:    ").unwrap();
-    assert_eq!(code_text.split_whitespace().next().unwrap().len(), 24, "{out}");
+    assert_eq!(
+        code_text.split_whitespace().next().unwrap().len(),
+        24,
+        "{out}"
+    );
 }

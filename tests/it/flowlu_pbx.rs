@@ -36,7 +36,11 @@ async fn pbx_settings_are_owned_published_and_survive_a_restart() {
     // The PBX in the config file belongs to the earliest admitted account
     // (acme.flowlu.com in the harness) until the operator names another.
     let page_a = r.open(&Ctx::new("100", "alpha.flowlu.com", "tok-a")).await;
-    assert!(page_a.body.contains("id=\"pbx-readonly\""), "{}", page_a.body);
+    assert!(
+        page_a.body.contains("id=\"pbx-readonly\""),
+        "{}",
+        page_a.body
+    );
     r.app.set_pbx_owner("alpha.flowlu.com");
     let mut watch = r.app.state.pbx_settings.subscribe();
     let page_a = r.open(&Ctx::new("100", "alpha.flowlu.com", "tok-a")).await;

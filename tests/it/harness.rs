@@ -340,7 +340,10 @@ pub async fn get_from(
     let _ = tls.read_to_end(&mut raw).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 

@@ -61,7 +61,10 @@ async fn a_non_owner_never_sees_nor_changes_the_config_pbx() {
         "127.0.0.1".to_string(),
         CONFIG_SECRET.to_string(),
     ] {
-        assert!(!page.body.contains(&hidden), "{hidden} shown to a non-owner");
+        assert!(
+            !page.body.contains(&hidden),
+            "{hidden} shown to a non-owner"
+        );
     }
     let session = crate::flowlu_support::session_of(&page.body);
 
@@ -71,7 +74,11 @@ async fn a_non_owner_never_sees_nor_changes_the_config_pbx() {
     for action in ["pbx", "pbx-test"] {
         let resp = r.act(action, &session, &pbx_form(&fake_port, "")).await;
         assert_eq!(resp.status, 403, "{action}: {}", resp.body);
-        assert!(notice_of(&resp.body).unwrap().contains("another Flowlu account"));
+        assert!(
+            notice_of(&resp.body)
+                .unwrap()
+                .contains("another Flowlu account")
+        );
         assert!(!resp.body.contains("config-ami-user"));
     }
     assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
@@ -81,7 +88,11 @@ async fn a_non_owner_never_sees_nor_changes_the_config_pbx() {
     // The owner sees it.
     r.fake.add_user("tok-a", "7", "Ann", "");
     let owner = r.open(&Ctx::new("100", "acme.flowlu.com", "tok-a")).await;
-    assert!(owner.body.contains(&format!("value=\"{port}\"")), "{}", owner.body);
+    assert!(
+        owner.body.contains(&format!("value=\"{port}\"")),
+        "{}",
+        owner.body
+    );
     assert!(owner.body.contains("value=\"config-ami-user\""));
 }
 
@@ -89,7 +100,9 @@ async fn a_non_owner_never_sees_nor_changes_the_config_pbx() {
 async fn a_saved_secret_never_follows_a_new_address() {
     let (r, port) = with_config_pbx(|_| {}).await;
     r.fake.add_user("tok-a", "7", "Ann", "");
-    let session = r.session(&Ctx::new("100", "acme.flowlu.com", "tok-a")).await;
+    let session = r
+        .session(&Ctx::new("100", "acme.flowlu.com", "tok-a"))
+        .await;
     // A manager that refuses the challenge, recording every byte it gets.
     let fake = FakeAmi::start(vec![Script::new("agent-busy").without_challenge()]).await;
     let new_port = fake.port().to_string();
@@ -103,18 +116,28 @@ async fn a_saved_secret_never_follows_a_new_address() {
     }
     assert_eq!(fake.connections(), 0);
     assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
-    assert_eq!(r.app.state.pbx_settings.borrow().clone().unwrap().port, port);
+    assert_eq!(
+        r.app.state.pbx_settings.borrow().clone().unwrap().port,
+        port
+    );
 
     // Typed again, the test reaches the manager, which refuses the challenge: reported
     // as such, and the typed secret is not sent in clear text either.
-    let resp = r.act("pbx-test", &session, &pbx_form(&new_port, TYPED_SECRET)).await;
+    let resp = r
+        .act("pbx-test", &session, &pbx_form(&new_port, TYPED_SECRET))
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let notice = notice_of(&resp.body).unwrap();
-    assert!(notice.starts_with("The PBX refuses the MD5 challenge"), "{notice}");
+    assert!(
+        notice.starts_with("The PBX refuses the MD5 challenge"),
+        "{notice}"
+    );
     assert_eq!(fake.connections(), 1);
 
     // Saved: the supervisor connects, gets no further than the challenge, and says so.
-    let saved = r.act("pbx", &session, &pbx_form(&new_port, TYPED_SECRET)).await;
+    let saved = r
+        .act("pbx", &session, &pbx_form(&new_port, TYPED_SECRET))
+        .await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     let health = eventually(10, "challenge_refused on /healthz", async || {
         let h = r.app.get("/healthz").await.json();
@@ -128,8 +151,14 @@ async fn a_saved_secret_never_follows_a_new_address() {
             .contains("allow_plain_login"),
         "{health}"
     );
-    let page = r.act("calls", &session, &[("incoming_routing", "pbx")]).await;
-    assert!(page.body.contains("refuses the MD5 challenge"), "{}", page.body);
+    let page = r
+        .act("calls", &session, &[("incoming_routing", "pbx")])
+        .await;
+    assert!(
+        page.body.contains("refuses the MD5 challenge"),
+        "{}",
+        page.body
+    );
 
     let received = String::from_utf8_lossy(&fake.received()).into_owned();
     assert!(received.contains("Action: Challenge"), "{received}");
@@ -156,12 +185,24 @@ async fn healthz_tells_outsiders_only_status_and_version() {
     assert_eq!(keys, ["status", "version"], "{body}");
     assert_eq!(public["status"], "degraded");
     let (_, page) = get_from(&r.app, outside, "/", "").await;
-    assert!(page.contains("degraded") && page.contains(appliance::VERSION), "{page}");
+    assert!(
+        page.contains("degraded") && page.contains(appliance::VERSION),
+        "{page}"
+    );
     for hidden in [format!("{port}"), "Flowlu accounts".to_string()] {
-        assert!(!page.contains(&hidden), "{hidden} on the public page: {page}");
+        assert!(
+            !page.contains(&hidden),
+            "{hidden} on the public page: {page}"
+        );
     }
     // A proxied request from a trusted address is not trusted either.
-    let (_, body) = get_from(&r.app, inside, "/healthz", "X-Forwarded-For: 203.0.113.9\r\n").await;
+    let (_, body) = get_from(
+        &r.app,
+        inside,
+        "/healthz",
+        "X-Forwarded-For: 203.0.113.9\r\n",
+    )
+    .await;
     assert!(!body.contains("pbx_detail"), "{body}");
 
     // The trusted network and the metrics token see the detail.

@@ -33,7 +33,10 @@ pub fn view(conn: &rusqlite::Connection, id: i64) -> Result<AccountsView, DbErro
     }
     Ok(AccountsView {
         shown: true,
-        admitted: admission::list(conn)?.into_iter().map(|a| a.domain).collect(),
+        admitted: admission::list(conn)?
+            .into_iter()
+            .map(|a| a.domain)
+            .collect(),
     })
 }
 

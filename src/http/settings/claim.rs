@@ -155,9 +155,19 @@ pub async fn redeem(state: &State, req: Request<Incoming>) -> Result<Response, H
         }
         Claim::Wrong => {
             log::warn!("a wrong claim code was typed for {domain}");
-            (StatusCode::FORBIDDEN, error(lang, "claim_wrong"), false, true)
+            (
+                StatusCode::FORBIDDEN,
+                error(lang, "claim_wrong"),
+                false,
+                true,
+            )
         }
-        Claim::NonePending => (StatusCode::FORBIDDEN, error(lang, "claim_none"), false, false),
+        Claim::NonePending => (
+            StatusCode::FORBIDDEN,
+            error(lang, "claim_none"),
+            false,
+            false,
+        ),
     };
     Ok(render(
         state,
