@@ -3,7 +3,7 @@
 
 use appliance::flowlu::admission;
 
-use crate::flowlu_support::{Ctx, Rig, notice_of, rig};
+use crate::flowlu_support::{Ctx, Rig, hidden_field, notice_of, rig};
 
 const STRANGER: &str = "stranger.flowlu.com";
 
@@ -55,13 +55,7 @@ fn nothing_stored(r: &Rig, domain: &str) {
 
 /// The hidden `pending` field of the refusal page's claim form.
 fn pending_of(page: &str) -> String {
-    let marker = "name=\"pending\" value=\"";
-    let start = page
-        .find(marker)
-        .unwrap_or_else(|| panic!("no claim form in {page}"))
-        + marker.len();
-    let end = page[start..].find('"').unwrap() + start;
-    page[start..end].to_string()
+    hidden_field(page, "pending")
 }
 
 #[tokio::test(flavor = "multi_thread")]

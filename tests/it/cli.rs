@@ -6,6 +6,12 @@ use std::process::Command;
 use crate::smoke::{BIN, init};
 
 fn run(args: &[&str], config: &std::path::Path) -> (i32, String) {
+    let (code, _, stderr) = output(args, config);
+    (code, stderr)
+}
+
+/// Runs the binary with `args` and `--config`: exit code, stdout, stderr (trimmed).
+fn output(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .arg("--config")
@@ -15,6 +21,7 @@ fn run(args: &[&str], config: &std::path::Path) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
 }
@@ -196,21 +203,9 @@ fn runtime_problems_exit_1_with_one_line_and_change_nothing() {
     assert!(err.contains("cert.pem"), "{err}");
 }
 
-/// `appliance accounts ...` with stdout and stderr.
+/// `appliance accounts ...`: exit code, stdout, stderr.
 fn accounts(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("accounts")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
+    output(&[&["accounts"], args].concat(), config)
 }
 
 #[test]

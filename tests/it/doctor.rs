@@ -165,6 +165,23 @@ async fn a_refused_pbx_login_fails_as_such() {
     assert!(fail.contains("refused"), "{report}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbx_refusing_the_challenge_fails_as_such_and_gets_no_secret() {
+    let ami = FakeAmi::start(vec![Script::new("actions-responses").without_challenge()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), ami.port());
+    let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{report}");
+    let fail = line(&report, "FAIL", "pbx");
+    assert!(
+        fail.contains("challenge refused, the secret was not sent"),
+        "{report}"
+    );
+    assert!(ami.sent_named("Login").is_empty(), "{:?}", ami.sent());
+}
+
 /// A running appliance (PBX: an Asterisk nobody answers on) with account acc-1 connected
 /// by user 7 with token tok-1.
 async fn connected_service() -> crate::flowlu_support::Rig {

@@ -8,17 +8,16 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde::Serialize;
 use sha2::Sha256;
 
+use super::actions::{self, Fields};
 use super::view::{self, Notice};
 use crate::app::State;
 use crate::flowlu::admission::{self, Claim};
 use crate::flowlu::store;
 use crate::http::HttpError;
-use crate::http::form::{self, Decoded};
 use crate::http::respond::{self, Response};
 
 /// How long the refusal page's claim form may be submitted.
@@ -119,17 +118,8 @@ fn error(lang: &str, key: &str) -> Notice {
 }
 
 /// `POST /integration/settings/claim`: the claim code typed on the refusal page.
-pub async fn redeem(state: &State, req: Request<Incoming>) -> Result<Response, HttpError> {
-    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
-    let Decoded::Fields(fields) = form::decode(&parts.headers, &body, false)? else {
-        unreachable!("JSON is refused when not allowed");
-    };
-    let field = |k: &str| {
-        fields
-            .iter()
-            .find(|(key, _)| key == k)
-            .map_or("", |(_, v)| v.as_str())
-    };
+pub async fn redeem(state: &State, fields: &Fields) -> Result<Response, HttpError> {
+    let field = |k: &str| actions::field(fields, k);
     let lang = view::lang(Some(field("lang")));
     let pending = field("pending").to_string();
     let Some(domain) = verify(state.flowlu.session_key(), &pending, store::now()) else {

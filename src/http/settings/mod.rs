@@ -100,17 +100,14 @@ async fn act(
     req: Request<Incoming>,
     origin: &mut Option<String>,
 ) -> Result<Response, HttpError> {
-    if name == "claim" {
-        // The refusal page's form: no session (the account is not admitted yet).
-        return claim::redeem(state, req).await;
-    }
-    if !actions::NAMES.contains(&name) && !callbacks::NAMES.contains(&name) {
+    if name != "claim" && !actions::NAMES.contains(&name) && !callbacks::NAMES.contains(&name) {
         return Err(HttpError::not_found());
     }
-    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
-    let Decoded::Fields(fields) = form::decode(&parts.headers, &body, false)? else {
-        unreachable!("JSON is refused when not allowed");
-    };
+    let fields = read_fields(state, req).await?;
+    if name == "claim" {
+        // The refusal page's form: no session (the account is not admitted yet).
+        return claim::redeem(state, &fields).await;
+    }
     let field = |k: &str| {
         fields
             .iter()
@@ -172,6 +169,18 @@ async fn act(
         },
     )
     .await?)
+}
+
+/// A form POST's fields (URL-encoded or multipart; JSON is refused).
+async fn read_fields(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Vec<(String, String)>, HttpError> {
+    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
+    let Decoded::Fields(fields) = form::decode(&parts.headers, &body, false)? else {
+        unreachable!("JSON is refused when not allowed");
+    };
+    Ok(fields)
 }
 
 /// An error as a small page the iframe may show.
