@@ -185,6 +185,9 @@ fn init(cli: &Cli) -> Result<String, Failure> {
     text.push('\n');
     text.push_str(&match claim_code {
         Some(code) => super::accounts::claim_code_text(&code),
+        None if admit.is_empty() => "Admitted:      the accounts admitted before are kept \
+                                     (appliance accounts list)"
+            .to_string(),
         None => format!(
             "Admitted:      {} (more: appliance accounts admit <domain>)",
             admit.join(", ")
