@@ -154,30 +154,31 @@ fn a_broken_setup_fails_with_one_line_per_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_pbx_login_fails_as_such() {
-    let ami = FakeAmi::start(vec![Script::new("actions-responses").refuse_login()]).await;
+    let (_, fail) = pbx_failure(Script::new("actions-responses").refuse_login()).await;
+    assert!(fail.contains("refused"), "{fail}");
+}
+
+/// `appliance doctor` against a fake AMI playing `script`: the fake, and the pbx FAIL line
+/// (asserting exit code 1).
+async fn pbx_failure(script: Script) -> (crate::fake_pbx::Fake, String) {
+    let ami = FakeAmi::start(vec![script]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), ami.port());
     let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
         .await
         .unwrap();
     assert_eq!(code, 1, "{report}");
-    let fail = line(&report, "FAIL", "pbx");
-    assert!(fail.contains("refused"), "{report}");
+    let fail = line(&report, "FAIL", "pbx").to_string();
+    (ami, fail)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pbx_refusing_the_challenge_fails_as_such_and_gets_no_secret() {
-    let ami = FakeAmi::start(vec![Script::new("actions-responses").without_challenge()]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), ami.port());
-    let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
-        .await
-        .unwrap();
-    assert_eq!(code, 1, "{report}");
-    let fail = line(&report, "FAIL", "pbx");
+    let script = Script::new("actions-responses").without_challenge();
+    let (ami, fail) = pbx_failure(script).await;
     assert!(
         fail.contains("challenge refused, the secret was not sent"),
-        "{report}"
+        "{fail}"
     );
     assert!(ami.sent_named("Login").is_empty(), "{:?}", ami.sent());
 }

@@ -14,6 +14,7 @@ mod c2c;
 mod callbacks;
 mod claim;
 mod crm;
+mod pbx;
 pub mod session;
 mod view;
 
