@@ -11,18 +11,21 @@
 //! ```
 //!
 //! - [`cli`]: command-line surface (clap): `run`, `--init` (the setup wizard),
-//!   `check-config`, `doctor`, `backup`, and the hidden `generate` (completions, man page).
+//!   `check-config`, `doctor`, `backup`, `accounts` (admitted Flowlu accounts), `outbox`,
+//!   and the hidden `generate` (completions, man page).
 //! - [`config`]: layered configuration (embedded defaults, TOML file, `APPLIANCE_*`
 //!   environment, flags), validated once after merging.
 //! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
 //!   blocking-pool helper every async caller uses.
 //! - [`flowlu`]: everything Flowlu-specific: the settings iframe's context, the domain
-//!   allow-list, REST calls (user lookup, channel registration, token refresh), OAuth
+//!   allow-list, `flowlu::admission` (issue 12: which accounts the operator admitted, the
+//!   one-time claim code, which account owns the PBX), REST calls (user lookup, channel registration, token refresh), OAuth
 //!   token upkeep, and the tables for accounts, users, tokens, settings and extensions;
 //!   `flowlu::crm` (issue 8): Flowlu's entity webhooks → a cache of CRM contacts'
 //!   numbers and managers, and the call-handling rules' CRM requests (via the outbox).
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
-//!   routing, access log, and the handlers browsers, Flowlu and operators call
+//!   routing, access log, who sees detail (`http::trust`: `[server] trusted_networks`,
+//!   the metrics token), and the handlers browsers, Flowlu and operators call
 //!   (including the Flowlu settings page, `http::settings`, and the Flowlu webhook,
 //!   `http::webhook`: click-to-call, call lists, employees, redirect, health; and the
 //!   click-to-call URL, `http::c2c`, which places calls through the webhook's call.make).

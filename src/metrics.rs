@@ -44,10 +44,11 @@ struct BuildLabels {
     version: &'static str,
 }
 
-const PBX_STATES: [LinkState; 4] = [
+const PBX_STATES: [LinkState; 5] = [
     LinkState::NotConfigured,
     LinkState::Down,
     LinkState::AuthFailed,
+    LinkState::ChallengeRefused,
     LinkState::Up,
 ];
 

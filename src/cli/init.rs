@@ -18,6 +18,7 @@ use std::time::Duration;
 use super::{Cli, PbxArg, absolute, fail, questions};
 use crate::config::{self, Config, LoadOptions, PbxType};
 use crate::db::Db;
+use crate::flowlu::admission;
 use crate::pbx::{self, ConnectionSettings, ProbeResult};
 use crate::{sysuser, tls};
 
@@ -51,6 +52,8 @@ pub(super) struct Answers {
     pub data_dir: PathBuf,
     /// The outcome of the PBX login test, when one was made.
     pub login_test: Option<ProbeResult>,
+    /// Flowlu accounts to admit (`--admit`), as typed.
+    pub admit: Vec<String>,
 }
 
 struct Failure {
@@ -138,6 +141,12 @@ fn init(cli: &Cli) -> Result<String, Failure> {
     if let TlsChoice::Files { .. } = answers.tls {
         tls::load_certified_key(&cert, &key).map_err(|e| cleanup(failure(1, e)))?;
     }
+    let admit = answers
+        .admit
+        .iter()
+        .map(|d| admission::normalize(&checked.flowlu, d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cleanup(failure(2, format!("--admit: {e}"))))?;
 
     make_dir(&answers.data_dir).map_err(|e| cleanup(failure(1, e)))?;
     if let TlsChoice::SelfSigned | TlsChoice::Acme(_) = answers.tls {
@@ -151,7 +160,11 @@ fn init(cli: &Cli) -> Result<String, Failure> {
         tls::write_self_signed(&tls_dir, &hosts).map_err(|e| cleanup(failure(1, e)))?;
     }
     let db_path = answers.data_dir.join("appliance.db");
-    Db::open(&db_path).map_err(|e| cleanup(failure(1, e)))?;
+    let db = Db::open(&db_path).map_err(|e| cleanup(failure(1, e)))?;
+    let claim_code = db
+        .with_conn(|c| admit_accounts(c, &admit))
+        .map_err(|e| cleanup(failure(1, e)))?;
+    drop(db);
 
     let mode = if config::running_as_root() {
         0o640
@@ -168,7 +181,41 @@ fn init(cli: &Cli) -> Result<String, Failure> {
             ))
         })?;
 
-    Ok(summary(&answers, &checked, &path, &db_path, &cert))
+    let mut text = summary(&answers, &checked, &path, &db_path, &cert);
+    text.push('\n');
+    text.push_str(&match claim_code {
+        Some(code) => super::accounts::claim_code_text(&code),
+        None if admit.is_empty() => "Admitted:      the accounts admitted before are kept \
+                                     (appliance accounts list)"
+            .to_string(),
+        None => format!(
+            "Admitted:      {} (more: appliance accounts admit <domain>)",
+            admit.join(", ")
+        ),
+    });
+    Ok(text)
+}
+
+/// Admits the `--admit` accounts; the first becomes the PBX owner unless one is marked
+/// already. Without any, and with no account admitted before, makes the claim code the
+/// first admin types into the settings page (returned for printing).
+fn admit_accounts(
+    conn: &mut rusqlite::Connection,
+    domains: &[String],
+) -> Result<Option<String>, crate::db::DbError> {
+    for domain in domains {
+        admission::admit(conn, domain, "init")?;
+    }
+    if let Some(first) = domains.first() {
+        if !admission::list(conn)?.iter().any(|a| a.pbx_owner) {
+            admission::set_pbx_owner(conn, first)?;
+        }
+        return Ok(None);
+    }
+    if admission::list(conn)?.is_empty() {
+        return admission::new_claim_code(conn).map(Some);
+    }
+    Ok(None)
 }
 
 /// Run as root on a host with the `appliance` service user (the .deb creates it): the
@@ -264,6 +311,7 @@ fn from_flags(cli: &Cli) -> Answers {
             .map(absolute)
             .unwrap_or_else(config::default_data_dir),
         login_test: None,
+        admit: a.admit.clone(),
     }
 }
 
@@ -338,6 +386,10 @@ fn summary(a: &Answers, checked: &Config, config: &Path, db: &Path, cert: &Path)
         )),
         Some(ProbeResult::AuthFailed(detail)) => lines.push(format!(
             "PBX login:     FAILED, credentials refused: {detail} (fix [pbx] user/secret)"
+        )),
+        Some(ProbeResult::ChallengeRefused(detail)) => lines.push(format!(
+            "PBX login:     NOT TRIED, the PBX refuses the MD5 challenge and the secret is \
+             never sent in clear text unless [pbx] allow_plain_login = true: {detail}"
         )),
         None => {}
     }

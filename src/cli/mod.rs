@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a runtime failure (port in use, unusable database or TLS
 //! files, refused overwrite), 2 bad usage or an invalid configuration.
 
+mod accounts;
 mod backup;
 mod check;
 mod doctor;
@@ -56,6 +57,12 @@ pub enum Command {
     Run,
     /// Validate the configuration (and the files it names) and print it, secrets as ***.
     CheckConfig,
+    /// Which Flowlu accounts this appliance serves: list, admit, revoke, pbx-owner,
+    /// claim-code.
+    Accounts {
+        #[command(subcommand)]
+        action: accounts::AccountsCommand,
+    },
     /// Inspect and repair the delivery of call events to Flowlu.
     Outbox {
         #[command(subcommand)]
@@ -122,6 +129,10 @@ pub struct InitArgs {
     /// AMI secret or ESL password (or set APPLIANCE_PBX__SECRET to keep it out of `ps`).
     #[arg(long, requires = "init", value_name = "SECRET", hide_env_values = true)]
     pub pbx_secret: Option<String>,
+    /// Admit this Flowlu account, e.g. company.flowlu.com (repeatable); the first owns the
+    /// PBX. Without it, --init prints a one-time claim code instead.
+    #[arg(long, requires = "init", value_name = "DOMAIN")]
+    pub admit: Vec<String>,
     /// Public HTTPS URL Flowlu reaches this appliance at, e.g. https://pbx.example.com:8443.
     #[arg(long, requires = "init", value_name = "URL")]
     pub public_url: Option<String>,
@@ -204,6 +215,7 @@ pub fn main() -> ExitCode {
         None | Some(Command::Run) => run::run(&cli),
         Some(Command::CheckConfig) => check::run(&cli),
         Some(Command::Outbox { action }) => outbox::run(&cli, action),
+        Some(Command::Accounts { action }) => accounts::run(&cli, action),
         Some(Command::Doctor) => doctor::run(&cli),
         Some(Command::Backup { file, force }) => backup::run(&cli, file, *force),
         Some(Command::Generate { what }) => generate::run(what),

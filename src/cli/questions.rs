@@ -69,6 +69,9 @@ pub(super) fn ask(cli: &Cli, mut a: Answers, runtime: &Runtime) -> Io<Answers> {
                 Some(ProbeResult::AuthFailed(detail)) => {
                     eprintln!("  the PBX refused the credentials: {detail}")
                 }
+                Some(ProbeResult::ChallengeRefused(detail)) => {
+                    eprintln!("  the secret was not sent: {detail}")
+                }
                 None => {}
             }
             let ok = matches!(result, Some(ProbeResult::Ok(_)));
@@ -98,6 +101,15 @@ pub(super) fn ask(cli: &Cli, mut a: Answers, runtime: &Runtime) -> Io<Answers> {
     ask_tls(&mut a)?;
     let dir = prompt::ask("Data directory", &a.data_dir.display().to_string())?;
     a.data_dir = absolute(Path::new(&dir));
+    if a.admit.is_empty() {
+        let domain = prompt::ask(
+            "Flowlu account to admit, e.g. company.flowlu.com (empty: print a claim code)",
+            "",
+        )?;
+        if !domain.trim().is_empty() {
+            a.admit.push(domain.trim().to_string());
+        }
+    }
     Ok(a)
 }
 

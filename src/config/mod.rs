@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub tls_key: String,
     pub plain_http: bool,
     pub trusted_proxies: Vec<String>,
+    /// Clients (IP addresses or CIDR ranges) that see the detail of `/healthz` and `/`
+    /// and may read `/metrics` without the token.
+    pub trusted_networks: Vec<String>,
     pub max_body_bytes: u64,
     pub header_read_timeout_secs: u64,
     pub idle_timeout_secs: u64,
@@ -128,6 +131,8 @@ pub struct PbxConfig {
     pub reconnect_max_ms: u64,
     pub auth_retry_ms: u64,
     pub timeout_ms: u64,
+    /// Send the AMI secret in clear text to a manager that refuses the MD5 challenge.
+    pub allow_plain_login: bool,
 }
 
 impl PbxConfig {
@@ -333,12 +338,12 @@ impl Config {
                 );
             }
         }
-        for proxy in &s.trusted_proxies {
-            if parse_net(proxy).is_none() {
-                return bad(
-                    "server.trusted_proxies",
-                    format!("{proxy:?} is not an IP address or CIDR range"),
-                );
+        for (key, nets) in [
+            ("server.trusted_proxies", &s.trusted_proxies),
+            ("server.trusted_networks", &s.trusted_networks),
+        ] {
+            if let Some(net) = nets.iter().find(|n| parse_net(n).is_none()) {
+                return bad(key, format!("{net:?} is not an IP address or CIDR range"));
             }
         }
         if s.max_body_bytes < 1024 {

@@ -185,6 +185,19 @@ fn semantic_validation_names_key_and_source() {
 
     let e = err(&opts(
         Some(f.path()),
+        &[(
+            "APPLIANCE_SERVER__TRUSTED_NETWORKS",
+            "127.0.0.1/32,loopback",
+        )],
+        vec![],
+    ));
+    assert!(
+        e.contains("`server.trusted_networks`") && e.contains("loopback"),
+        "{e}"
+    );
+
+    let e = err(&opts(
+        Some(f.path()),
         &[("APPLIANCE_LOG__LEVEL", "loud")],
         vec![],
     ));

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "crm cache and rules",
         sql: include_str!("migrations/0009_crm_cache.sql"),
     },
+    Migration {
+        version: 10,
+        name: "admitted Flowlu accounts",
+        sql: include_str!("migrations/0010_admission.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

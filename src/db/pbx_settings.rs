@@ -1,14 +1,16 @@
 //! The `pbx_settings` table: the PBX connection saved from the settings page.
 //!
-//! One PBX per appliance, while several Flowlu accounts may use the appliance: the
-//! account that first saves the settings owns them, and only the owner can change them
-//! (the check and the write are one statement, so two first saves cannot both win).
-//! Saved settings take precedence over `[pbx]` in the config file at start-up.
+//! One PBX per appliance, while several Flowlu accounts may use the appliance: it belongs
+//! to one admitted account ([`admission::pbx_owner`]: the marked owner, else the
+//! earliest admitted account once a PBX is configured, else the first to save one), and
+//! only that account can change it or see its address and user. Saved settings take
+//! precedence over `[pbx]` in the config file at start-up.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::DbError;
 use crate::config::PbxType;
+use crate::flowlu::{admission, store};
 use crate::pbx::ConnectionSettings;
 use crate::secret::Secret;
 
@@ -16,7 +18,8 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPbx {
     pub settings: ConnectionSettings,
-    /// `None` when the owning integration was deleted (anyone may then take it over).
+    /// The integration that last saved it (`None` once deleted); who may change it is
+    /// decided by [`may_edit`], not by this.
     pub owner: Option<i64>,
 }
 
@@ -52,34 +55,48 @@ pub fn load(conn: &Connection) -> Result<Option<StoredPbx>, DbError> {
     }))
 }
 
-/// True when `integration_id` may change the PBX settings: nobody owns them yet, or it
-/// is the owner.
-pub fn may_edit(conn: &Connection, integration_id: i64) -> Result<bool, DbError> {
-    Ok(match load(conn)? {
+/// True when `integration_id` may change (and see the address and user of) the PBX
+/// connection: its account is admitted and owns the PBX ([`admission::pbx_owner`]), or
+/// no PBX is configured at all and no account owns one yet. `config_pbx`: `[pbx] type`
+/// is set in the config file.
+pub fn may_edit(conn: &Connection, integration_id: i64, config_pbx: bool) -> Result<bool, DbError> {
+    let Some(integration) = store::integration(conn, integration_id)? else {
+        return Ok(false);
+    };
+    if !admission::is_admitted(conn, &integration.domain)? {
+        return Ok(false);
+    }
+    let configured = config_pbx || load(conn)?.is_some();
+    Ok(match admission::pbx_owner(conn, configured)? {
+        Some(owner) => owner == integration.domain,
         None => true,
-        Some(stored) => stored.owner.is_none_or(|owner| owner == integration_id),
     })
 }
 
-/// Saves `settings` on behalf of `integration_id`, which becomes the owner if there was
-/// none. Returns false, changing nothing, when another integration owns them.
+/// Saves `settings` on behalf of `integration_id`, whose account becomes the marked PBX
+/// owner if none was. Returns false, changing nothing, when it may not ([`may_edit`]);
+/// the check and the write are one transaction.
 pub fn save(
-    conn: &Connection,
+    conn: &mut Connection,
     settings: &ConnectionSettings,
     integration_id: i64,
+    config_pbx: bool,
 ) -> Result<bool, DbError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let changed = conn.execute(
+    let tx = conn.transaction()?;
+    if !may_edit(&tx, integration_id, config_pbx)? {
+        return Ok(false);
+    }
+    if let Some(integration) = store::integration(&tx, integration_id)? {
+        admission::take_pbx_if_unowned(&tx, &integration.domain)?;
+    }
+    tx.execute(
         "INSERT INTO pbx_settings (id, kind, host, port, username, secret,
              owner_integration_id, updated_at)
          VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, host = excluded.host,
              port = excluded.port, username = excluded.username, secret = excluded.secret,
              owner_integration_id = excluded.owner_integration_id,
-             updated_at = excluded.updated_at
-         WHERE owner_integration_id IS NULL OR owner_integration_id = excluded.owner_integration_id",
+             updated_at = excluded.updated_at",
         params![
             settings.kind.as_str(),
             settings.host,
@@ -87,10 +104,11 @@ pub fn save(
             settings.user,
             settings.secret.expose(),
             integration_id,
-            now,
+            store::now(),
         ],
     )?;
-    Ok(changed == 1)
+    tx.commit()?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -108,32 +126,38 @@ mod tests {
     }
 
     #[test]
-    fn first_saver_owns_and_others_cannot_change() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
-        super::super::migrate::migrate(&mut conn, super::super::migrate::MIGRATIONS).unwrap();
-        for id in [1, 2] {
-            crate::db::add_test_integration(&conn, id).unwrap();
-        }
-        assert_eq!(load(&conn).unwrap(), None);
-        assert!(may_edit(&conn, 2).unwrap());
-        assert!(save(&conn, &settings("10.0.0.1"), 1).unwrap());
-        assert!(!may_edit(&conn, 2).unwrap());
-        assert!(!save(&conn, &settings("10.6.6.6"), 2).unwrap());
-        let stored = load(&conn).unwrap().unwrap();
-        assert_eq!(stored.settings, settings("10.0.0.1"));
-        assert_eq!(stored.owner, Some(1));
-        assert!(save(&conn, &settings("10.0.0.2"), 1).unwrap());
-        assert_eq!(load(&conn).unwrap().unwrap().settings.host, "10.0.0.2");
-        // The owner goes away: the settings stay and anyone may take them over.
-        conn.execute("DELETE FROM flowlu_integrations WHERE id = 1", [])
-            .unwrap();
-        let stored = load(&conn).unwrap().unwrap();
-        assert_eq!(
-            (stored.owner, stored.settings.host.as_str()),
-            (None, "10.0.0.2")
-        );
-        assert!(save(&conn, &settings("10.0.0.3"), 2).unwrap());
-        assert_eq!(load(&conn).unwrap().unwrap().owner, Some(2));
+    fn only_the_admitted_owner_may_change() {
+        let (_dir, db) = crate::db::test_db();
+        db.with_conn(|conn| {
+            for (id, domain) in [(2, "b.flowlu.com"), (3, "c.flowlu.com")] {
+                crate::db::add_test_integration(conn, id)?;
+                conn.execute(
+                    "UPDATE flowlu_integrations SET domain = ?2 WHERE id = ?1",
+                    rusqlite::params![id, domain],
+                )?;
+            }
+            // Integration 1 (test.flowlu.com) is not admitted: never.
+            admission::admit(conn, "b.flowlu.com", "cli")?;
+            admission::admit(conn, "c.flowlu.com", "cli")?;
+            assert!(!may_edit(conn, 1, false)?);
+            assert!(!save(conn, &settings("10.6.6.6"), 1, false)?);
+            assert_eq!(load(conn)?, None);
+            // A PBX from the config file belongs to the earliest admitted account.
+            assert!(may_edit(conn, 2, true)? && !may_edit(conn, 3, true)?);
+            assert!(!save(conn, &settings("10.6.6.6"), 3, true)?);
+            // No PBX anywhere: the first admitted account to save one owns it.
+            assert!(save(conn, &settings("10.0.0.1"), 3, false)?);
+            assert!(!may_edit(conn, 2, false)?);
+            assert!(!save(conn, &settings("10.6.6.6"), 2, true)?);
+            let stored = load(conn)?.unwrap();
+            assert_eq!(stored.settings, settings("10.0.0.1"));
+            assert!(save(conn, &settings("10.0.0.2"), 3, true)?);
+            // Revoked: the owner loses it, and the earliest admitted account has it.
+            admission::revoke(conn, "c.flowlu.com")?;
+            assert!(!may_edit(conn, 3, true)? && may_edit(conn, 2, true)?);
+            assert_eq!(load(conn)?.unwrap().settings.host, "10.0.0.2");
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
     }
 }

@@ -339,12 +339,17 @@ pub fn pbx(ctx: &Context) -> CheckFuture<'_> {
                  calls cannot be tracked",
             )];
         };
-        match pbx::probe(&settings, ctx.pbx_timeout).await {
+        let allow_plain = config.pbx.allow_plain_login;
+        match pbx::probe_with(&settings, ctx.pbx_timeout, allow_plain).await {
             ProbeResult::Ok(detail) => vec![Finding::ok("pbx", format!("{detail} ({from})"))],
             ProbeResult::Down(detail) => vec![Finding::fail("pbx", format!("{detail} ({from})"))],
             ProbeResult::AuthFailed(detail) => vec![Finding::fail(
                 "pbx",
                 format!("{detail} (check the user and secret in {from})"),
+            )],
+            ProbeResult::ChallengeRefused(detail) => vec![Finding::fail(
+                "pbx",
+                format!("challenge refused, the secret was not sent: {detail} ({from})"),
             )],
         }
     })

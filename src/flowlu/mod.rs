@@ -7,6 +7,8 @@
 //! only. It never renders pages (that is `http::settings`) and never talks to the PBX.
 //!
 //! Public API for the rest of the appliance:
+//! - [`admission`]: which accounts (host names) the operator admitted, the one-time
+//!   claim code, and which account owns the PBX connection.
 //! - [`store`]: integrations by id or webhook secret, per-account [`store::settings`],
 //!   the user <-> extension mapping ([`store::extension_for_user`],
 //!   [`store::user_for_extension`], [`store::mappings`]).
@@ -19,6 +21,7 @@
 //! - [`crm`]: entity webhooks' payload, the contact cache, the call-handling rules and
 //!   their CRM requests (contacts, leads, tasks).
 
+pub mod admission;
 pub mod client;
 pub mod context;
 pub mod crm;
@@ -73,6 +76,13 @@ pub enum FlowluError {
          ([flowlu] allowed_domains)"
     )]
     DomainNotAllowed(String),
+    /// The account is not admitted to this appliance (403, nothing stored); see
+    /// [`admission`].
+    #[error(
+        "this appliance is not set up for the Flowlu account {0}; ask its administrator \
+         to admit it (appliance accounts admit {0})"
+    )]
+    NotAdmitted(String),
     /// Flowlu refused the token (HTTP 401/403, error code 11, invalid_grant).
     #[error("Flowlu refused the access token: {0}")]
     Rejected(String),

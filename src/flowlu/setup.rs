@@ -2,6 +2,7 @@
 //! storing their tokens, and registering or forgetting the telephony channel.
 
 use super::FlowluError;
+use super::admission;
 use super::client::ChannelRequest;
 use super::context::IframeContext;
 use super::domain::{self, CrmTarget};
@@ -26,10 +27,13 @@ pub struct Identified {
 /// before (hash of access token + domain + app version); the slow path asks Flowlu
 /// (core/user/get) and stores the user and tokens, removing those of other app
 /// versions. Nothing is stored unless one of the two succeeded, and nothing is sent
-/// anywhere unless the domain passed the allow-list.
+/// anywhere unless the domain passed the allow-list and the account is admitted
+/// ([`admission`]; an admitted account renamed in Flowlu is followed once its token
+/// confirms the rename).
 pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identified, FlowluError> {
     let config = &state.config.flowlu;
     let target = domain::target(config, &ctx.domain, ctx.https)?;
+    let renamed_from = check_admitted(state, ctx, &target).await?;
     let hash = fast_hash(&ctx.access_token, &target.domain, &ctx.app_version);
 
     if let Some(found) = fast_path(state, ctx, &target, hash.clone()).await? {
@@ -57,6 +61,10 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
     {
         confirm_domain_change(state, ctx, existing, &user.id).await?;
     }
+    if renamed_from.is_some() && existing.is_none() {
+        // The integration went away in the meantime: nothing confirms the rename.
+        return Err(FlowluError::NotAdmitted(target.domain.clone()));
+    }
 
     let ctx2 = ctx.clone();
     let target2 = target.clone();
@@ -65,6 +73,9 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
         .db
         .run(move |c| {
             let tx = c.transaction()?;
+            if let Some(old) = &renamed_from {
+                admission::rename(&tx, old, &target2.domain)?;
+            }
             let integration = store::upsert_integration(&tx, &ctx2, &target2)?;
             store::upsert_seen_user(&tx, integration.id, &user2.id, &user2.name, &user2.email)?;
             store::upsert_token(
@@ -119,6 +130,45 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
         integration,
         user_id: user.id,
         fast_path: false,
+    })
+}
+
+/// Refuses an account the operator did not admit, before anything is stored or sent.
+/// `Some(old domain)` when the account is not admitted under this domain but its stored
+/// integration is, under `old`: a renamed subdomain, which the caller must confirm.
+async fn check_admitted(
+    state: &AppState,
+    ctx: &IframeContext,
+    target: &CrmTarget,
+) -> Result<Option<String>, FlowluError> {
+    let (domain, platform, account, app) = (
+        target.domain.clone(),
+        target.platform.clone(),
+        ctx.account_id.clone(),
+        ctx.app_id.clone(),
+    );
+    let verdict = state
+        .db
+        .run(move |c| {
+            if admission::is_admitted(c, &domain)? {
+                return Ok(Ok(None));
+            }
+            if let Some(existing) = store::find_integration(c, &platform, &account, &app)?
+                && existing.domain != domain
+                && admission::is_admitted(c, &existing.domain)?
+            {
+                return Ok(Ok(Some(existing.domain)));
+            }
+            Ok::<_, FlowluError>(Err(()))
+        })
+        .await?;
+    verdict.map_err(|()| {
+        log::warn!(
+            "settings refused for {} (account {:?}): not admitted to this appliance",
+            target.domain,
+            ctx.account_id
+        );
+        FlowluError::NotAdmitted(target.domain.clone())
     })
 }
 

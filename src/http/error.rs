@@ -128,6 +128,7 @@ impl From<FlowluError> for HttpError {
             }
             F::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             F::DomainNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "domain_not_allowed"),
+            F::NotAdmitted(_) => (StatusCode::FORBIDDEN, "not_admitted"),
             F::NoPublicUrl => (StatusCode::UNPROCESSABLE_ENTITY, "no_public_url"),
             F::Rejected(_) => {
                 log::warn!("Flowlu refused a token: {e}");

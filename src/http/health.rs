@@ -1,11 +1,16 @@
 //! `GET /healthz` and the operator's landing page `GET /`.
+//!
+//! Both answer anyone, but only clients that [`trust::sees_detail`] (trusted networks,
+//! the metrics token) get the detail: the PBX state, address and error text, account
+//! counts, the routing servers. Everyone else gets `status` and `version` only.
 
 use hyper::StatusCode;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use minijinja::context;
 use serde::Serialize;
 
 use super::respond::{self, Response};
+use super::{Ctx, trust};
 use crate::app::State;
 use crate::config::PbxType;
 use crate::pbx::{LinkState, PbxStatus};
@@ -83,19 +88,35 @@ pub async fn collect(state: &State) -> Health {
     }
 }
 
+/// What `/healthz` tells a client that may not see the detail.
+#[derive(Serialize)]
+pub struct PublicHealth {
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
 /// 200 while the appliance can serve (even with the PBX down), 503 when the database fails.
-pub async fn get(state: &State) -> Response {
+pub async fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Response {
     let health = collect(state).await;
     let status = if health.database == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    respond::json(status, &health)
+    if trust::sees_detail(&state.config, ctx, headers) {
+        respond::json(status, &health)
+    } else {
+        let public = PublicHealth {
+            status: health.status,
+            version: health.version,
+        };
+        respond::json(status, &public)
+    }
 }
 
-pub async fn index(state: &State) -> Response {
+pub async fn index(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Response {
     let health = collect(state).await;
+    let detail = trust::sees_detail(&state.config, ctx, headers);
     let iframe_url = state
         .config
         .public_url()
@@ -104,6 +125,8 @@ pub async fn index(state: &State) -> Response {
         "index.html",
         context! {
             version => health.version,
+            status => health.status,
+            detail => detail,
             database => health.database,
             pbx => minijinja::Value::from(minijinja::value::Serde(&health.pbx_detail)),
             flowlu => minijinja::Value::from(minijinja::value::Serde(&health.flowlu)),

@@ -1,16 +1,16 @@
 //! `GET /metrics`: the Prometheus scrape endpoint, and who may read it.
 //!
-//! Loopback clients that did not come through a proxy may always read it; anyone else
-//! needs `Authorization: Bearer <[metrics] token>`. The metrics themselves live in
+//! Clients in `[server] trusted_networks` (loopback by default) that did not come
+//! through a proxy may always read it; anyone else needs `Authorization: Bearer
+//! <[metrics] token>` (see `http::trust`). The metrics themselves live in
 //! `crate::metrics`.
 
 use hyper::StatusCode;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 
 use super::respond::{self, Response};
 use super::{Ctx, HttpError};
 use crate::app::State;
-use crate::secret::constant_time_eq;
 
 pub async fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<Response, HttpError> {
     authorize(state, ctx, headers)?;
@@ -33,30 +33,17 @@ pub async fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<Respon
 }
 
 fn authorize(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<(), HttpError> {
-    // A request relayed by a proxy on this host arrives from loopback too: only a direct
-    // loopback client counts as local.
-    let proxied = ["x-forwarded-for", "forwarded", "x-real-ip"]
-        .iter()
-        .any(|h| headers.contains_key(*h));
-    if ctx.client_ip.is_loopback() && !proxied {
+    if super::trust::from_trusted_network(&state.config, ctx, headers) {
         return Ok(());
     }
-    let token = &state.config.metrics.token;
-    if token.is_empty() {
-        return Err(HttpError::new(
+    match super::trust::bearer(&state.config, headers) {
+        Some(true) => Ok(()),
+        None => Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "metrics are served to loopback clients only; set [metrics] token to allow others",
-        ));
-    }
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match offered {
-        Some(offered) if constant_time_eq(offered.as_bytes(), token.expose().as_bytes()) => Ok(()),
-        _ => Err(HttpError {
+            "metrics are served to [server] trusted_networks only; set [metrics] token to allow others",
+        )),
+        Some(false) => Err(HttpError {
             www_authenticate: Some(HeaderValue::from_static("Bearer realm=\"metrics\"")),
             ..HttpError::new(
                 StatusCode::UNAUTHORIZED,

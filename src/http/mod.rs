@@ -20,6 +20,7 @@ mod redact;
 mod respond;
 mod router;
 pub mod settings;
+pub mod trust;
 pub mod webhook;
 
 use std::convert::Infallible;

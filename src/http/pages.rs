@@ -28,6 +28,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../assets/templates/settings.html"),
     ),
     ("c2c.html", include_str!("../../assets/templates/c2c.html")),
+    (
+        "not_admitted.html",
+        include_str!("../../assets/templates/not_admitted.html"),
+    ),
 ];
 
 #[derive(Clone)]

@@ -37,14 +37,14 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
         [""] => (
             "index",
             match allow(&method, GET, "GET, HEAD") {
-                Ok(()) => Ok(health::index(state).await),
+                Ok(()) => Ok(health::index(state, ctx, req.headers()).await),
                 Err(e) => Err(e),
             },
         ),
         ["healthz"] => (
             "healthz",
             match allow(&method, GET, "GET, HEAD") {
-                Ok(()) => Ok(health::get(state).await),
+                Ok(()) => Ok(health::get(state, ctx, req.headers()).await),
                 Err(e) => Err(e),
             },
         ),

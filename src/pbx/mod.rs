@@ -81,6 +81,9 @@ pub enum LinkState {
     Down,
     /// Reached the PBX but it refused our credentials: retried slowly.
     AuthFailed,
+    /// The Asterisk manager refuses the MD5 challenge and `[pbx] allow_plain_login` is
+    /// off, so the secret was not sent: retried slowly.
+    ChallengeRefused,
     /// Connected and logged in.
     Up,
 }
@@ -91,6 +94,7 @@ impl LinkState {
             LinkState::NotConfigured => "not_configured",
             LinkState::Down => "down",
             LinkState::AuthFailed => "auth_failed",
+            LinkState::ChallengeRefused => "challenge_refused",
             LinkState::Up => "up",
         }
     }
@@ -211,6 +215,9 @@ pub struct Options {
     pub reconnect_max: Duration,
     pub auth_retry: Duration,
     pub timeout: Duration,
+    /// `[pbx] allow_plain_login`: send the AMI secret in clear text when the manager
+    /// refuses the MD5 challenge.
+    pub allow_plain_login: bool,
     /// Templates and contexts for the other PBX type, used when the settings page switches
     /// type at run time.
     config: PbxConfig,
@@ -231,6 +238,7 @@ impl Options {
             reconnect_max: ms(config.reconnect_max_ms),
             auth_retry: ms(config.auth_retry_ms),
             timeout: ms(config.timeout_ms),
+            allow_plain_login: config.allow_plain_login,
             config: config.clone(),
         }
     }
@@ -254,6 +262,8 @@ pub enum ProbeResult {
     Ok(String),
     Down(String),
     AuthFailed(String),
+    /// The manager refuses the MD5 challenge; the secret was not sent.
+    ChallengeRefused(String),
 }
 
 /// Why a connection attempt failed.
@@ -263,14 +273,28 @@ pub(crate) enum ConnectError {
     Down(String),
     /// The PBX refused our credentials: retry slowly.
     AuthFailed(String),
+    /// The AMI refused the MD5 challenge and a clear-text login is not allowed: nothing
+    /// secret was sent; retry slowly.
+    ChallengeRefused(String),
 }
 
 /// Connects to the PBX once, logs in with the given credentials and logs off again:
-/// `Ok` only when the login was accepted.
+/// `Ok` only when the login was accepted. Never sends the secret in clear text; see
+/// [`probe_with`].
 pub async fn probe(settings: &ConnectionSettings, timeout: Duration) -> ProbeResult {
+    probe_with(settings, timeout, false).await
+}
+
+/// [`probe`], sending the AMI secret in clear text to a manager that refuses the MD5
+/// challenge only when `allow_plain_login` (`[pbx] allow_plain_login`).
+pub async fn probe_with(
+    settings: &ConnectionSettings,
+    timeout: Duration,
+    allow_plain_login: bool,
+) -> ProbeResult {
     let attempt = async {
         match settings.kind {
-            PbxType::Asterisk => ami::login::probe(settings).await,
+            PbxType::Asterisk => ami::login::probe(settings, allow_plain_login).await,
             PbxType::Freeswitch => esl::client::probe(settings).await,
         }
     };
@@ -279,6 +303,7 @@ pub async fn probe(settings: &ConnectionSettings, timeout: Duration) -> ProbeRes
         Ok(Ok(detail)) => ProbeResult::Ok(detail),
         Ok(Err(ConnectError::Down(why))) => ProbeResult::Down(why),
         Ok(Err(ConnectError::AuthFailed(why))) => ProbeResult::AuthFailed(why),
+        Ok(Err(ConnectError::ChallengeRefused(why))) => ProbeResult::ChallengeRefused(why),
         Err(_) => ProbeResult::Down(format!(
             "{addr}: no answer within {} ms",
             timeout.as_millis()

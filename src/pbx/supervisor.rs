@@ -236,6 +236,12 @@ impl Supervisor {
                     attempt = 0;
                     opts.auth_retry
                 }
+                Err(ConnectError::ChallengeRefused(why)) => {
+                    log::error!("PBX: {why}; next try in {} ms", opts.auth_retry.as_millis());
+                    self.status.set(LinkState::ChallengeRefused, Some(why));
+                    attempt = 0;
+                    opts.auth_retry
+                }
                 Err(ConnectError::Down(why)) => {
                     attempt += 1;
                     let wait = backoff(attempt, opts.reconnect_min, opts.reconnect_max);
@@ -266,7 +272,9 @@ impl Supervisor {
         let timeout = opts.timeout;
         let login = async {
             match conn.kind {
-                PbxType::Asterisk => ami::login::open(conn, true).await.map(Session::Ami),
+                PbxType::Asterisk => ami::login::open(conn, true, opts.allow_plain_login)
+                    .await
+                    .map(Session::Ami),
                 PbxType::Freeswitch => esl::client::open(conn, true).await.map(Session::Esl),
             }
         };

@@ -6,6 +6,12 @@ use std::process::Command;
 use crate::smoke::{BIN, init};
 
 fn run(args: &[&str], config: &std::path::Path) -> (i32, String) {
+    let (code, _, stderr) = output(args, config);
+    (code, stderr)
+}
+
+/// Runs the binary with `args` and `--config`: exit code, stdout, stderr (trimmed).
+fn output(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .arg("--config")
@@ -15,6 +21,7 @@ fn run(args: &[&str], config: &std::path::Path) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
 }
@@ -194,4 +201,81 @@ fn runtime_problems_exit_1_with_one_line_and_change_nothing() {
     let (code, err) = run(&["run"], &config);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cert.pem"), "{err}");
+}
+
+/// `appliance accounts ...`: exit code, stdout, stderr.
+fn accounts(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
+    output(&[&["accounts"], args].concat(), config)
+}
+
+#[test]
+fn init_admits_the_named_account_and_accounts_manages_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bad --admit is a usage error and writes nothing.
+    let config = dir.path().join("config.toml");
+    let (code, err) = run(
+        &[
+            "--init",
+            "--non-interactive",
+            "--self-signed",
+            "--admit",
+            "evil.com",
+        ],
+        &config,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--admit") && err.contains("allowed_domains"),
+        "{err}"
+    );
+    assert!(!config.exists());
+
+    let config = init(dir.path(), &["--admit", "https://Acme.flowlu.com/"]);
+    let (code, out, _) = accounts(&["list"], &config);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("acme.flowlu.com\tadmitted "), "{out}");
+    assert!(out.contains("(init)  (owns the PBX)"), "{out}");
+
+    let (code, out, _) = accounts(&["admit", "beta.flowlu.com"], &config);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "beta.flowlu.com admitted: its admins can now open the settings in Flowlu"
+        )
+    );
+    let (code, out, _) = accounts(&["admit", "beta.flowlu.com"], &config);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "beta.flowlu.com was already admitted")
+    );
+    for bad in ["flowlu.com", "1.2.3.4", "beta.flowlu.com:443"] {
+        let (code, _, err) = accounts(&["admit", bad], &config);
+        assert_eq!(code, 2, "{bad}: {err}");
+    }
+    let (code, _, err) = accounts(&["pbx-owner", "gamma.flowlu.com"], &config);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not admitted"), "{err}");
+    let (code, _, _) = accounts(&["pbx-owner", "beta.flowlu.com"], &config);
+    assert_eq!(code, 0);
+    let (_, out, _) = accounts(&["list"], &config);
+    let beta = out.lines().find(|l| l.starts_with("beta.")).unwrap();
+    assert!(beta.ends_with("(owns the PBX)"), "{out}");
+
+    let (code, out, _) = accounts(&["revoke", "acme.flowlu.com"], &config);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = accounts(&["revoke", "acme.flowlu.com"], &config);
+    assert_eq!(code, 1);
+    assert!(err.contains("acme.flowlu.com is not admitted"), "{err}");
+    let (_, out, _) = accounts(&["list"], &config);
+    assert!(!out.contains("acme.flowlu.com"), "{out}");
+
+    let (code, out, _) = accounts(&["claim-code"], &config);
+    assert_eq!(code, 0);
+    let code_text = out.strip_prefix("Claim code:    ").unwrap();
+    assert_eq!(
+        code_text.split_whitespace().next().unwrap().len(),
+        24,
+        "{out}"
+    );
 }

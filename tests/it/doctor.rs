@@ -154,15 +154,33 @@ fn a_broken_setup_fails_with_one_line_per_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_pbx_login_fails_as_such() {
-    let ami = FakeAmi::start(vec![Script::new("actions-responses").refuse_login()]).await;
+    let (_, fail) = pbx_failure(Script::new("actions-responses").refuse_login()).await;
+    assert!(fail.contains("refused"), "{fail}");
+}
+
+/// `appliance doctor` against a fake AMI playing `script`: the fake, and the pbx FAIL line
+/// (asserting exit code 1).
+async fn pbx_failure(script: Script) -> (crate::fake_pbx::Fake, String) {
+    let ami = FakeAmi::start(vec![script]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), ami.port());
     let (code, report) = tokio::task::spawn_blocking(move || doctor(&config))
         .await
         .unwrap();
     assert_eq!(code, 1, "{report}");
-    let fail = line(&report, "FAIL", "pbx");
-    assert!(fail.contains("refused"), "{report}");
+    let fail = line(&report, "FAIL", "pbx").to_string();
+    (ami, fail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbx_refusing_the_challenge_fails_as_such_and_gets_no_secret() {
+    let script = Script::new("actions-responses").without_challenge();
+    let (ami, fail) = pbx_failure(script).await;
+    assert!(
+        fail.contains("challenge refused, the secret was not sent"),
+        "{fail}"
+    );
+    assert!(ami.sent_named("Login").is_empty(), "{:?}", ami.sent());
 }
 
 /// A running appliance (PBX: an Asterisk nobody answers on) with account acc-1 connected
@@ -263,7 +281,7 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
         user: String::new(),
         secret: appliance::secret::Secret::new("pbx-pass-1"),
     };
-    assert!(appliance::db::pbx_settings::save(&r.app.db(), &saved, id).unwrap());
+    assert!(appliance::db::pbx_settings::save(&mut r.app.db(), &saved, id, false).unwrap());
 
     let mut config = r.app.config.clone();
     config.routing.esl_listen = esl.to_string();

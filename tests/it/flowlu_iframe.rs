@@ -279,6 +279,7 @@ async fn domains_outside_the_allow_list_are_refused_without_any_request() {
         422
     );
     assert!(r.fake.requests().is_empty());
+    r.app.admit("a.crm.example.org");
     assert_eq!(
         r.open(&Ctx::new("1", "a.crm.example.org", "tok"))
             .await
@@ -509,4 +510,13 @@ async fn a_changed_domain_needs_proof_that_it_is_the_same_account() {
         .unwrap();
     assert_eq!(domain, "acme-new.flowlu.com");
     assert_eq!(r.count("SELECT count(*) FROM flowlu_integrations"), 1);
+    // The admission moved with the account: the old name no longer gets in.
+    assert_eq!(
+        r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'acme-new.flowlu.com'"),
+        1
+    );
+    assert_eq!(
+        r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'acme.flowlu.com'"),
+        0
+    );
 }

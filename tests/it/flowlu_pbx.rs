@@ -33,6 +33,15 @@ async fn pbx_settings_are_owned_published_and_survive_a_restart() {
     let b = r
         .session(&Ctx::new("200", "beta.flowlu.com", "tok-b"))
         .await;
+    // The PBX in the config file belongs to the earliest admitted account
+    // (acme.flowlu.com in the harness) until the operator names another.
+    let page_a = r.open(&Ctx::new("100", "alpha.flowlu.com", "tok-a")).await;
+    assert!(
+        page_a.body.contains("id=\"pbx-readonly\""),
+        "{}",
+        page_a.body
+    );
+    r.app.set_pbx_owner("alpha.flowlu.com");
     let mut watch = r.app.state.pbx_settings.subscribe();
     let page_a = r.open(&Ctx::new("100", "alpha.flowlu.com", "tok-a")).await;
     assert!(
@@ -59,7 +68,7 @@ async fn pbx_settings_are_owned_published_and_survive_a_restart() {
     assert!(!bad.body.contains("typed-secret"));
     assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
 
-    // A saves first and becomes the owner; the supervisor's channel gets the settings.
+    // A, the owner, saves; the supervisor's channel gets the settings.
     let port = closed_port().to_string();
     let saved = r
         .act(

@@ -208,10 +208,15 @@ impl Rig {
 
 /// The hidden `session` field of a settings page.
 pub fn session_of(page: &str) -> String {
-    let marker = "name=\"session\" value=\"";
+    hidden_field(page, "session")
+}
+
+/// The value of the page's (first) field called `name`.
+pub fn hidden_field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
     let start = page
-        .find(marker)
-        .unwrap_or_else(|| panic!("no session field in {page}"))
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {page}"))
         + marker.len();
     let end = page[start..].find('"').unwrap() + start;
     page[start..end].to_string()

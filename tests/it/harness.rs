@@ -11,6 +11,18 @@ use appliance::config::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The Flowlu accounts every test appliance admits, in this order. Any other account
+/// (e.g. stranger.flowlu.com) is refused unless a test admits it.
+pub const ADMITTED: &[&str] = &[
+    "acme.flowlu.com",
+    "alpha.flowlu.com",
+    "beta.flowlu.com",
+    "a.flowlu.com",
+    "b.flowlu.com",
+    "x.flowlu.com",
+    "test.flowlu.com",
+];
+
 pub struct TestApp {
     pub addr: SocketAddr,
     /// `https://127.0.0.1:<port>` (or `http://` with plain_http).
@@ -130,6 +142,18 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("the appliance did not start: {e}"));
         *state.routing_decider.lock().unwrap() = decider;
+        // The operator admitted the test accounts (`appliance accounts admit`), earliest
+        // first: acme.flowlu.com owns a PBX from the config file.
+        state
+            .db
+            .run(|c| {
+                for domain in ADMITTED {
+                    appliance::flowlu::admission::admit(c, domain, "cli")?;
+                }
+                Ok::<_, appliance::db::DbError>(())
+            })
+            .await
+            .unwrap();
         let serve_state = state.clone();
         let handle = tokio::spawn(async move {
             appliance::app::serve_with(serve_state, listeners, tls, async {
@@ -282,12 +306,45 @@ impl TestApp {
         Self::start_config(dir, config, cert_pem).await
     }
 
+    /// Admits one more Flowlu account, as `appliance accounts admit` does.
+    pub fn admit(&self, domain: &str) {
+        appliance::flowlu::admission::admit(&self.db(), domain, "cli").unwrap();
+    }
+
+    /// Makes `domain` the PBX owner, as `appliance accounts pbx-owner` does.
+    pub fn set_pbx_owner(&self, domain: &str) {
+        assert!(appliance::flowlu::admission::set_pbx_owner(&mut self.db(), domain).unwrap());
+    }
+
     /// A read-write connection to this appliance's database (WAL: safe alongside it).
     pub fn db(&self) -> rusqlite::Connection {
         let conn = rusqlite::Connection::open(self.data_dir().join("appliance.db")).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn
     }
+}
+
+/// `GET path` over a fresh connection from `from` with extra header lines; returns the
+/// status code and the body (the server closes after answering).
+pub async fn get_from(
+    app: &TestApp,
+    from: std::net::IpAddr,
+    path: &str,
+    headers: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect_from(app, from).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 /// Polls `check` every 10 ms until it returns `Some`, failing after `secs` seconds.
@@ -307,6 +364,15 @@ pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -
 
 /// A TLS client connection to `app`, for tests that speak raw HTTP.
 pub async fn tls_connect(app: &TestApp) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_from(app, "127.0.0.1".parse().unwrap()).await
+}
+
+/// [`tls_connect`] from the local address `from` (e.g. 127.0.0.2: loopback, but not in
+/// a `trusted_networks` of 127.0.0.1/32).
+pub async fn tls_connect_from(
+    app: &TestApp,
+    from: std::net::IpAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -318,7 +384,9 @@ pub async fn tls_connect(app: &TestApp) -> tokio_rustls::client::TlsStream<tokio
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
     connector
         .connect("127.0.0.1".try_into().unwrap(), tcp)
         .await

@@ -3,6 +3,7 @@
 //! small port-0 server that records what it receives.
 
 mod acme;
+mod admission;
 mod browser;
 mod c2c;
 mod call_events;
@@ -30,6 +31,7 @@ mod pbx_ami;
 mod pbx_ami_calls;
 mod pbx_esl;
 mod pbx_health;
+mod pbx_owner;
 mod pty;
 mod recordings;
 mod recordings_publish;

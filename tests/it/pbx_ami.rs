@@ -95,13 +95,31 @@ async fn falls_back_to_a_plaintext_login_and_works_without_session_filters() {
             .idle_resync(),
     ])
     .await;
-    let mut pbx = PbxUnderTest::start(config(&fake));
+    // Only because the operator allowed it: the secret travels in clear text.
+    let mut config = config(&fake);
+    config.allow_plain_login = true;
+    let mut pbx = PbxUnderTest::start(config);
     pbx.wait_up().await;
     let login = &fake.sent_named("Login")[0];
     assert_eq!(login.get("Secret"), Some("s3cret"));
     assert_eq!(login.get("Key"), None);
     // One refused Filter, then no more: a half whitelist would hide events.
     assert_eq!(fake.sent_named("Filter").len(), 1);
+    pbx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manager_refusing_the_challenge_never_gets_the_secret_by_default() {
+    let fake = FakeAmi::start(vec![Script::new("agent-busy").without_challenge()]).await;
+    let pbx = PbxUnderTest::start(config(&fake));
+    let detail = pbx.wait_state(LinkState::ChallengeRefused).await.unwrap();
+    assert!(detail.contains("allow_plain_login"), "{detail}");
+    // Retried (slowly), and never once was the secret sent or a Login tried.
+    fake.wait_connections(2).await;
+    assert!(fake.sent_named("Login").is_empty(), "{:?}", fake.sent());
+    let received = String::from_utf8_lossy(&fake.received()).into_owned();
+    assert!(received.contains("Action: Challenge"), "{received}");
+    assert!(!received.contains("s3cret"), "{received}");
     pbx.stop().await;
 }
 

@@ -85,6 +85,8 @@ async fn wizard_detects_asterisk_offers_manager_conf_and_sets_up_acme() {
         t.send_line("https://acme-staging-v02.api.letsencrypt.org/directory");
         t.expect("Data directory [");
         t.send_line("");
+        t.expect("Flowlu account to admit, e.g. company.flowlu.com (empty: print a claim code): ");
+        t.send_line("https://Acme.flowlu.com/");
         t.wait()
     })
     .await
@@ -101,6 +103,10 @@ async fn wizard_detects_asterisk_offers_manager_conf_and_sets_up_acme() {
         "{transcript}"
     );
     assert!(transcript.contains("PBX login:     OK"), "{transcript}");
+    assert!(
+        transcript.contains("Admitted:      acme.flowlu.com"),
+        "{transcript}"
+    );
     let config: toml::Table =
         toml::from_str(&std::fs::read_to_string(dir.path().join("config.toml")).unwrap()).unwrap();
     assert_eq!(
@@ -192,6 +198,8 @@ async fn wizard_without_a_detected_pbx_retests_after_corrections() {
         t.send_line("self-signed");
         t.expect("Data directory [");
         t.send_line("");
+        t.expect("Flowlu account to admit");
+        t.send_line("");
         t.wait()
     })
     .await
@@ -201,6 +209,11 @@ async fn wizard_without_a_detected_pbx_retests_after_corrections() {
     assert!(text.contains(&format!("port = {}", ami_port)), "{text}");
     assert!(text.contains("enabled = false"), "ACME stays off: {text}");
     assert!(transcript.contains("https://localhost:8443/integration/settings"));
+    // No account named: a one-time claim code instead.
+    assert!(
+        transcript.contains("Claim code:    ") && transcript.contains("valid 24 hours"),
+        "{transcript}"
+    );
 }
 
 #[test]

@@ -1,26 +1,21 @@
 //! The settings page's forms, each scoped to the session's integration: Connect,
-//! Disconnect, call settings, PBX connection (save and test), and the extension mapping.
+//! Disconnect, call settings and the extension mapping here; the PBX connection (save
+//! and test) in `settings::pbx`, the other sections in their own modules.
 //!
 //! A refused form is not an HTTP error page: the page is shown again with the reason on
 //! top and a matching status (422 invalid, 403 not allowed, 401/502 Flowlu trouble).
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use hyper::StatusCode;
 
 use super::session::Session;
 use super::view::{Notice, PbxForm};
 use crate::app::State;
-use crate::config::PbxType;
-use crate::db::pbx_settings;
 use crate::flowlu::FlowluError;
-use crate::flowlu::domain::is_host_name;
 use crate::flowlu::setup::{self, Connected};
 use crate::flowlu::store::{self, CallSettings, IncomingRouting, Integration};
 use crate::http::HttpError;
-use crate::pbx::{self, ConnectionSettings, ProbeResult};
-use crate::secret::Secret;
 
 pub const NAMES: &[&str] = &[
     "events-retry",
@@ -35,10 +30,9 @@ pub const NAMES: &[&str] = &[
     "crm-rotate",
     "c2c",
     "c2c-rotate",
+    // Issue 12: more Flowlu accounts, admitted by the PBX owner (settings::accounts).
+    "accounts-admit",
 ];
-
-/// How long "test connection" waits for the PBX.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Outcome {
     pub notice: Notice,
@@ -60,6 +54,18 @@ impl Outcome {
         Outcome {
             notice: Notice { text, error: false },
             status: StatusCode::OK,
+            pbx_form: None,
+        }
+    }
+
+    /// A 403 with the text of `key`.
+    pub(super) fn forbidden(lang: &str, key: &str) -> Outcome {
+        Outcome {
+            notice: Notice {
+                text: super::view::t(lang, key),
+                error: true,
+            },
+            status: StatusCode::FORBIDDEN,
             pbx_form: None,
         }
     }
@@ -100,7 +106,7 @@ pub async fn run(
             false => Outcome::ok(lang, "not_connected"),
         }),
         "calls" => calls(state, id, lang, fields).await,
-        "pbx" | "pbx-test" => pbx_form(state, id, lang, fields, name == "pbx-test").await,
+        "pbx" | "pbx-test" => super::pbx::form(state, id, lang, fields, name == "pbx-test").await,
         "mapping" => mapping(state, id, lang, fields).await,
         // Result callbacks (src/http/settings/callbacks.rs).
         n if super::callbacks::NAMES.contains(&n) => {
@@ -109,6 +115,7 @@ pub async fn run(
         "crm" | "crm-rotate" => super::crm::run(state, name, id, lang, fields).await,
         "c2c" => super::c2c::toggle(state, id, lang, field(fields, "enabled")).await,
         "c2c-rotate" => super::c2c::rotate(state, id, lang).await,
+        "accounts-admit" => super::accounts::admit(state, id, lang, fields).await,
         "events-retry" => {
             let requeued = state
                 .db
@@ -230,137 +237,6 @@ async fn calls(
         })
         .await?;
     Ok(Outcome::ok(lang, "saved"))
-}
-
-/// Reads the PBX form. `Err` carries the message for the admin.
-fn parse_pbx(
-    fields: &Fields,
-    current: Option<&ConnectionSettings>,
-) -> Result<ConnectionSettings, String> {
-    let kind = PbxType::parse(field(fields, "pbx_type"))
-        .ok_or("choose the PBX type: asterisk or freeswitch")?;
-    let host = field(fields, "pbx_host").trim().to_ascii_lowercase();
-    let host_ok = host.parse::<std::net::IpAddr>().is_ok()
-        || (host.starts_with('[')
-            && host.ends_with(']')
-            && host[1..host.len() - 1]
-                .parse::<std::net::Ipv6Addr>()
-                .is_ok())
-        || is_host_name(&host);
-    if !host_ok {
-        return Err("the PBX host must be a host name or an IP address (no port or scheme)".into());
-    }
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = match field(fields, "pbx_port").trim() {
-        "" | "0" => kind.default_port(),
-        p => p
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or("the port must be a number from 1 to 65535 (or empty)")?,
-    };
-    let user = field(fields, "pbx_user").trim().to_string();
-    if user.len() > 64 || !user.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the AMI user name must be at most 64 characters without spaces".into());
-    }
-    if kind == PbxType::Asterisk && user.is_empty() {
-        return Err("Asterisk needs the AMI user name (manager.conf)".into());
-    }
-    let typed = field(fields, "pbx_secret");
-    if typed.len() > 256 || typed.chars().any(char::is_control) {
-        return Err("the secret must be at most 256 characters on one line".into());
-    }
-    let secret = match (typed.is_empty(), current) {
-        (false, _) => Secret::new(typed),
-        (true, Some(c)) if !c.secret.is_empty() => c.secret.clone(),
-        (true, _) => return Err("enter the AMI secret or event socket password".into()),
-    };
-    Ok(ConnectionSettings {
-        kind,
-        host,
-        port,
-        user,
-        secret,
-    })
-}
-
-async fn pbx_form(
-    state: &State,
-    id: i64,
-    lang: &'static str,
-    fields: &Fields,
-    test_only: bool,
-) -> Result<Outcome, HttpError> {
-    let current = state.pbx_settings.borrow().clone();
-    let echo = PbxForm {
-        kind: field(fields, "pbx_type").to_string(),
-        host: field(fields, "pbx_host").to_string(),
-        port: field(fields, "pbx_port").to_string(),
-        user: field(fields, "pbx_user").to_string(),
-        has_secret: current.as_ref().is_some_and(|c| !c.secret.is_empty()),
-    };
-    let may_edit = state.db.run(move |c| pbx_settings::may_edit(c, id)).await?;
-    if !may_edit {
-        log::warn!("integration {id}: refused a PBX change: another integration owns the PBX");
-        return Ok(Outcome {
-            notice: Notice {
-                text: super::view::t(lang, "pbx_not_owner"),
-                error: true,
-            },
-            status: StatusCode::FORBIDDEN,
-            pbx_form: None,
-        });
-    }
-    let settings = match parse_pbx(fields, current.as_ref()) {
-        Ok(s) => s,
-        Err(why) => {
-            return Ok(Outcome {
-                pbx_form: Some(echo),
-                ..Outcome::invalid(lang, why)
-            });
-        }
-    };
-    if test_only {
-        let (key, detail) = match pbx::probe(&settings, PROBE_TIMEOUT).await {
-            ProbeResult::Ok(d) => ("probe_ok", d),
-            ProbeResult::Down(d) => ("probe_down", d),
-            ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
-        };
-        return Ok(Outcome {
-            notice: Notice {
-                text: format!("{}: {detail}", super::view::t(lang, key)),
-                error: key != "probe_ok",
-            },
-            status: StatusCode::OK,
-            pbx_form: Some(echo),
-        });
-    }
-    let to_save = settings.clone();
-    let saved = state
-        .db
-        .run(move |c| pbx_settings::save(c, &to_save, id))
-        .await?;
-    if !saved {
-        return Ok(Outcome {
-            notice: Notice {
-                text: super::view::t(lang, "pbx_not_owner"),
-                error: true,
-            },
-            status: StatusCode::FORBIDDEN,
-            pbx_form: None,
-        });
-    }
-    log::info!(
-        "integration {id} saved the PBX connection: {} at {}:{}",
-        settings.kind.as_str(),
-        settings.host,
-        settings.port
-    );
-    state.pbx_settings.send_replace(Some(settings));
-    Ok(Outcome::ok(lang, "pbx_saved"))
 }
 
 fn valid_extension(ext: &str) -> bool {
@@ -487,69 +363,6 @@ async fn mapping(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn pbx_form_validation() {
-        let ok = parse_pbx(
-            &f(&[
-                ("pbx_type", "asterisk"),
-                ("pbx_host", "PBX.local"),
-                ("pbx_port", ""),
-                ("pbx_user", "appliance"),
-                ("pbx_secret", "s"),
-            ]),
-            None,
-        )
-        .unwrap();
-        assert_eq!((ok.host.as_str(), ok.port), ("pbx.local", 5038));
-        let current = ok.clone();
-        let kept = parse_pbx(
-            &f(&[
-                ("pbx_type", "freeswitch"),
-                ("pbx_host", "[::1]"),
-                ("pbx_port", "8022"),
-                ("pbx_secret", ""),
-            ]),
-            Some(&current),
-        )
-        .unwrap();
-        assert_eq!(kept.secret.expose(), "s");
-        assert_eq!((kept.host.as_str(), kept.port), ("::1", 8022));
-        for bad in [
-            vec![("pbx_type", "cisco")],
-            vec![("pbx_type", "asterisk"), ("pbx_host", "a b")],
-            vec![
-                ("pbx_type", "asterisk"),
-                ("pbx_host", "h:5038"),
-                ("pbx_user", "u"),
-            ],
-            vec![
-                ("pbx_type", "asterisk"),
-                ("pbx_host", "h"),
-                ("pbx_port", "70000"),
-                ("pbx_user", "u"),
-            ],
-            vec![
-                ("pbx_type", "asterisk"),
-                ("pbx_host", "h"),
-                ("pbx_user", ""),
-            ],
-            vec![
-                ("pbx_type", "freeswitch"),
-                ("pbx_host", "h"),
-                ("pbx_secret", ""),
-            ],
-        ] {
-            assert!(parse_pbx(&f(&bad), None).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn extensions() {

@@ -5,12 +5,16 @@
 //! the page then carries a signed session token ([`session`]) that every form sends
 //! back. All reads and writes are scoped to the integration named in that token; no form
 //! field can name another integration. Responses may be framed only by the account's
-//! Flowlu origin (see [`view::with_frame_headers`]).
+//! Flowlu origin (see [`view::with_frame_headers`]). An account the operator did not
+//! admit gets the refusal page (403) instead, with the claim-code form ([`claim`]).
 
+mod accounts;
 mod actions;
 mod c2c;
 mod callbacks;
+mod claim;
 mod crm;
+mod pbx;
 pub mod session;
 mod view;
 
@@ -21,7 +25,7 @@ use super::error::HttpError;
 use super::form::{self, Decoded};
 use super::respond::{self, Response};
 use crate::app::State;
-use crate::flowlu::{context, domain, setup, store};
+use crate::flowlu::{FlowluError, context, domain, setup, store};
 
 /// `POST /integration/settings`: Flowlu opens the iframe with the account context.
 pub async fn entry(state: &State, req: Request<Incoming>) -> Response {
@@ -47,7 +51,13 @@ async fn open(
     if let Ok(target) = domain::target(&state.config.flowlu, &ctx.domain, ctx.https) {
         *origin = Some(target.origin);
     }
-    let who = setup::identify(state, &ctx).await?;
+    let who = match setup::identify(state, &ctx).await {
+        Ok(who) => who,
+        Err(FlowluError::NotAdmitted(domain)) => {
+            return Ok(claim::refuse(state, &domain, ctx.language, origin.as_deref()).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let expires = store::now() + state.config.flowlu.session_minutes as i64 * 60;
     let token = session::sign(
         state.flowlu.session_key(),
@@ -91,13 +101,14 @@ async fn act(
     req: Request<Incoming>,
     origin: &mut Option<String>,
 ) -> Result<Response, HttpError> {
-    if !actions::NAMES.contains(&name) && !callbacks::NAMES.contains(&name) {
+    if name != "claim" && !actions::NAMES.contains(&name) && !callbacks::NAMES.contains(&name) {
         return Err(HttpError::not_found());
     }
-    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
-    let Decoded::Fields(fields) = form::decode(&parts.headers, &body, false)? else {
-        unreachable!("JSON is refused when not allowed");
-    };
+    let fields = read_fields(state, req).await?;
+    if name == "claim" {
+        // The refusal page's form: no session (the account is not admitted yet).
+        return claim::redeem(state, &fields).await;
+    }
     let field = |k: &str| {
         fields
             .iter()
@@ -135,6 +146,15 @@ async fn act(
     if let Ok(target) = integration.target(&state.config.flowlu) {
         *origin = Some(target.origin);
     }
+    let domain = integration.domain.clone();
+    let admitted = state
+        .db
+        .run(move |c| crate::flowlu::admission::is_admitted(c, &domain))
+        .await?;
+    if !admitted {
+        // Revoked since the page was opened.
+        return Err(FlowluError::NotAdmitted(integration.domain.clone()).into());
+    }
     let lang = view::lang(field("lang"));
     let outcome = actions::run(state, name, &session, &integration, lang, &fields).await?;
     Ok(view::page(
@@ -150,6 +170,18 @@ async fn act(
         },
     )
     .await?)
+}
+
+/// A form POST's fields (URL-encoded or multipart; JSON is refused).
+async fn read_fields(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Vec<(String, String)>, HttpError> {
+    let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
+    let Decoded::Fields(fields) = form::decode(&parts.headers, &body, false)? else {
+        unreachable!("JSON is refused when not allowed");
+    };
+    Ok(fields)
 }
 
 /// An error as a small page the iframe may show.

@@ -19,7 +19,7 @@ use crate::pbx::LinkState;
 
 type Texts = BTreeMap<String, String>;
 
-fn texts(lang: &str) -> &'static Texts {
+pub(super) fn texts(lang: &str) -> &'static Texts {
     static EN: OnceLock<Texts> = OnceLock::new();
     static RU: OnceLock<Texts> = OnceLock::new();
     let parse = |src: &str| toml::from_str::<Texts>(src).expect("i18n files are valid TOML");
@@ -132,6 +132,8 @@ struct Page<'a> {
     crm: super::crm::CrmView,
     /// The click-to-call URL section.
     c2c: super::c2c::C2cView,
+    /// Issue 12: the admitted accounts, for the PBX owner only.
+    accounts: super::accounts::AccountsView,
 }
 
 /// Delivery of this account's call events: counts and the latest failures.
@@ -157,11 +159,12 @@ struct FailureView {
 /// Renders the page for the session's integration and user, with its CSP.
 pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, FlowluError> {
     let id = req.integration_id;
-    let c2c = state
+    let (c2c, accounts) = state
         .db
-        .run(move |c| super::c2c::load(c, id))
+        .run(move |c| Ok((super::c2c::load(c, id)?, super::accounts::view(c, id)?)))
         .await
         .map_err(FlowluError::Db)?;
+    let config_pbx = state.config.pbx.kind().is_some();
     let (integration, settings, users, stored_pbx, may_edit, (summary, failures)) = state
         .db
         .run(move |c| {
@@ -172,7 +175,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
                 store::settings(c, id)?,
                 store::users(c, id)?,
                 pbx_settings::load(c)?,
-                pbx_settings::may_edit(c, id)?,
+                pbx_settings::may_edit(c, id, config_pbx)?,
                 (
                     outbox::summary(c, Some(id))?,
                     outbox::list(c, Some(outbox::State::Failed), Some(id), 20)?,
@@ -201,6 +204,8 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
     let status = state.pbx.get();
     let current = state.pbx_settings.borrow().clone();
     let form = req.pbx_form.unwrap_or_else(|| match &current {
+        // Only the owner ever sees the address and user of the PBX.
+        Some(_) if !may_edit => PbxForm::default(),
         Some(s) => PbxForm {
             kind: s.kind.as_str().to_string(),
             host: s.host.clone(),
@@ -245,7 +250,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         calls: settings,
         pbx: PbxView {
             state: state_name,
-            detail: status.detail,
+            detail: status.detail.filter(|_| may_edit),
             can_edit: may_edit,
             form,
         },
@@ -254,6 +259,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         callbacks,
         crm,
         c2c: super::c2c::view(state, c2c),
+        accounts,
     };
     let html = state.pages.render("settings.html", &page);
     let origin = integration
@@ -336,7 +342,13 @@ mod tests {
                 assert!(texts("en").contains_key(&key), "unknown text key {key}");
             }
         }
-        for state in ["up", "down", "auth_failed", "not_configured"] {
+        for state in [
+            "up",
+            "down",
+            "auth_failed",
+            "challenge_refused",
+            "not_configured",
+        ] {
             assert!(texts("en").contains_key(&format!("pbx_state_{state}")));
         }
     }

@@ -9,7 +9,7 @@ use crate::app::State;
 use crate::calls::tracker::Rules;
 use crate::flowlu::store::{self, Integration};
 use crate::flowlu::webhook::{self as shapes, Employee, EmployeeState, Health, TokenState};
-use crate::pbx::{Extension, LineState};
+use crate::pbx::{Extension, LineState, PbxStatus};
 
 /// Every employee line: the PBX's extensions with their live state, and the account's
 /// mapped users. Trunks and names that are not extensions by `[calls]` rules are left
@@ -25,7 +25,7 @@ pub async fn employees(state: &State, integration: i64) -> Result<Answer, Webhoo
             ))
         })
         .await?;
-    let mut pbx = state.pbx.get();
+    let mut pbx = pbx_status_for(state, integration).await?;
     let live: Option<Vec<Extension>> = if state.pbx_handle.is_up() {
         match state.pbx_handle.extensions().await {
             Ok(lines) => Some(lines),
@@ -93,6 +93,21 @@ fn employee_state(line: &Extension, on_call: bool) -> EmployeeState {
     }
 }
 
+/// The PBX state as `integration` may see it: its detail (which names the PBX's address)
+/// only for the account that owns the PBX (`db::pbx_settings::may_edit`).
+async fn pbx_status_for(state: &State, integration: i64) -> Result<PbxStatus, WebhookError> {
+    let mut pbx = state.pbx.get();
+    let config_pbx = state.config.pbx.kind().is_some();
+    let owner = state
+        .db
+        .run(move |c| crate::db::pbx_settings::may_edit(c, integration, config_pbx))
+        .await?;
+    if !owner {
+        pbx.detail = None;
+    }
+    Ok(pbx)
+}
+
 /// `health.check`: the PBX link, this account's outbox and token, the version.
 pub async fn health(state: &State, integration: &Integration) -> Result<Answer, WebhookError> {
     let (id, token_user) = (integration.id, integration.token_user_id.clone());
@@ -117,7 +132,7 @@ pub async fn health(state: &State, integration: &Integration) -> Result<Answer, 
             expires_at: t.expires_at,
         },
     };
-    let pbx = state.pbx.get();
+    let pbx = pbx_status_for(state, id).await?;
     let health = Health {
         pbx: &pbx,
         pending: summary.pending,

@@ -1,7 +1,9 @@
 //! Opening an AMI connection: TCP connect, the banner (checked by prefix only), and the
-//! login: MD5 challenge (`Challenge` then `Login` with `Key`), or the plain `Secret` when
-//! the manager refuses the challenge. A refused login is `AuthFailed`, anything else
-//! `Down`. What happens once logged in is `client`'s business.
+//! login: MD5 challenge (`Challenge` then `Login` with `Key`). When the manager refuses
+//! the challenge the secret would have to travel in clear text (`Login` with `Secret`):
+//! that is done only with `[pbx] allow_plain_login = true`; otherwise nothing more is
+//! sent and the attempt is `ChallengeRefused`. A refused login is `AuthFailed`,
+//! anything else `Down`. What happens once logged in is `client`'s business.
 
 use bytes::BytesMut;
 use md5::{Digest, Md5};
@@ -69,10 +71,11 @@ fn encode(name: &str, id: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, Con
 }
 
 /// Connects, checks the banner and logs in. `events`: whether this session wants events
-/// (the supervisor does; a probe does not).
+/// (the supervisor does; a probe does not). `allow_plain`: `[pbx] allow_plain_login`.
 pub(crate) async fn open(
     settings: &ConnectionSettings,
     events: bool,
+    allow_plain: bool,
 ) -> Result<Session, ConnectError> {
     let addr = settings.addr();
     let mut stream = TcpStream::connect(&addr)
@@ -116,12 +119,21 @@ pub(crate) async fn open(
             key = hex::encode(md5.finalize());
             headers.extend([("AuthType", "MD5"), ("Key", key.as_str())]);
         }
-        None => {
+        None if allow_plain => {
             log::info!(
-                "AMI at {addr} refused the MD5 challenge ({}); logging in with the plain secret",
+                "AMI at {addr} refused the MD5 challenge ({}); logging in with the plain \
+                 secret ([pbx] allow_plain_login = true)",
                 challenge.message()
             );
             headers.push(("Secret", settings.secret.expose()));
+        }
+        None => {
+            return Err(ConnectError::ChallengeRefused(format!(
+                "{addr} refused the MD5 challenge ({}), and sending the secret in clear \
+                 text is off: enable MD5 logins on the PBX, or set [pbx] allow_plain_login \
+                 = true if the connection cannot be overheard",
+                challenge.message()
+            )));
         }
     }
     headers.push(("Events", if events { LOGIN_EVENTS } else { "off" }));
@@ -142,8 +154,11 @@ pub(crate) async fn open(
 }
 
 /// The settings page's "test connection": log in, log off.
-pub(crate) async fn probe(settings: &ConnectionSettings) -> Result<String, ConnectError> {
-    let mut session = open(settings, false).await?;
+pub(crate) async fn probe(
+    settings: &ConnectionSettings,
+    allow_plain: bool,
+) -> Result<String, ConnectError> {
+    let mut session = open(settings, false, allow_plain).await?;
     let logoff = encode("Logoff", "logoff", &[])?;
     let _ = session.stream.write_all(&logoff).await;
     Ok(format!(

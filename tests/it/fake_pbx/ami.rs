@@ -143,6 +143,7 @@ impl Session {
                         Ok(n) => n,
                     };
                     inbuf.extend_from_slice(&chunk[..n]);
+                    self.shared.lock().unwrap().received.extend_from_slice(&chunk[..n]);
                     while let Some(end) = inbuf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let block = String::from_utf8_lossy(&inbuf[..end + 4]).into_owned();
                         inbuf.drain(..end + 4);

@@ -88,6 +88,8 @@ pub(crate) struct ControlMsg {
 #[derive(Default)]
 pub(crate) struct Shared {
     pub sent: Vec<Sent>,
+    /// Every byte received, over every connection (AMI), to check what never travels.
+    pub received: Vec<u8>,
     pub connections: usize,
     /// When each connection was accepted.
     pub accepted: Vec<Instant>,
@@ -111,6 +113,11 @@ impl Fake {
     /// Everything the client sent, over every connection.
     pub fn sent(&self) -> Vec<Sent> {
         self.shared.lock().unwrap().sent.clone()
+    }
+
+    /// Every byte the client sent (AMI), over every connection.
+    pub fn received(&self) -> Vec<u8> {
+        self.shared.lock().unwrap().received.clone()
     }
 
     /// What the client sent named `name` (AMI action, or ESL command line prefix).
