@@ -12,11 +12,10 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use crate::app::AppState;
-use crate::flowlu::events::{RouteChoice, route_from_answer};
 use crate::calls::tracker::Rules;
+use crate::flowlu::events::{RouteChoice, route_from_answer};
 use crate::flowlu::store::{
-    IncomingRouting, extension_for_user, extensions_of_other_accounts, settings,
-    user_for_extension,
+    IncomingRouting, extension_for_user, extensions_of_other_accounts, settings, user_for_extension,
 };
 use crate::routing::{Decider, DecisionFuture, RouteDecision, RouteRequest};
 
