@@ -12,8 +12,11 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use crate::app::AppState;
+use crate::calls::tracker::Rules;
 use crate::flowlu::events::{RouteChoice, route_from_answer};
-use crate::flowlu::store::{IncomingRouting, extension_for_user, settings};
+use crate::flowlu::store::{
+    IncomingRouting, extension_for_user, extensions_of_other_accounts, settings, user_for_extension,
+};
 use crate::routing::{Decider, DecisionFuture, RouteDecision, RouteRequest};
 
 /// Asks Flowlu through `call.init`. Holds the state weakly: the state owns the routing
@@ -109,12 +112,49 @@ async fn ask_flowlu(
             found?
         }
     };
+    if !routable(state, integration, &extension).await {
+        log::info!(
+            "routing: Flowlu chose {extension} for {}, which is not one of this account's \
+             employees; the PBX's own routing stands",
+            ticket.call_id
+        );
+        return None;
+    }
     let decision = dial_to(state, &extension)?;
     log::info!(
         "routing: {} goes to {extension} (Flowlu's choice)",
         ticket.call_id
     );
     Some(decision)
+}
+
+/// Whether Flowlu may send a call to `extension`: one of the account's employees as
+/// `employees.list` shows them, i.e. mapped to one of its users, or an extension by the
+/// `[calls]` rules that is no trunk and that no other account has mapped. Never an
+/// outside number (a FreePBX `from-internal` would dial it out) nor another account's
+/// employee.
+async fn routable(state: &AppState, integration: i64, extension: &str) -> bool {
+    let ext = extension.to_string();
+    let (mine, others) = match state
+        .db
+        .run(move |c| {
+            Ok::<_, crate::db::DbError>((
+                user_for_extension(c, integration, &ext)?.is_some(),
+                extensions_of_other_accounts(c, integration)?,
+            ))
+        })
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            log::warn!("routing: cannot read the account's extensions: {e}");
+            return false;
+        }
+    };
+    let calls = &state.config.calls;
+    mine || (Rules::new(calls).is_extension(extension)
+        && !calls.trunk_endpoints.iter().any(|t| t == extension)
+        && !others.iter().any(|o| o == extension))
 }
 
 /// The decision for `extension`: checked, with the dial string of the PBX in force.

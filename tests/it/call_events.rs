@@ -353,6 +353,41 @@ async fn the_crm_routes_an_incoming_call_in_time() {
     );
 }
 
+/// Flowlu may only route to one of the account's employees (what `employees.list` shows
+/// it): an unmapped extension by the `[calls]` rules is fine, an outside number or an
+/// extension another account has mapped is no decision.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crm_routes_only_to_this_accounts_employees() {
+    for (choice, expected) in [("102", Some("102")), ("89161234567", None), ("105", None)] {
+        let fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
+        let (r, _, hook) = setup("asterisk", &fake, IncomingRouting::Crm).await;
+        r.fake.add_user("tok-2", "31", "Eve", "eve@example.com");
+        r.session(&Ctx::new("acc-2", "beta.flowlu.com", "tok-2"))
+            .await;
+        let other_id = r.integration_id("acc-2");
+        r.app
+            .state
+            .db
+            .with_conn(|c| flowlu_store::set_extension(c, other_id, "31", Some("105")))
+            .unwrap();
+        r.fake.queue_reply(
+            &hook,
+            Reply::json(200, serde_json::json!({"route": {"extension": choice}})),
+        );
+        ring(&fake).await;
+        let commands = ask_agi(&r, "1795416368.27").await;
+        let wanted: Vec<String> = expected
+            .map(|ext| {
+                vec![
+                    format!("SET VARIABLE APPLIANCE_ROUTE \"PJSIP/{ext}\""),
+                    format!("SET VARIABLE APPLIANCE_ROUTE_EXTEN \"{ext}\""),
+                ]
+            })
+            .unwrap_or_default();
+        assert_eq!(commands, wanted, "Flowlu chose {choice}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_or_failing_crm_leaves_routing_to_the_pbx_and_the_event_is_still_delivered() {
     for reply in [

@@ -14,6 +14,7 @@ mod crash;
 mod crm_entities;
 mod crm_rules;
 mod delivery;
+mod docs;
 mod doctor;
 mod fake_flowlu;
 mod fake_pbx;
