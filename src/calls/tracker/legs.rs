@@ -34,6 +34,11 @@ impl Tracker {
             .or_else(|| self.groups.get(&ch.call).cloned());
         let id = match claimed {
             Some(id) => id,
+            None if ch.tentative && !ch.local => {
+                // Who started it is not known yet (`origin`).
+                self.pending.insert(ch.id.clone(), ch.clone());
+                return;
+            }
             None => self.open(ch, &role, now, out),
         };
         self.groups.entry(ch.call.clone()).or_insert(id.clone());
@@ -536,5 +541,6 @@ fn channel_of(s: &ChannelSnapshot) -> Channel {
         endpoint: s.endpoint.clone(),
         peer: None,
         call_id: None,
+        tentative: false,
     }
 }

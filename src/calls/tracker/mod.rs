@@ -121,6 +121,9 @@ pub struct Tracker {
     legs: HashMap<String, Leg>,
     /// Agent channel ids promised by the PBX for click-to-calls (Originated::channel).
     expected: HashMap<String, String>,
+    /// Channels created Down that would open a call, until the PBX says who started it
+    /// ([`origin`]).
+    pending: HashMap<String, Channel>,
 }
 
 pub fn ms(at: std::time::SystemTime) -> i64 {
@@ -136,6 +139,7 @@ impl Tracker {
             groups: HashMap::new(),
             legs: HashMap::new(),
             expected: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -256,6 +260,7 @@ impl Tracker {
     pub fn handle(&mut self, ev: &PbxEvent) -> Vec<Update> {
         let now = ms(ev.at);
         let mut out = Vec::new();
+        self.settle_pending(&ev.event, now, &mut out);
         match &ev.event {
             Event::ChannelCreated(ch) => self.created(ch, now, &mut out),
             Event::CallTagged { channel, call_id } => self.tagged(channel, call_id, &mut out),
@@ -311,6 +316,7 @@ impl Tracker {
             }
             Event::Resync { channels } => self.resync(channels, now, &mut out),
             Event::Connected { .. }
+            | Event::CallingIn { .. }
             | Event::Disconnected { .. }
             | Event::DeviceState { .. }
             | Event::Registration { .. } => {}
@@ -321,8 +327,11 @@ impl Tracker {
 
 mod joins;
 mod legs;
+mod origin;
 
 #[cfg(test)]
 mod join_tests;
+#[cfg(test)]
+mod origin_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,118 @@
+//! Unit tests of who started a call ([`super::origin`]) and of Local / loopback channels
+//! as wrappers, on hand-made event sequences.
+
+use super::tests::{at, hangup, run};
+use super::*;
+use crate::calls::CallStatus;
+
+fn rules(max_digits: u64) -> Tracker {
+    let mut c = crate::config::Config::defaults().calls;
+    c.extension_max_digits = max_digits;
+    c.trunk_endpoints = vec!["carrier".into()];
+    Tracker::new(&c)
+}
+
+/// A channel as Asterisk creates it: Down, origin a guess (`tentative`).
+pub(super) fn down(id: &str, call: &str, name: &str, context: &str, exten: &str) -> Event {
+    Event::ChannelCreated(Channel {
+        id: id.into(),
+        call: call.into(),
+        name: name.into(),
+        caller_number: "+31150010001".into(),
+        exten: exten.into(),
+        context: context.into(),
+        origin: Origin::Outbound,
+        state: ChannelState::Down,
+        local: name.starts_with("Local/"),
+        endpoint: crate::pbx::asterisk_endpoint(name),
+        tentative: true,
+        ..Channel::default()
+    })
+}
+
+pub(super) fn calling_in(id: &str) -> Event {
+    Event::CallingIn { channel: id.into() }
+}
+
+pub(super) fn dial(caller: &str, callee: &str) -> Event {
+    Event::DialBegin {
+        caller: Some(caller.into()),
+        callee: callee.into(),
+        dial_string: String::new(),
+    }
+}
+
+pub(super) fn up(id: &str) -> Event {
+    Event::Answered { channel: id.into() }
+}
+
+pub(super) fn ringing(id: &str) -> Event {
+    Event::Ringing { channel: id.into() }
+}
+
+fn last(updates: &[Update]) -> &Call {
+    &updates.last().expect("something was reported").call
+}
+
+#[test]
+fn a_chan_sip_caller_created_down_is_the_party_who_started_the_call() {
+    // chan_sip: the trunk's caller is created Down and only then rings in; the PBX
+    // answers it itself (an IVR) and nobody else: missed, never outgoing or connected.
+    let mut t = rules(9);
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                1,
+                down(
+                    "c",
+                    "L",
+                    "SIP/carrier-00000009",
+                    "from-trunk",
+                    "+31150010004",
+                ),
+            ),
+            at(1, calling_in("c")),
+            at(2, up("c")),
+            at(9, hangup("c", 16)),
+        ],
+    );
+    let call = last(&updates);
+    assert_eq!(call.direction, Direction::Incoming);
+    assert_eq!(call.status, Some(CallStatus::Missed));
+    assert_eq!(call.phone, "+31150010001");
+    assert!(updates.iter().all(|u| !u.emit.contains(&Emit::Connected)));
+
+    // An employee's phone created Down that dials: an internal call it placed.
+    let mut t = rules(9);
+    let updates = run(
+        &mut t,
+        vec![
+            at(1, down("a", "L", "SIP/150010001-00000004", "office", "202")),
+            at(1, dial("a", "b")),
+            at(1, down("b", "L", "SIP/150010002-00000005", "office", "s")),
+            at(2, ringing("b")),
+            at(3, up("b")),
+            at(9, hangup("b", 16)),
+            at(9, hangup("a", 16)),
+        ],
+    );
+    let call = last(&updates);
+    assert_eq!(call.direction, Direction::Internal);
+    assert_eq!(call.extension.as_deref(), Some("150010001"));
+    assert_eq!(call.status, Some(CallStatus::Answered));
+}
+
+#[test]
+fn a_channel_created_down_that_hangs_up_unexplained_is_nothing() {
+    let mut t = rules(6);
+    let updates = run(
+        &mut t,
+        vec![
+            at(1, down("a", "L", "SIP/100-00000004", "office", "s")),
+            at(2, hangup("a", 16)),
+        ],
+    );
+    assert!(updates.is_empty(), "{updates:?}");
+    assert_eq!(t.live_calls(), 0);
+}
