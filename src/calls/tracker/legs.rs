@@ -71,6 +71,10 @@ impl Tracker {
                 up: ch.state == ChannelState::Up,
                 bridge: None,
                 dialled: ch.origin == Origin::Outbound && !ch.local,
+                local: ch
+                    .local
+                    .then(|| super::rules::local_pair(&ch.name))
+                    .flatten(),
             },
         );
     }
@@ -314,8 +318,13 @@ impl Tracker {
         let connects = match (&role, t.call.direction) {
             (Role::Agent(ext), Direction::Incoming) => Some(Some(ext.clone())),
             // The PBX forwarded the caller to an outside number (follow-me, a mobile)
-            // and it answered: someone talked, for the employee who last rang.
-            (Role::Customer(_), Direction::Incoming) if dialled => Some(None),
+            // and it answered: someone talks once the caller is connected to it (a
+            // mobile's call-acceptance prompt may still refuse it), for the employee who
+            // last rang ([`Tracker::caller_connected`]).
+            (Role::Customer(_), Direction::Incoming) if dialled => {
+                t.facts.forward_up = true;
+                None
+            }
             (Role::Agent(_), Direction::Outgoing) if t.facts.click => {
                 t.facts.agent_answered = true;
                 None
@@ -347,6 +356,31 @@ impl Tracker {
         {
             t.call.extension = Some(ext);
             self.update(&id, Emit::State, out);
+        }
+    }
+
+    /// The caller's leg `channel` of an incoming call got connected (its own dial was
+    /// answered, or it entered a bridge): when an outside number the PBX forwarded it
+    /// to is up, that is the answer.
+    pub(super) fn caller_connected(&mut self, channel: &str, now: i64, out: &mut Vec<Update>) {
+        let Some(leg) = self.legs.get(channel) else {
+            return;
+        };
+        let (id, caller) = (
+            leg.call.clone(),
+            matches!(leg.role, Role::Customer(_)) && !leg.dialled,
+        );
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if caller
+            && t.facts.forward_up
+            && t.call.direction == Direction::Incoming
+            && t.call.state == CallState::Ringing
+        {
+            t.call.state = CallState::Connected;
+            t.call.answered_at = Some(now);
+            self.update(&id, Emit::Connected, out);
         }
     }
 

@@ -73,6 +73,9 @@ struct Leg {
     bridge: Option<String>,
     /// A real (not Local/loopback) channel the PBX dialled out on.
     dialled: bool,
+    /// A Local / loopback half: the pair it belongs to, and whether it is the half that
+    /// runs the extension the pair is named after (Asterisk `;2`, FreeSWITCH `-b`).
+    local: Option<(String, bool)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +94,9 @@ struct Facts {
     customer_cause: Option<(u16, String)>,
     agent_cause: Option<(u16, String)>,
     last_cause: Option<(u16, String)>,
+    /// An outside number the PBX forwarded an incoming call to (follow-me, a mobile)
+    /// answered; the call is answered once the caller is connected to it.
+    forward_up: bool,
     /// Nothing reported yet: a PBX originate that may still turn out to be ours.
     provisional: bool,
     /// Opened by the PBX ringing an employee (an originate), nobody dialled yet.
@@ -266,10 +272,15 @@ impl Tracker {
             Event::CallTagged { channel, call_id } => self.tagged(channel, call_id, &mut out),
             Event::Ringing { channel } => self.ringing(channel, &mut out),
             Event::DialBegin {
+                caller,
                 callee,
                 dial_string,
-                ..
-            } => self.dial_begin(callee, dial_string, &mut out),
+            } => {
+                if let Some(caller) = caller {
+                    self.unwrap_local(caller);
+                }
+                self.dial_begin(callee, dial_string, &mut out)
+            }
             Event::DialEnd {
                 caller,
                 callee,
@@ -279,6 +290,7 @@ impl Tracker {
                     && let Some(caller) = caller
                 {
                     self.join_service(caller, callee, now, &mut out);
+                    self.caller_connected(caller, now, &mut out);
                 }
                 self.dial_end(callee, status, now, &mut out)
             }
@@ -328,6 +340,7 @@ impl Tracker {
 mod joins;
 mod legs;
 mod origin;
+mod wrappers;
 
 #[cfg(test)]
 mod join_tests;

@@ -116,3 +116,117 @@ fn a_channel_created_down_that_hangs_up_unexplained_is_nothing() {
     assert!(updates.is_empty(), "{updates:?}");
     assert_eq!(t.live_calls(), 0);
 }
+
+/// A Local channel as Asterisk creates its halves (`;1` Down, `;2` Ring).
+fn local(id: &str, call: &str, name: &str) -> Event {
+    let mut e = down(id, call, name, "ring-group", "401");
+    if let Event::ChannelCreated(ch) = &mut e {
+        ch.tentative = false;
+        if name.ends_with(";2") {
+            ch.origin = Origin::Inbound;
+            ch.state = ChannelState::Ring;
+        }
+    }
+    e
+}
+
+#[test]
+fn local_halves_that_dial_a_phone_are_plumbing_not_employees() {
+    // A customer calls ring group 401: Local/401@ring-group;2 dials SIP/150010002,
+    // which answers. The Local halves ring and answer too, but the employee is 150010002.
+    let mut t = rules(9);
+    let updates = run(
+        &mut t,
+        vec![
+            at(
+                1,
+                down(
+                    "c",
+                    "L",
+                    "SIP/carrier-00000001",
+                    "from-trunk",
+                    "+31150010004",
+                ),
+            ),
+            at(1, calling_in("c")),
+            at(1, local("l1", "L", "Local/401@ring-group-00000002;1")),
+            at(1, local("l2", "L", "Local/401@ring-group-00000002;2")),
+            at(1, dial("c", "l1")),
+            at(1, down("p", "L", "SIP/150010002-00000005", "office", "s")),
+            at(1, dial("l2", "p")),
+            at(2, ringing("p")),
+            at(2, ringing("l1")),
+            at(5, up("p")),
+            at(5, up("l2")),
+            at(5, up("l1")),
+            at(9, hangup("l1", 16)),
+            at(9, hangup("l2", 16)),
+            at(9, hangup("p", 16)),
+            at(9, hangup("c", 16)),
+        ],
+    );
+    let call = last(&updates);
+    assert_eq!(call.direction, Direction::Incoming);
+    assert_eq!(call.status, Some(CallStatus::Answered));
+    assert_eq!(call.extension.as_deref(), Some("150010002"));
+    let named: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.call.extension.as_deref())
+        .collect();
+    assert!(!named.contains(&Some("401")), "{named:?}");
+}
+
+#[test]
+fn a_forwarded_outside_leg_that_answers_but_is_never_connected_is_no_answer() {
+    // A mobile's call acceptance: the forwarded leg picks up, the caller's own dial ends
+    // NOANSWER, the caller is never bridged: missed. With the caller's dial answered
+    // instead, it is answered.
+    for (caller_dial, status) in [
+        (DialStatus::NoAnswer, CallStatus::Missed),
+        (DialStatus::Answer, CallStatus::Answered),
+    ] {
+        let mut t = rules(9);
+        let mut outside = down("m", "L", "SIP/carrier-00000002", "from-trunk", "s");
+        if let Event::ChannelCreated(ch) = &mut outside {
+            ch.caller_number = String::new();
+        }
+        let updates = run(
+            &mut t,
+            vec![
+                at(
+                    1,
+                    down(
+                        "c",
+                        "L",
+                        "SIP/carrier-00000001",
+                        "from-trunk",
+                        "+31260010001",
+                    ),
+                ),
+                at(1, calling_in("c")),
+                at(1, local("l1", "L", "Local/+31150010001@world-00000002;1")),
+                at(1, local("l2", "L", "Local/+31150010001@world-00000002;2")),
+                at(1, dial("c", "l1")),
+                at(1, outside),
+                at(1, dial("l2", "m")),
+                at(3, up("m")),
+                at(
+                    20,
+                    Event::DialEnd {
+                        caller: Some("c".into()),
+                        callee: "l1".into(),
+                        status: caller_dial.clone(),
+                    },
+                ),
+                at(21, hangup("m", 16)),
+                at(21, hangup("l2", 16)),
+                at(21, hangup("l1", 16)),
+                at(22, hangup("c", 16)),
+            ],
+        );
+        let call = last(&updates);
+        assert_eq!(call.direction, Direction::Incoming, "{caller_dial:?}");
+        assert_eq!(call.status, Some(status), "{caller_dial:?}");
+        assert_eq!(call.phone, "+31150010001", "the caller, not the mobile");
+    }
+}
