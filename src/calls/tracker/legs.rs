@@ -81,7 +81,10 @@ impl Tracker {
 
     /// A new call from its first leg.
     fn open(&mut self, ch: &Channel, role: &Role, now: i64, out: &mut Vec<Update>) -> String {
-        let mut facts = Facts::default();
+        let mut facts = Facts {
+            originated: ch.origin == Origin::Outbound,
+            ..Facts::default()
+        };
         let (direction, phone, line, extension) = match (role, ch.origin) {
             (Role::Customer(number), Origin::Inbound) => (
                 Direction::Incoming,
@@ -136,18 +139,17 @@ impl Tracker {
                     None,
                 )
             }
-            (Role::Unknown, origin) => {
-                facts.provisional = origin == Origin::Outbound;
-                let direction = match origin {
-                    Origin::Inbound => Direction::Incoming,
-                    Origin::Outbound => Direction::Outgoing,
-                };
-                (
-                    direction,
-                    clean_number(&ch.caller_number),
-                    clean_number(&ch.exten),
-                    None,
-                )
+            (Role::Unknown, Origin::Inbound) => (
+                Direction::Incoming,
+                clean_number(&ch.caller_number),
+                clean_number(&ch.exten),
+                None,
+            ),
+            // An originate of dialplan plumbing (`Local/ID42@click-to-dial`): whom it
+            // rings decides (the first employee places the call; `promote`).
+            (Role::Unknown, Origin::Outbound) => {
+                facts.provisional = true;
+                (Direction::Outgoing, String::new(), String::new(), None)
             }
         };
         let call = Call {
@@ -180,20 +182,40 @@ impl Tracker {
         self.promote(channel, false, out);
     }
 
+    /// `channel` of a provisional (PBX-originated) call rang, answered or (`dialled`)
+    /// was dialled. Plumbing never makes a call of its own; the first employee an
+    /// originate rings is the one placing the call (reported once they reach someone);
+    /// a customer's leg, or another employee dialled, makes it a call.
     fn promote(&mut self, channel: &str, dialled: bool, out: &mut Vec<Update>) {
         let Some(leg) = self.legs.get(channel) else {
             return;
         };
-        let (id, agent) = (leg.call.clone(), matches!(leg.role, Role::Agent(_)));
-        if let Some(t) = self.calls.get_mut(&id)
-            && t.facts.provisional
-            && !t.facts.service
-            && (dialled || !(t.facts.agent_only && agent))
-        {
-            t.facts.provisional = false;
-            t.facts.agent_only = false;
-            self.update(&id, Emit::Init, out);
+        let (id, role) = (leg.call.clone(), leg.role.clone());
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !t.facts.provisional || t.facts.service {
+            return;
         }
+        match role {
+            Role::Unknown => return,
+            Role::Agent(ext) if t.facts.caller_agent.is_none() => {
+                t.facts.caller_agent = Some(ext.clone());
+                t.facts.agent_only = true;
+                t.call.extension = Some(ext);
+                return;
+            }
+            Role::Agent(ext)
+                if t.facts.agent_only
+                    && (!dialled || t.facts.caller_agent.as_deref() == Some(&ext)) =>
+            {
+                return;
+            }
+            _ => {}
+        }
+        t.facts.provisional = false;
+        t.facts.agent_only = false;
+        self.update(&id, Emit::Init, out);
     }
 
     /// The PBX dials `callee` (`dial_string` as the dialplan wrote it).
@@ -299,7 +321,8 @@ impl Tracker {
                 Role::Unknown => {}
             }
         }
-        if *status == DialStatus::Answer {
+        // Its answer counts once (its Newstate Up usually came first).
+        if *status == DialStatus::Answer && self.legs.get(callee).is_some_and(|l| !l.up) {
             self.answered(callee, now, out);
         }
     }
@@ -329,7 +352,20 @@ impl Tracker {
                 t.facts.agent_answered = true;
                 None
             }
+            // An originate with no employee on it yet: the first outside party to answer
+            // is the one the PBX called first (a callback), not someone talking yet.
+            (Role::Customer(_), Direction::Outgoing)
+                if t.facts.originated && caller.is_none() && !t.facts.first_party_up =>
+            {
+                t.facts.first_party_up = true;
+                None
+            }
             (Role::Customer(_), Direction::Outgoing) => Some(None),
+            (Role::Agent(ext), Direction::Outgoing)
+                if t.facts.originated && t.facts.first_party_up && !t.facts.click =>
+            {
+                Some(Some(ext.clone()))
+            }
             (Role::Agent(ext), Direction::Internal) if Some(ext) != caller.as_ref() => Some(None),
             (Role::Agent(ext), _)
                 if t.call.state == CallState::Connected && Some(ext) != caller.as_ref() =>

@@ -94,6 +94,11 @@ struct Facts {
     customer_cause: Option<(u16, String)>,
     agent_cause: Option<(u16, String)>,
     last_cause: Option<(u16, String)>,
+    /// The PBX started the call (an originate: its first leg was one the PBX created).
+    originated: bool,
+    /// Such a call without an employee: its first outside party answered (that is the
+    /// originate's own party, not a conversation yet).
+    first_party_up: bool,
     /// An outside number the PBX forwarded an incoming call to (follow-me, a mobile)
     /// answered; the call is answered once the caller is connected to it.
     forward_up: bool,

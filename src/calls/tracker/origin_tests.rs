@@ -119,7 +119,11 @@ fn a_channel_created_down_that_hangs_up_unexplained_is_nothing() {
 
 /// A Local channel as Asterisk creates its halves (`;1` Down, `;2` Ring).
 fn local(id: &str, call: &str, name: &str) -> Event {
-    let mut e = down(id, call, name, "ring-group", "401");
+    let exten = name
+        .split_once('/')
+        .and_then(|(_, r)| r.split_once('@'))
+        .map_or("s", |(e, _)| e);
+    let mut e = down(id, call, name, "ring-group", exten);
     if let Event::ChannelCreated(ch) = &mut e {
         ch.tentative = false;
         if name.ends_with(";2") {
@@ -228,5 +232,77 @@ fn a_forwarded_outside_leg_that_answers_but_is_never_connected_is_no_answer() {
         assert_eq!(call.direction, Direction::Incoming, "{caller_dial:?}");
         assert_eq!(call.status, Some(status), "{caller_dial:?}");
         assert_eq!(call.phone, "+31150010001", "the caller, not the mobile");
+    }
+}
+
+#[test]
+fn an_originate_through_plumbing_is_placed_by_the_first_employee_it_rings() {
+    // Click-to-dial on another platform: Originate Local/ID42@ctd;1, whose ;2 dials
+    // Local/201@int (a wrapper for SIP/150010001), then, once 150010001 answered, the
+    // customer. `busy`: the employee's phone is busy, nobody else is dialled: nothing.
+    for busy in [false, true] {
+        let mut t = rules(9);
+        let mut events = vec![
+            at(1, local("o1", "L", "Local/ID42@ctd-00000001;1")),
+            at(1, local("o2", "L", "Local/ID42@ctd-00000001;2")),
+            at(
+                1,
+                Event::DialBegin {
+                    caller: None,
+                    callee: "o1".into(),
+                    dial_string: "ID42@ctd".into(),
+                },
+            ),
+            at(1, local("w1", "L", "Local/201@int-00000002;1")),
+            at(1, local("w2", "L", "Local/201@int-00000002;2")),
+            at(1, dial("o2", "w1")),
+            at(1, down("p", "L", "SIP/150010001-00000003", "office", "s")),
+            at(1, dial("w2", "p")),
+            at(2, ringing("p")),
+        ];
+        if busy {
+            events.extend([
+                at(3, hangup("p", 17)),
+                at(3, hangup("w2", 17)),
+                at(3, hangup("w1", 17)),
+                at(3, hangup("o2", 17)),
+                at(3, hangup("o1", 17)),
+            ]);
+            assert!(run(&mut t, events).is_empty());
+            assert_eq!(t.live_calls(), 0);
+            continue;
+        }
+        events.extend([
+            at(3, up("p")),
+            at(3, up("w1")),
+            at(3, up("o1")),
+            at(4, local("c1", "L", "Local/+31260010001@world-00000004;1")),
+            at(4, local("c2", "L", "Local/+31260010001@world-00000004;2")),
+            at(4, dial("o1", "c1")),
+            at(4, down("x", "L", "SIP/carrier-00000005", "world", "s")),
+            at(4, dial("c2", "x")),
+            at(5, ringing("x")),
+            at(6, up("x")),
+            at(9, hangup("x", 16)),
+            at(9, hangup("c2", 16)),
+            at(9, hangup("c1", 16)),
+            at(9, hangup("p", 16)),
+            at(9, hangup("w2", 16)),
+            at(9, hangup("w1", 16)),
+            at(9, hangup("o2", 16)),
+            at(9, hangup("o1", 16)),
+        ]);
+        let updates = run(&mut t, events);
+        assert_eq!(updates[0].emit, vec![Emit::Init]);
+        let call = last(&updates);
+        assert_eq!(call.direction, Direction::Outgoing);
+        assert_eq!(
+            call.extension.as_deref(),
+            Some("150010001"),
+            "not 201's wrapper"
+        );
+        assert_eq!(call.phone, "+31260010001");
+        assert_eq!(call.status, Some(CallStatus::Answered));
+        assert_eq!(call.answered_at, Some(6_000));
     }
 }

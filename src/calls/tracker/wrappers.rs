@@ -21,10 +21,27 @@ impl Tracker {
         let Some((pair, true)) = leg.local.clone() else {
             return;
         };
+        let call = leg.call.clone();
+        let mut named = Vec::new();
         for l in self.legs.values_mut() {
             if l.local.as_ref().is_some_and(|(p, _)| *p == pair) {
-                l.role = Role::Unknown;
+                if let Role::Agent(ext) = std::mem::replace(&mut l.role, Role::Unknown) {
+                    named.push(ext);
+                }
             }
+        }
+        // An originate that so far only reached the wrapper did not reach its employee.
+        if let Some(t) = self.calls.get_mut(&call)
+            && t.facts.provisional
+            && t.facts.agent_only
+            && t.facts
+                .caller_agent
+                .as_ref()
+                .is_some_and(|e| named.contains(e))
+        {
+            t.facts.caller_agent = None;
+            t.facts.agent_only = false;
+            t.call.extension = None;
         }
     }
 }
