@@ -10,12 +10,12 @@ use super::{
 use crate::calls::{Call, CallState, Direction};
 
 impl Tracker {
-    pub(super) fn update(&self, id: &str, emit: Emit, out: &mut Vec<Update>) {
-        if let Some(t) = self.calls.get(id)
+    pub(super) fn update(&mut self, id: &str, emit: Emit, out: &mut Vec<Update>) {
+        if let Some(t) = self.calls.get_mut(id)
             && !t.facts.provisional
         {
             out.push(Update {
-                call: t.call.clone(),
+                call: t.reported(),
                 emit: vec![emit],
             });
         }
@@ -168,6 +168,7 @@ impl Tracker {
                 facts,
                 legs: HashSet::new(),
                 groups: HashSet::new(),
+                user_ext: None,
             },
         );
         if !provisional {
@@ -332,7 +333,7 @@ impl Tracker {
         let Some(leg) = self.legs.get_mut(channel) else {
             return;
         };
-        leg.up = true;
+        let was_up = std::mem::replace(&mut leg.up, true);
         let (id, role, dialled) = (leg.call.clone(), leg.role.clone(), leg.dialled);
         let Some(t) = self.calls.get_mut(&id) else {
             return;
@@ -366,13 +367,16 @@ impl Tracker {
             {
                 Some(Some(ext.clone()))
             }
-            (Role::Agent(ext), Direction::Internal) if Some(ext) != caller.as_ref() => Some(None),
             (Role::Agent(ext), _)
-                if t.call.state == CallState::Connected && Some(ext) != caller.as_ref() =>
+                if t.call.state == CallState::Connected
+                    && Some(ext) != caller.as_ref()
+                    && !(was_up && t.call.direction == Direction::Internal) =>
             {
-                // Another employee answered a connected call: a transfer landed.
+                // Another employee answered a connected call: a transfer landed, and
+                // the one who took it is the call's employee (internal calls too).
                 Some(Some(ext.clone()))
             }
+            (Role::Agent(ext), Direction::Internal) if Some(ext) != caller.as_ref() => Some(None),
             _ => None,
         };
         let Some(agent) = connects else {
@@ -388,7 +392,6 @@ impl Tracker {
         } else if let Some(ext) = agent
             && t.call.state == CallState::Connected
             && t.call.extension.as_deref() != Some(&ext)
-            && t.call.direction != Direction::Internal
         {
             t.call.extension = Some(ext);
             self.update(&id, Emit::State, out);
@@ -431,18 +434,9 @@ impl Tracker {
             return;
         };
         match tr.kind {
-            TransferKind::Blind => {
-                // The transferee is sent on; whoever answers next becomes the employee
-                // (handled when that leg answers).
-                if let Some(ext) = tr.exten.as_deref().filter(|e| self.rules.is_extension(e))
-                    && let Some(t) = self.calls.get_mut(&to)
-                    && t.call.extension.as_deref() != Some(ext)
-                    && t.call.direction != Direction::Internal
-                {
-                    t.call.extension = Some(ext.to_string());
-                    self.update(&to, Emit::State, out);
-                }
-            }
+            // The transferee is sent on; whoever answers it next becomes the employee
+            // (`answered`): a target that is down or refuses never talked.
+            TransferKind::Blind => {}
             TransferKind::Attended => {
                 // The target's leg (from the consultation call) joins the transferred call.
                 let Some(target) = tr.target.as_deref() else {
@@ -499,7 +493,7 @@ impl Tracker {
         }
         status::finalize(&mut t.call, &t.facts, now, why);
         out.push(Update {
-            call: t.call,
+            call: t.reported(),
             emit: vec![Emit::Completed],
         });
     }

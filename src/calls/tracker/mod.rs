@@ -119,6 +119,20 @@ struct Tracked {
     legs: HashSet<String>,
     /// Every PBX call id that maps here (several after an attended transfer).
     groups: HashSet<String>,
+    /// The extension `call.user_id` is the Flowlu user of: when the call's extension
+    /// changes, the user is cleared (and the engine looks up the new one's).
+    user_ext: Option<String>,
+}
+
+impl Tracked {
+    /// The call as reported: its `user_id` only while it is still the user of its
+    /// extension.
+    fn reported(&mut self) -> Call {
+        if self.call.extension != self.user_ext {
+            self.call.user_id = None;
+        }
+        self.call.clone()
+    }
 }
 
 /// How long an adopted click-to-call may wait for the PBX to show any leg or result
@@ -214,6 +228,7 @@ impl Tracker {
             },
             legs: HashSet::new(),
             groups: HashSet::new(),
+            user_ext: call.extension.clone(),
         };
         self.calls.insert(id, tracked);
         Update {
@@ -229,6 +244,7 @@ impl Tracker {
             t.call.integration_id = Some(integration_id);
             if user_id.is_some() {
                 t.call.user_id = user_id;
+                t.user_ext = t.call.extension.clone();
             }
         }
     }
@@ -259,6 +275,7 @@ impl Tracker {
         self.calls.insert(
             call.id.clone(),
             Tracked {
+                user_ext: call.extension.clone(),
                 call,
                 facts,
                 legs: HashSet::new(),
@@ -353,3 +370,5 @@ mod join_tests;
 mod origin_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;
