@@ -24,10 +24,10 @@ impl Tracker {
         let call = leg.call.clone();
         let mut named = Vec::new();
         for l in self.legs.values_mut() {
-            if l.local.as_ref().is_some_and(|(p, _)| *p == pair) {
-                if let Role::Agent(ext) = std::mem::replace(&mut l.role, Role::Unknown) {
-                    named.push(ext);
-                }
+            if l.local.as_ref().is_some_and(|(p, _)| *p == pair)
+                && let Role::Agent(ext) = std::mem::replace(&mut l.role, Role::Unknown)
+            {
+                named.push(ext);
             }
         }
         // An originate that so far only reached the wrapper did not reach its employee.

@@ -241,7 +241,8 @@ fn wrong_fields(
         }
     }
     let target = expected.get("transfer_target").unwrap_or(&Value::Null);
-    if !target.is_null() && !(transferred && matches(target, c.extension.as_deref(), aliases)) {
+    let landed = transferred && matches(target, c.extension.as_deref(), aliases);
+    if !target.is_null() && !landed {
         wrong.push("transfer_target");
     }
     if c.state != CallState::Ended || r.emits.last() != Some(&Emit::Completed) {
