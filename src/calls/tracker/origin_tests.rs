@@ -134,6 +134,21 @@ fn local(id: &str, call: &str, name: &str) -> Event {
     e
 }
 
+/// A customer on the trunk calls `exten`, and the PBX dials Local pair `pair` (halves
+/// `l1`, `l2`) for it.
+fn caller_dials_local(exten: &str, pair: &str) -> Vec<PbxEvent> {
+    vec![
+        at(
+            1,
+            down("c", "L", "SIP/carrier-00000001", "from-trunk", exten),
+        ),
+        at(1, calling_in("c")),
+        at(1, local("l1", "L", &format!("{pair};1"))),
+        at(1, local("l2", "L", &format!("{pair};2"))),
+        at(1, dial("c", "l1")),
+    ]
+}
+
 #[test]
 fn local_halves_that_dial_a_phone_are_plumbing_not_employees() {
     // A customer calls ring group 401: Local/401@ring-group;2 dials SIP/150010002,
@@ -141,33 +156,23 @@ fn local_halves_that_dial_a_phone_are_plumbing_not_employees() {
     let mut t = rules(9);
     let updates = run(
         &mut t,
-        vec![
-            at(
-                1,
-                down(
-                    "c",
-                    "L",
-                    "SIP/carrier-00000001",
-                    "from-trunk",
-                    "+31150010004",
-                ),
-            ),
-            at(1, calling_in("c")),
-            at(1, local("l1", "L", "Local/401@ring-group-00000002;1")),
-            at(1, local("l2", "L", "Local/401@ring-group-00000002;2")),
-            at(1, dial("c", "l1")),
-            at(1, down("p", "L", "SIP/150010002-00000005", "office", "s")),
-            at(1, dial("l2", "p")),
-            at(2, ringing("p")),
-            at(2, ringing("l1")),
-            at(5, up("p")),
-            at(5, up("l2")),
-            at(5, up("l1")),
-            at(9, hangup("l1", 16)),
-            at(9, hangup("l2", 16)),
-            at(9, hangup("p", 16)),
-            at(9, hangup("c", 16)),
-        ],
+        [
+            caller_dials_local("+31150010004", "Local/401@ring-group-00000002"),
+            vec![
+                at(1, down("p", "L", "SIP/150010002-00000005", "office", "s")),
+                at(1, dial("l2", "p")),
+                at(2, ringing("p")),
+                at(2, ringing("l1")),
+                at(5, up("p")),
+                at(5, up("l2")),
+                at(5, up("l1")),
+                at(9, hangup("l1", 16)),
+                at(9, hangup("l2", 16)),
+                at(9, hangup("p", 16)),
+                at(9, hangup("c", 16)),
+            ],
+        ]
+        .concat(),
     );
     let call = last(&updates);
     assert_eq!(call.direction, Direction::Incoming);
@@ -196,37 +201,27 @@ fn a_forwarded_outside_leg_that_answers_but_is_never_connected_is_no_answer() {
         }
         let updates = run(
             &mut t,
-            vec![
-                at(
-                    1,
-                    down(
-                        "c",
-                        "L",
-                        "SIP/carrier-00000001",
-                        "from-trunk",
-                        "+31260010001",
+            [
+                caller_dials_local("+31260010001", "Local/+31150010001@world-00000002"),
+                vec![
+                    at(1, outside),
+                    at(1, dial("l2", "m")),
+                    at(3, up("m")),
+                    at(
+                        20,
+                        Event::DialEnd {
+                            caller: Some("c".into()),
+                            callee: "l1".into(),
+                            status: caller_dial.clone(),
+                        },
                     ),
-                ),
-                at(1, calling_in("c")),
-                at(1, local("l1", "L", "Local/+31150010001@world-00000002;1")),
-                at(1, local("l2", "L", "Local/+31150010001@world-00000002;2")),
-                at(1, dial("c", "l1")),
-                at(1, outside),
-                at(1, dial("l2", "m")),
-                at(3, up("m")),
-                at(
-                    20,
-                    Event::DialEnd {
-                        caller: Some("c".into()),
-                        callee: "l1".into(),
-                        status: caller_dial.clone(),
-                    },
-                ),
-                at(21, hangup("m", 16)),
-                at(21, hangup("l2", 16)),
-                at(21, hangup("l1", 16)),
-                at(22, hangup("c", 16)),
-            ],
+                    at(21, hangup("m", 16)),
+                    at(21, hangup("l2", 16)),
+                    at(21, hangup("l1", 16)),
+                    at(22, hangup("c", 16)),
+                ],
+            ]
+            .concat(),
         );
         let call = last(&updates);
         assert_eq!(call.direction, Direction::Incoming, "{caller_dial:?}");
