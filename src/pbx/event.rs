@@ -62,6 +62,11 @@ pub enum Event {
     },
     /// A channel (one leg) appeared.
     ChannelCreated(Channel),
+    /// `channel` is a caller waiting to be answered: Asterisk's `Newstate` to Ring of a
+    /// channel created Down (chan_sip creates every caller Down, then says Ring).
+    CallingIn {
+        channel: String,
+    },
     /// The device behind `channel` is alerting (180/183).
     Ringing {
         channel: String,
@@ -165,6 +170,10 @@ pub struct Channel {
     pub peer: Option<String>,
     /// Our call id, when the variable is already set at creation.
     pub call_id: Option<String>,
+    /// The origin is a guess: Asterisk created the channel Down, which a leg it dials, an
+    /// originate and a chan_sip caller all are at first. What comes next tells: the PBX
+    /// dials it, rings it or answers it (outbound), or it rings in or dials (a caller).
+    pub tentative: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

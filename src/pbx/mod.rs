@@ -23,7 +23,8 @@
 //! | `Connected` | `Response: Success` to `Login` | `+OK accepted` to `auth` |
 //! | `Resync` | `CoreShowChannels` list (`CoreShowChannel` items) | `api show channels as json` rows |
 //! | `Disconnected` | socket closed, `Shutdown`, keep-alive `Ping` unanswered | socket closed, `text/disconnect-notice`, keep-alive unanswered |
-//! | `ChannelCreated` | `Newchannel` (`Uniqueid`, call = `Linkedid`, `ChannelState` 0 = outbound, 4 = inbound; `ChanVariable: CRM_CALL_ID=` if `channelvars` is set) | `CHANNEL_CREATE` (`Unique-ID`, call = `Channel-Call-UUID`, a `loopback/…-b` leg takes its `-a` partner's call; `Call-Direction`; `variable_crm_call_id`; peer = `Other-Leg-Unique-ID` or `variable_other_loopback_leg_uuid`) |
+//! | `ChannelCreated` | `Newchannel` (`Uniqueid`, call = `Linkedid`, `ChannelState` 4 = inbound, 0 = outbound but `tentative` until the PBX dials it or it rings in; `ChanVariable: CRM_CALL_ID=` if `channelvars` is set) | `CHANNEL_CREATE` (`Unique-ID`, call = `Channel-Call-UUID`, a `loopback/…-b` leg takes its `-a` partner's call; `Call-Direction`; `variable_crm_call_id`; peer = `Other-Leg-Unique-ID` or `variable_other_loopback_leg_uuid`) |
+//! | `CallingIn` | `Newstate` with `ChannelState: 4` (a chan_sip caller, created Down) | (none: `Call-Direction` says it at `CHANNEL_CREATE`) |
 //! | `Ringing` | `Newstate` with `ChannelState: 5` | first `CHANNEL_PROGRESS` or `CHANNEL_PROGRESS_MEDIA` of a leg |
 //! | `Answered` | `Newstate` with `ChannelState: 6` | `CHANNEL_ANSWER` |
 //! | `DialBegin` | `DialBegin` (`Uniqueid` absent for an originate, `DestUniqueid`, `DialString`) | `CHANNEL_CREATE` of an outbound leg (caller = `Other-Leg-Unique-ID`) |

@@ -597,3 +597,5 @@ async fn freeswitch_click_to_call_failures() {
         },
     );
 }
+
+mod every;

@@ -150,6 +150,7 @@ async fn click_to_call_is_accepted_at_once_and_reports_the_answer_and_the_call()
             endpoint: Some("100".into()),
             peer: None,
             call_id: None,
+            tentative: true,
         }),
         Event::CallTagged {
             channel: agent.into(),

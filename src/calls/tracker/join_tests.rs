@@ -194,6 +194,16 @@ fn an_incoming_call_forwarded_outside_and_answered_there_was_answered() {
                     channel: "f".into(),
                 },
             ),
+            // The caller is connected with it (FreeSWITCH names the peer; Asterisk
+            // answers the caller's dial, then bridges).
+            at(
+                36,
+                Event::Bridged {
+                    channel: "c".into(),
+                    bridge: "B".into(),
+                    peer: Some("f".into()),
+                },
+            ),
             at(60, hangup("f", 16)),
             at(60, hangup("c", 16)),
         ],

@@ -38,6 +38,7 @@ impl Tracker {
             return;
         };
         leg.bridge = Some(bridge.to_string());
+        self.caller_connected(channel, now, out);
         let mut others: Vec<String> = peer.map(str::to_string).into_iter().collect();
         others.extend(
             self.legs

@@ -10,12 +10,12 @@ use super::{
 use crate::calls::{Call, CallState, Direction};
 
 impl Tracker {
-    pub(super) fn update(&self, id: &str, emit: Emit, out: &mut Vec<Update>) {
-        if let Some(t) = self.calls.get(id)
+    pub(super) fn update(&mut self, id: &str, emit: Emit, out: &mut Vec<Update>) {
+        if let Some(t) = self.calls.get_mut(id)
             && !t.facts.provisional
         {
             out.push(Update {
-                call: t.call.clone(),
+                call: t.reported(),
                 emit: vec![emit],
             });
         }
@@ -34,6 +34,11 @@ impl Tracker {
             .or_else(|| self.groups.get(&ch.call).cloned());
         let id = match claimed {
             Some(id) => id,
+            None if ch.tentative && !ch.local => {
+                // Who started it is not known yet (`origin`).
+                self.pending.insert(ch.id.clone(), ch.clone());
+                return;
+            }
             None => self.open(ch, &role, now, out),
         };
         self.groups.entry(ch.call.clone()).or_insert(id.clone());
@@ -66,13 +71,20 @@ impl Tracker {
                 up: ch.state == ChannelState::Up,
                 bridge: None,
                 dialled: ch.origin == Origin::Outbound && !ch.local,
+                local: ch
+                    .local
+                    .then(|| super::rules::local_pair(&ch.name))
+                    .flatten(),
             },
         );
     }
 
     /// A new call from its first leg.
     fn open(&mut self, ch: &Channel, role: &Role, now: i64, out: &mut Vec<Update>) -> String {
-        let mut facts = Facts::default();
+        let mut facts = Facts {
+            originated: ch.origin == Origin::Outbound,
+            ..Facts::default()
+        };
         let (direction, phone, line, extension) = match (role, ch.origin) {
             (Role::Customer(number), Origin::Inbound) => (
                 Direction::Incoming,
@@ -127,18 +139,17 @@ impl Tracker {
                     None,
                 )
             }
-            (Role::Unknown, origin) => {
-                facts.provisional = origin == Origin::Outbound;
-                let direction = match origin {
-                    Origin::Inbound => Direction::Incoming,
-                    Origin::Outbound => Direction::Outgoing,
-                };
-                (
-                    direction,
-                    clean_number(&ch.caller_number),
-                    clean_number(&ch.exten),
-                    None,
-                )
+            (Role::Unknown, Origin::Inbound) => (
+                Direction::Incoming,
+                clean_number(&ch.caller_number),
+                clean_number(&ch.exten),
+                None,
+            ),
+            // An originate of dialplan plumbing (`Local/ID42@click-to-dial`): whom it
+            // rings decides (the first employee places the call; `promote`).
+            (Role::Unknown, Origin::Outbound) => {
+                facts.provisional = true;
+                (Direction::Outgoing, String::new(), String::new(), None)
             }
         };
         let call = Call {
@@ -157,6 +168,7 @@ impl Tracker {
                 facts,
                 legs: HashSet::new(),
                 groups: HashSet::new(),
+                user_ext: None,
             },
         );
         if !provisional {
@@ -171,20 +183,40 @@ impl Tracker {
         self.promote(channel, false, out);
     }
 
+    /// `channel` of a provisional (PBX-originated) call rang, answered or (`dialled`)
+    /// was dialled. Plumbing never makes a call of its own; the first employee an
+    /// originate rings is the one placing the call (reported once they reach someone);
+    /// a customer's leg, or another employee dialled, makes it a call.
     fn promote(&mut self, channel: &str, dialled: bool, out: &mut Vec<Update>) {
         let Some(leg) = self.legs.get(channel) else {
             return;
         };
-        let (id, agent) = (leg.call.clone(), matches!(leg.role, Role::Agent(_)));
-        if let Some(t) = self.calls.get_mut(&id)
-            && t.facts.provisional
-            && !t.facts.service
-            && (dialled || !(t.facts.agent_only && agent))
-        {
-            t.facts.provisional = false;
-            t.facts.agent_only = false;
-            self.update(&id, Emit::Init, out);
+        let (id, role) = (leg.call.clone(), leg.role.clone());
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !t.facts.provisional || t.facts.service {
+            return;
         }
+        match role {
+            Role::Unknown => return,
+            Role::Agent(ext) if t.facts.caller_agent.is_none() => {
+                t.facts.caller_agent = Some(ext.clone());
+                t.facts.agent_only = true;
+                t.call.extension = Some(ext);
+                return;
+            }
+            Role::Agent(ext)
+                if t.facts.agent_only
+                    && (!dialled || t.facts.caller_agent.as_deref() == Some(&ext)) =>
+            {
+                return;
+            }
+            _ => {}
+        }
+        t.facts.provisional = false;
+        t.facts.agent_only = false;
+        self.update(&id, Emit::Init, out);
     }
 
     /// The PBX dials `callee` (`dial_string` as the dialplan wrote it).
@@ -290,7 +322,8 @@ impl Tracker {
                 Role::Unknown => {}
             }
         }
-        if *status == DialStatus::Answer {
+        // Its answer counts once (its Newstate Up usually came first).
+        if *status == DialStatus::Answer && self.legs.get(callee).is_some_and(|l| !l.up) {
             self.answered(callee, now, out);
         }
     }
@@ -300,7 +333,7 @@ impl Tracker {
         let Some(leg) = self.legs.get_mut(channel) else {
             return;
         };
-        leg.up = true;
+        let was_up = std::mem::replace(&mut leg.up, true);
         let (id, role, dialled) = (leg.call.clone(), leg.role.clone(), leg.dialled);
         let Some(t) = self.calls.get_mut(&id) else {
             return;
@@ -309,20 +342,41 @@ impl Tracker {
         let connects = match (&role, t.call.direction) {
             (Role::Agent(ext), Direction::Incoming) => Some(Some(ext.clone())),
             // The PBX forwarded the caller to an outside number (follow-me, a mobile)
-            // and it answered: someone talked, for the employee who last rang.
-            (Role::Customer(_), Direction::Incoming) if dialled => Some(None),
+            // and it answered: someone talks once the caller is connected to it (a
+            // mobile's call-acceptance prompt may still refuse it), for the employee who
+            // last rang ([`Tracker::caller_connected`]).
+            (Role::Customer(_), Direction::Incoming) if dialled => {
+                t.facts.forward_up = true;
+                None
+            }
             (Role::Agent(_), Direction::Outgoing) if t.facts.click => {
                 t.facts.agent_answered = true;
                 None
             }
-            (Role::Customer(_), Direction::Outgoing) => Some(None),
-            (Role::Agent(ext), Direction::Internal) if Some(ext) != caller.as_ref() => Some(None),
-            (Role::Agent(ext), _)
-                if t.call.state == CallState::Connected && Some(ext) != caller.as_ref() =>
+            // An originate with no employee on it yet: the first outside party to answer
+            // is the one the PBX called first (a callback), not someone talking yet.
+            (Role::Customer(_), Direction::Outgoing)
+                if t.facts.originated && caller.is_none() && !t.facts.first_party_up =>
             {
-                // Another employee answered a connected call: a transfer landed.
+                t.facts.first_party_up = true;
+                None
+            }
+            (Role::Customer(_), Direction::Outgoing) => Some(None),
+            (Role::Agent(ext), Direction::Outgoing)
+                if t.facts.originated && t.facts.first_party_up && !t.facts.click =>
+            {
                 Some(Some(ext.clone()))
             }
+            (Role::Agent(ext), _)
+                if t.call.state == CallState::Connected
+                    && Some(ext) != caller.as_ref()
+                    && !(was_up && t.call.direction == Direction::Internal) =>
+            {
+                // Another employee answered a connected call: a transfer landed, and
+                // the one who took it is the call's employee (internal calls too).
+                Some(Some(ext.clone()))
+            }
+            (Role::Agent(ext), Direction::Internal) if Some(ext) != caller.as_ref() => Some(None),
             _ => None,
         };
         let Some(agent) = connects else {
@@ -338,10 +392,34 @@ impl Tracker {
         } else if let Some(ext) = agent
             && t.call.state == CallState::Connected
             && t.call.extension.as_deref() != Some(&ext)
-            && t.call.direction != Direction::Internal
         {
             t.call.extension = Some(ext);
             self.update(&id, Emit::State, out);
+        }
+    }
+
+    /// The caller's leg `channel` of an incoming call got connected (its own dial was
+    /// answered, or it entered a bridge): when an outside number the PBX forwarded it
+    /// to is up, that is the answer.
+    pub(super) fn caller_connected(&mut self, channel: &str, now: i64, out: &mut Vec<Update>) {
+        let Some(leg) = self.legs.get(channel) else {
+            return;
+        };
+        let (id, caller) = (
+            leg.call.clone(),
+            matches!(leg.role, Role::Customer(_)) && !leg.dialled,
+        );
+        let Some(t) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if caller
+            && t.facts.forward_up
+            && t.call.direction == Direction::Incoming
+            && t.call.state == CallState::Ringing
+        {
+            t.call.state = CallState::Connected;
+            t.call.answered_at = Some(now);
+            self.update(&id, Emit::Connected, out);
         }
     }
 
@@ -356,18 +434,9 @@ impl Tracker {
             return;
         };
         match tr.kind {
-            TransferKind::Blind => {
-                // The transferee is sent on; whoever answers next becomes the employee
-                // (handled when that leg answers).
-                if let Some(ext) = tr.exten.as_deref().filter(|e| self.rules.is_extension(e))
-                    && let Some(t) = self.calls.get_mut(&to)
-                    && t.call.extension.as_deref() != Some(ext)
-                    && t.call.direction != Direction::Internal
-                {
-                    t.call.extension = Some(ext.to_string());
-                    self.update(&to, Emit::State, out);
-                }
-            }
+            // The transferee is sent on; whoever answers it next becomes the employee
+            // (`answered`): a target that is down or refuses never talked.
+            TransferKind::Blind => {}
             TransferKind::Attended => {
                 // The target's leg (from the consultation call) joins the transferred call.
                 let Some(target) = tr.target.as_deref() else {
@@ -424,7 +493,7 @@ impl Tracker {
         }
         status::finalize(&mut t.call, &t.facts, now, why);
         out.push(Update {
-            call: t.call,
+            call: t.reported(),
             emit: vec![Emit::Completed],
         });
     }
@@ -536,5 +605,6 @@ fn channel_of(s: &ChannelSnapshot) -> Channel {
         endpoint: s.endpoint.clone(),
         peer: None,
         call_id: None,
+        tentative: false,
     }
 }

@@ -73,6 +73,9 @@ struct Leg {
     bridge: Option<String>,
     /// A real (not Local/loopback) channel the PBX dialled out on.
     dialled: bool,
+    /// A Local / loopback half: the pair it belongs to, and whether it is the half that
+    /// runs the extension the pair is named after (Asterisk `;2`, FreeSWITCH `-b`).
+    local: Option<(String, bool)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +94,14 @@ struct Facts {
     customer_cause: Option<(u16, String)>,
     agent_cause: Option<(u16, String)>,
     last_cause: Option<(u16, String)>,
+    /// The PBX started the call (an originate: its first leg was one the PBX created).
+    originated: bool,
+    /// Such a call without an employee: its first outside party answered (that is the
+    /// originate's own party, not a conversation yet).
+    first_party_up: bool,
+    /// An outside number the PBX forwarded an incoming call to (follow-me, a mobile)
+    /// answered; the call is answered once the caller is connected to it.
+    forward_up: bool,
     /// Nothing reported yet: a PBX originate that may still turn out to be ours.
     provisional: bool,
     /// Opened by the PBX ringing an employee (an originate), nobody dialled yet.
@@ -108,6 +119,20 @@ struct Tracked {
     legs: HashSet<String>,
     /// Every PBX call id that maps here (several after an attended transfer).
     groups: HashSet<String>,
+    /// The extension `call.user_id` is the Flowlu user of: when the call's extension
+    /// changes, the user is cleared (and the engine looks up the new one's).
+    user_ext: Option<String>,
+}
+
+impl Tracked {
+    /// The call as reported: its `user_id` only while it is still the user of its
+    /// extension.
+    fn reported(&mut self) -> Call {
+        if self.call.extension != self.user_ext {
+            self.call.user_id = None;
+        }
+        self.call.clone()
+    }
 }
 
 /// How long an adopted click-to-call may wait for the PBX to show any leg or result
@@ -121,6 +146,9 @@ pub struct Tracker {
     legs: HashMap<String, Leg>,
     /// Agent channel ids promised by the PBX for click-to-calls (Originated::channel).
     expected: HashMap<String, String>,
+    /// Channels created Down that would open a call, until the PBX says who started it
+    /// ([`origin`]).
+    pending: HashMap<String, Channel>,
 }
 
 pub fn ms(at: std::time::SystemTime) -> i64 {
@@ -136,6 +164,7 @@ impl Tracker {
             groups: HashMap::new(),
             legs: HashMap::new(),
             expected: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -199,6 +228,7 @@ impl Tracker {
             },
             legs: HashSet::new(),
             groups: HashSet::new(),
+            user_ext: call.extension.clone(),
         };
         self.calls.insert(id, tracked);
         Update {
@@ -214,6 +244,7 @@ impl Tracker {
             t.call.integration_id = Some(integration_id);
             if user_id.is_some() {
                 t.call.user_id = user_id;
+                t.user_ext = t.call.extension.clone();
             }
         }
     }
@@ -244,6 +275,7 @@ impl Tracker {
         self.calls.insert(
             call.id.clone(),
             Tracked {
+                user_ext: call.extension.clone(),
                 call,
                 facts,
                 legs: HashSet::new(),
@@ -256,15 +288,21 @@ impl Tracker {
     pub fn handle(&mut self, ev: &PbxEvent) -> Vec<Update> {
         let now = ms(ev.at);
         let mut out = Vec::new();
+        self.settle_pending(&ev.event, now, &mut out);
         match &ev.event {
             Event::ChannelCreated(ch) => self.created(ch, now, &mut out),
             Event::CallTagged { channel, call_id } => self.tagged(channel, call_id, &mut out),
             Event::Ringing { channel } => self.ringing(channel, &mut out),
             Event::DialBegin {
+                caller,
                 callee,
                 dial_string,
-                ..
-            } => self.dial_begin(callee, dial_string, &mut out),
+            } => {
+                if let Some(caller) = caller {
+                    self.unwrap_local(caller);
+                }
+                self.dial_begin(callee, dial_string, &mut out)
+            }
             Event::DialEnd {
                 caller,
                 callee,
@@ -274,6 +312,7 @@ impl Tracker {
                     && let Some(caller) = caller
                 {
                     self.join_service(caller, callee, now, &mut out);
+                    self.caller_connected(caller, now, &mut out);
                 }
                 self.dial_end(callee, status, now, &mut out)
             }
@@ -311,6 +350,7 @@ impl Tracker {
             }
             Event::Resync { channels } => self.resync(channels, now, &mut out),
             Event::Connected { .. }
+            | Event::CallingIn { .. }
             | Event::Disconnected { .. }
             | Event::DeviceState { .. }
             | Event::Registration { .. } => {}
@@ -321,8 +361,14 @@ impl Tracker {
 
 mod joins;
 mod legs;
+mod origin;
+mod wrappers;
 
 #[cfg(test)]
 mod join_tests;
 #[cfg(test)]
+mod origin_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;

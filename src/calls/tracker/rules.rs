@@ -88,6 +88,9 @@ impl Rules {
         }
         match endpoint {
             Some(e) if self.is_extension(e) => Role::Agent(e.to_string()),
+            // A Local / loopback channel named by something that is no number
+            // (`Local/ID730151@route`, `Local/s@macro-dial`) is dialplan plumbing.
+            Some(e) if ch.local && clean_number(e).len() != e.len() => Role::Unknown,
             Some(e) if !e.is_empty() => Role::Customer(self.customer_number(ch)),
             _ => {
                 // No endpoint in the name (e.g. FreeSWITCH sofia/external/<number>@host):
@@ -143,6 +146,17 @@ pub fn endpoint_of(ch: &Channel) -> Option<String> {
         .or_else(|| rest.strip_suffix("-b"))
         .unwrap_or(rest);
     (!base.is_empty()).then(|| base.to_string())
+}
+
+/// The pair a Local / loopback half belongs to (its name without `;1`/`;2`, `-a`/`-b`),
+/// and whether it is the half that runs the extension the pair is named after (Asterisk
+/// `;2`, FreeSWITCH `-b`): when that half dials someone, the pair only wraps that call.
+pub fn local_pair(name: &str) -> Option<(String, bool)> {
+    if let Some((base, half)) = name.rsplit_once(';') {
+        return Some((base.to_string(), half == "2"));
+    }
+    let (base, half) = name.rsplit_once('-')?;
+    matches!(half, "a" | "b").then(|| (base.to_string(), half == "b"))
 }
 
 /// True for a PBX feature code an employee dials (`*97`, `*8`, `#21`): it starts with `*`

@@ -89,7 +89,8 @@ fn channel(msg: &Message) -> Channel {
         caller_name: s(msg, "CallerIDName"),
         exten: s(msg, "Exten"),
         context: s(msg, "Context"),
-        // A channel the PBX created starts Down; one that called in starts in Ring.
+        // A channel the PBX created starts Down; one that called in starts in Ring (PJSIP)
+        // or Down, then Ring (chan_sip): `tentative` until the PBX says which.
         origin: if state == ChannelState::Down {
             Origin::Outbound
         } else {
@@ -100,6 +101,7 @@ fn channel(msg: &Message) -> Channel {
         endpoint: asterisk_endpoint(&name),
         peer: None,
         call_id: chan_variable(msg, CALL_ID_VAR),
+        tentative: state == ChannelState::Down,
         name,
     }
 }
@@ -115,6 +117,7 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
     match name {
         "Newchannel" => push(Event::ChannelCreated(channel(msg))),
         "Newstate" => match msg.fields.str("ChannelState") {
+            "4" => push(Event::CallingIn { channel: id() }),
             "5" => push(Event::Ringing { channel: id() }),
             "6" => push(Event::Answered { channel: id() }),
             _ => {}

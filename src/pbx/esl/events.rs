@@ -276,6 +276,7 @@ impl Mapper {
             endpoint: endpoint(ev),
             peer: other.clone().or(partner),
             call_id: call_id.clone(),
+            tentative: false,
             name,
         };
         let dial_string = s(ev, "Caller-Destination-Number");

@@ -52,11 +52,19 @@ pub(super) fn get<'a>(h: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// `tests/fixtures/asterisk/<name>.txt`, or `tests/fixtures/<name>.txt` for a name with a
+/// folder (`independent/cacofonisk-ast13/simple__ab_dnd`).
+fn transcript_path(name: &str, ext: &str) -> std::path::PathBuf {
+    match name.rsplit_once('/') {
+        Some((dir, file)) => fixture_path(dir, &format!("{file}.{ext}")),
+        None => fixture_path("asterisk", &format!("{name}.{ext}")),
+    }
+}
+
 pub(super) fn load(name: &str) -> Transcript {
-    let text = std::fs::read(fixture_path("asterisk", &format!("{name}.txt")))
+    let text = std::fs::read(transcript_path(name, "txt"))
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
-    let sent =
-        std::fs::read_to_string(fixture_path("asterisk", &format!("{name}.txt.sent"))).unwrap();
+    let sent = std::fs::read_to_string(transcript_path(name, "txt.sent")).unwrap();
     let mut actions = HashMap::new();
     let mut call_ids = Vec::new();
     for block in sent.split("\r\n\r\n") {
@@ -136,9 +144,41 @@ pub(super) const ALL: &[&str] = &[
     "sip-register-unregister",
 ];
 
+/// The AMI transcripts under `tests/fixtures/independent/*/`, as `independent/<set>/<name>`
+/// (recordings of PBXs other people set up; never used to answer other transcripts'
+/// actions).
+pub fn independent() -> Vec<String> {
+    let root = fixture_path("independent", "");
+    let mut names = Vec::new();
+    for set in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(set.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = file.file_name().to_string_lossy().into_owned();
+            let set = set.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file.strip_suffix(".txt") {
+                names.push(format!("independent/{set}/{name}"));
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
 pub(super) fn library() -> &'static HashMap<String, Transcript> {
     static LIBRARY: OnceLock<HashMap<String, Transcript>> = OnceLock::new();
-    LIBRARY.get_or_init(|| ALL.iter().map(|n| (n.to_string(), load(n))).collect())
+    LIBRARY.get_or_init(|| {
+        ALL.iter()
+            .map(|n| n.to_string())
+            .chain(independent())
+            .map(|n| {
+                let t = load(&n);
+                (n, t)
+            })
+            .collect()
+    })
 }
 
 /// The recorded answer (response, then list items and completion) to `action_id` in
@@ -189,7 +229,8 @@ pub struct Script {
 }
 
 impl Script {
-    /// Replays `tests/fixtures/asterisk/<fixture>.txt`, first recorded connection.
+    /// Replays `tests/fixtures/asterisk/<fixture>.txt` (or `tests/fixtures/<fixture>.txt`
+    /// for an [`independent`] one), first recorded connection.
     pub fn new(fixture: &str) -> Script {
         assert!(library().contains_key(fixture), "no fixture {fixture}");
         Script {

@@ -17,6 +17,26 @@ fn live_events(fixture: &str) -> Vec<Event> {
 }
 
 #[test]
+fn a_chan_sip_caller_is_created_down_and_then_calls_in() {
+    // Asterisk 13, chan_sip (cacofonisk's recording): Newchannel Down, Newstate Ring.
+    let events = live_events("../independent/cacofonisk-ast13/simple__ab_success_a_hangup.txt");
+    let caller = "195176c06ab8-1529936170.42";
+    let Some(Event::ChannelCreated(ch)) = events.first() else {
+        panic!("{events:?}");
+    };
+    assert_eq!(
+        (ch.id.as_str(), ch.state, ch.tentative, ch.local),
+        (caller, ChannelState::Down, true, false)
+    );
+    assert_eq!(
+        events.get(1),
+        Some(&Event::CallingIn {
+            channel: caller.into()
+        })
+    );
+}
+
+#[test]
 fn agent_busy_maps_to_the_expected_sequence() {
     let local = |id: &str, name: &str, origin, state| {
         Event::ChannelCreated(Channel {
@@ -29,6 +49,7 @@ fn agent_busy_maps_to_the_expected_sequence() {
             state,
             local: true,
             endpoint: Some("102@agents".into()),
+            tentative: state == ChannelState::Down,
             ..Channel::default()
         })
     };

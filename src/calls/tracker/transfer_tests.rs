@@ -1,0 +1,122 @@
+//! Unit tests of transfers on internal calls and of the Flowlu user following the
+//! employee, on hand-made event sequences.
+
+use super::origin_tests::{dial, down, ringing, up};
+use super::tests::{at, hangup, run};
+use super::*;
+use crate::calls::CallStatus;
+use crate::pbx::{Transfer, TransferKind};
+
+fn blind(transferer: &str, transferee: &str, exten: &str) -> Event {
+    Event::Transferred(Transfer {
+        kind: TransferKind::Blind,
+        success: true,
+        transferer: Some(transferer.into()),
+        transferee: Some(transferee.into()),
+        second_transferer: None,
+        target: None,
+        exten: Some(exten.into()),
+        context: None,
+        bridge: None,
+    })
+}
+
+/// 100 calls 101, who answers and blind-transfers 100 to 102; `answers`: 102 picks up.
+fn internal_blind(answers: bool) -> (Tracker, Vec<Update>) {
+    let mut t = Tracker::new(&crate::config::Config::defaults().calls);
+    let mut events = vec![
+        at(1, down("a", "L", "SIP/100-00000001", "office", "101")),
+        at(1, dial("a", "b")),
+        at(1, down("b", "L", "SIP/101-00000002", "office", "s")),
+        at(2, ringing("b")),
+        at(3, up("b")),
+        at(5, blind("b", "a", "102")),
+        at(5, hangup("b", 16)),
+        at(5, dial("a", "c")),
+        at(5, down("c", "L", "SIP/102-00000003", "office", "s")),
+        at(6, ringing("c")),
+    ];
+    if answers {
+        events.extend([at(8, up("c")), at(20, hangup("c", 16))]);
+    } else {
+        events.push(at(20, hangup("c", 19)));
+    }
+    events.push(at(20, hangup("a", 16)));
+    let updates = run(&mut t, events);
+    (t, updates)
+}
+
+#[test]
+fn an_internal_call_takes_the_blind_transfer_target_once_it_answers() {
+    let (_, updates) = internal_blind(true);
+    let call = &updates.last().unwrap().call;
+    assert_eq!(call.direction, Direction::Internal);
+    assert_eq!(call.extension.as_deref(), Some("102"));
+    assert_eq!(call.status, Some(CallStatus::Answered));
+    // A target that never answered never talked: the call stays 100's.
+    let (_, updates) = internal_blind(false);
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.call.extension.as_deref() == Some("100")),
+        "{updates:?}"
+    );
+    assert_eq!(
+        updates.last().unwrap().call.status,
+        Some(CallStatus::Answered)
+    );
+}
+
+#[test]
+fn the_flowlu_user_is_dropped_when_the_employee_changes() {
+    // A customer's call answered by 100 (user u100); a blind transfer lands on 102, who
+    // has no Flowlu user: the call no longer carries u100.
+    let mut t = Tracker::new(&crate::config::Config::defaults().calls);
+    let mut c = down(
+        "c",
+        "L",
+        "PJSIP/trunk-00000001",
+        "from-trunk",
+        "74950000000",
+    );
+    if let Event::ChannelCreated(ch) = &mut c {
+        ch.caller_number = "79161234567".into();
+    }
+    let first = run(
+        &mut t,
+        vec![
+            at(1, c),
+            at(
+                1,
+                Event::CallingIn {
+                    channel: "c".into(),
+                },
+            ),
+            at(1, dial("c", "a")),
+            at(1, down("a", "L", "PJSIP/100-00000002", "agents", "s")),
+            at(3, up("a")),
+        ],
+    );
+    let id = first[0].call.id.clone();
+    t.set_owner(&id, 1, Some("u100".into()));
+    assert_eq!(t.call(&id).unwrap().user_id.as_deref(), Some("u100"));
+    let updates = run(
+        &mut t,
+        vec![
+            at(5, blind("a", "c", "102")),
+            at(5, hangup("a", 16)),
+            at(5, dial("c", "b")),
+            at(5, down("b", "L", "PJSIP/102-00000003", "agents", "s")),
+            at(7, up("b")),
+            at(9, hangup("b", 16)),
+            at(9, hangup("c", 16)),
+        ],
+    );
+    let moved = updates
+        .iter()
+        .find(|u| u.emit == vec![Emit::State])
+        .expect("the transfer is reported");
+    assert_eq!(moved.call.extension.as_deref(), Some("102"));
+    assert_eq!(moved.call.user_id, None);
+    assert_eq!(updates.last().unwrap().call.user_id, None);
+}
