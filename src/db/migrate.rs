@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "crm cache and rules",
         sql: include_str!("migrations/0009_crm_cache.sql"),
     },
+    Migration {
+        version: 12,
+        name: "outbox call.init first",
+        sql: include_str!("migrations/0012_outbox_init_first.sql"),
+    },
 ];
 
 /// The schema version this binary writes.
