@@ -28,6 +28,15 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// What the worker knows about an account while it sends the rows of one lease: read once
+/// per lease, not once per row.
+#[derive(Debug, Clone)]
+struct Account {
+    readiness: Readiness,
+    /// Requests per second; `None`: no limit.
+    rate_limit: Option<u32>,
+}
+
 /// Told how long each delivered event took from being written to its 2xx.
 pub type OnDelivered = Box<dyn Fn(Duration) + Send + Sync>;
 
@@ -106,21 +115,28 @@ impl Outbox {
         }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut in_flight = JoinSet::new();
+        // Under a backlog, lease in batches of a quarter of the slots rather than one row
+        // per completion: one lease transaction, and one look at each account's state,
+        // for many rows.
+        let batch = (self.inner.max_in_flight / 4).max(1);
         loop {
             let room = self.inner.max_in_flight - in_flight.len();
             let mut wait = IDLE_POLL;
-            if room > 0 {
+            let leasing = room >= batch || in_flight.is_empty();
+            if leasing {
                 match self.lease_due(room).await {
                     Ok(leases) => {
+                        let accounts = self.accounts(&leases).await;
                         for lease in leases {
                             let me = self.clone();
-                            in_flight.spawn(async move { me.attempt(lease).await });
+                            let account = accounts[&lease.integration_id].clone();
+                            in_flight.spawn(async move { me.attempt(lease, account).await });
                         }
                     }
                     Err(e) => log::error!("outbox: {e}"),
                 }
             }
-            if in_flight.len() < self.inner.max_in_flight {
+            if leasing && in_flight.len() < self.inner.max_in_flight {
                 // Room left, so nothing else is due now: sleep until the next row is.
                 // (When full, a completion wakes us: no need to look, which under a
                 // backlog would scan every pending row once per delivery.)
@@ -157,8 +173,10 @@ impl Outbox {
             }
         };
         let count = leases.len();
+        let accounts = self.accounts(&leases).await;
         for lease in leases {
-            self.attempt(lease).await;
+            let account = accounts[&lease.integration_id].clone();
+            self.attempt(lease, account).await;
         }
         count
     }
@@ -177,7 +195,8 @@ impl Outbox {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
         tokio::spawn(async move {
-            let reply = me.attempt(lease).await;
+            let account = me.account(lease.integration_id).await;
+            let reply = me.attempt(lease, account).await;
             let _ = tx.send(reply);
         });
         tokio::time::timeout(wait, rx).await.ok()?.ok().flatten()
@@ -230,19 +249,40 @@ impl Outbox {
         );
     }
 
+    /// An account's state for the rows of one lease.
+    async fn account(&self, integration: i64) -> Account {
+        let transport = &self.inner.transport;
+        Account {
+            readiness: transport.readiness(integration).await,
+            rate_limit: transport.rate_limit(integration).await,
+        }
+    }
+
+    /// The state of every account in `leases`, each looked at once.
+    async fn accounts(&self, leases: &[Lease]) -> HashMap<i64, Account> {
+        let mut ids: Vec<i64> = leases.iter().map(|l| l.integration_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut accounts = HashMap::with_capacity(ids.len());
+        for id in ids {
+            accounts.insert(id, self.account(id).await);
+        }
+        accounts
+    }
+
     /// One delivery of one leased row, including the single refresh-and-retry after a
     /// 401. Returns the final answer when there was one.
-    async fn attempt(&self, lease: Lease) -> Option<Reply> {
+    async fn attempt(&self, lease: Lease, account: Account) -> Option<Reply> {
         let inner = &self.inner;
         let integration = lease.integration_id;
-        let readiness = inner.transport.readiness(integration).await;
-        if let Readiness::Hold(why) = readiness {
+        if let Readiness::Hold(why) = account.readiness {
             self.hold(&lease, &why).await;
             return None;
         }
         let mut refreshed = false;
         loop {
-            self.respect_rate_limit(integration).await;
+            self.respect_rate_limit(integration, account.rate_limit)
+                .await;
             if let Some(until) = self.paused_until(integration) {
                 // Leased before another of its events got a 429: not sent until then.
                 self.put_back(&lease, until).await;
@@ -300,8 +340,7 @@ impl Outbox {
         }
     }
 
-    async fn respect_rate_limit(&self, integration: i64) {
-        let limit = self.inner.transport.rate_limit(integration).await;
+    async fn respect_rate_limit(&self, integration: i64, limit: Option<u32>) {
         if let Some(per_second) = limit {
             let wait =
                 self.inner
