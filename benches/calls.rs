@@ -22,7 +22,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+#[path = "calls/floor.rs"]
+mod floor;
+
 const UNIQUE: &str = "1795416368.";
 const CALLER: &str = "79161234567";
 const BRIDGE: &str = "8979480e-36e5-4612-b3e0-864fd347e91a";
@@ -216,54 +218,97 @@ fn rss(pid: u32) -> (u64, u64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
+/// User plus system CPU the process has used so far.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn wait_for(log: &Arc<Mutex<Received>>, n: usize, kind: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let got = log
-            .lock()
-            .unwrap()
-            .at
-            .keys()
-            .filter(|(_, k)| k == kind)
-            .count();
-        if got >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {got} of {n} {kind} within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Polls the receiver's log until `done` holds; bounded.
+async fn wait_until(log: &Arc<Mutex<Received>>, what: &str, done: impl Fn(&Received) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !done(&log.lock().unwrap()) {
+        assert!(Instant::now() < deadline, "no {what} within 300 s");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-#[tokio::main]
-async fn main() {
-    // `cargo test --all-targets` runs this too, unoptimized and without `--bench`: then 20
-    // calls as a smoke test of the whole pipeline through the binary, no measurement.
-    let measure = std::env::args().any(|a| a == "--bench");
-    let n: usize = match std::env::var("BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        Some(n) if measure => n,
-        _ if measure => 1000,
-        _ => 20,
-    };
-    let (start_msgs, end_msgs) = template();
-    let log = Arc::new(Mutex::new(Received::default()));
-    let flowlu = receiver(log.clone()).await;
-    let ami = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ami_port = ami.local_addr().unwrap().port();
+async fn wait_for(log: &Arc<Mutex<Received>>, calls: std::ops::Range<usize>, kind: &str) {
+    wait_until(log, kind, |r| {
+        calls
+            .clone()
+            .all(|i| r.at.contains_key(&(i, kind.to_string())))
+    })
+    .await;
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let status = std::process::Command::new(BIN)
+/// Latencies of `kind` for `calls`, from `sent[i - calls.start]`.
+fn latencies(
+    r: &Received,
+    calls: std::ops::Range<usize>,
+    kind: &str,
+    sent: &[Instant],
+) -> Vec<Duration> {
+    let base = calls.start;
+    calls
+        .map(|i| r.at[&(i, kind.to_string())] - sent[i - base])
+        .collect()
+}
+
+fn spread(v: &[Duration]) -> String {
+    format!(
+        "p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+        ms(percentile(v.to_vec(), 0.5)),
+        ms(percentile(v.to_vec(), 0.99)),
+        ms(*v.iter().max().unwrap())
+    )
+}
+
+/// Writes the calls' start (or end) messages to the PBX socket; returns when each went.
+async fn replay(
+    pbx: &mut tokio::net::tcp::OwnedWriteHalf,
+    msgs: &[String],
+    calls: std::ops::Range<usize>,
+) -> Vec<Instant> {
+    let mut sent = Vec::with_capacity(calls.len());
+    for i in calls {
+        let bytes: String = instance(msgs, i).concat();
+        sent.push(Instant::now());
+        pbx.write_all(bytes.as_bytes()).await.unwrap();
+    }
+    sent
+}
+
+/// Writes the config with `--init`, points it at the fakes and seeds a connected account.
+fn configure(
+    bin: &str,
+    dir: &std::path::Path,
+    flowlu: SocketAddr,
+    ami_port: u16,
+) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    let status = std::process::Command::new(bin)
         .args([
             "--init",
             "--non-interactive",
@@ -284,12 +329,12 @@ async fn main() {
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
-    seed(&dir.path().join("data/appliance.db"));
+    seed(&dir.join("data/appliance.db"));
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace(
@@ -303,8 +348,44 @@ async fn main() {
         .replace("max_in_flight = 8", "max_in_flight = 32")
         .replace("level = \"info\"", "level = \"warn\"");
     std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --all-targets` runs this too, unoptimized and without `--bench`: then 20
+    // calls and short floor loops as a smoke test of the whole pipeline through the
+    // binary; the figures it prints mean nothing.
+    let measure = std::env::args().any(|a| a == "--bench");
+    let n: usize = match std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) if measure => n,
+        _ if measure => 1000,
+        _ => 20,
+    };
+    let bin = std::env::var("BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_appliance").to_string());
+    let (start_msgs, end_msgs) = template();
+    let log = Arc::new(Mutex::new(Received::default()));
+    let flowlu = receiver(log.clone()).await;
+    let ami = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ami_port = ami.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The floor first, while nothing else of ours runs.
+    let loops = if measure { 20_000 } else { 200 };
+    let floor_dir = dir.path().to_path_buf();
+    let commits = tokio::task::spawn_blocking(move || floor::sqlite_commits(&floor_dir, loops))
+        .await
+        .unwrap();
+    let posts = tokio::task::spawn_blocking(move || floor::keepalive_posts(flowlu, loops))
+        .await
+        .unwrap();
+
+    let config = configure(&bin, dir.path(), flowlu, ami_port);
     let child = Child(
-        std::process::Command::new(BIN)
+        std::process::Command::new(&bin)
             .args(["run", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG")
@@ -317,57 +398,71 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle_rss, _) = rss(child.id());
 
-    println!("calls bench: {n} concurrent calls replayed from sip-inbound-answered.txt");
-    // Phase 1: every call rings and is answered.
-    let first_send = Instant::now();
-    let mut started = Vec::with_capacity(n);
-    for i in 0..n {
-        started.push(Instant::now());
-        let bytes: String = instance(&start_msgs, i).concat();
-        pbx.write_all(bytes.as_bytes()).await.unwrap();
-    }
-    wait_for(&log, n, "call.connected", Duration::from_secs(300)).await;
+    // One call alone (ids after the burst's).
+    let one = n..n + 1;
+    let sent = replay(&mut pbx, &start_msgs, one.clone()).await;
+    wait_for(&log, one.clone(), "call.connected").await;
+    let one_init = latencies(&log.lock().unwrap(), one.clone(), "call.init", &sent);
+    let sent = replay(&mut pbx, &end_msgs, one.clone()).await;
+    wait_for(&log, one.clone(), "call.completed").await;
+    let one_done = latencies(&log.lock().unwrap(), one, "call.completed", &sent);
+
+    // The burst: N calls ring and are answered at once, then all hang up.
+    let before = log.lock().unwrap().total;
+    let (cpu0, first_send) = (cpu(child.id()), Instant::now());
+    let started = replay(&mut pbx, &start_msgs, 0..n).await;
+    wait_for(&log, 0..n, "call.connected").await;
     let live = rss(child.id());
-    // Phase 2: every call hangs up.
-    let mut ended = Vec::with_capacity(n);
-    for i in 0..n {
-        let bytes: String = instance(&end_msgs, i).concat();
-        pbx.write_all(bytes.as_bytes()).await.unwrap();
-        ended.push(Instant::now());
-    }
-    wait_for(&log, n, "call.completed", Duration::from_secs(300)).await;
-    let last = Instant::now();
+    let ended = replay(&mut pbx, &end_msgs, 0..n).await;
+    wait_for(&log, 0..n, "call.completed").await;
+    let (cpu1, last) = (cpu(child.id()), Instant::now());
     let log = log.lock().unwrap();
-    let init: Vec<Duration> = (0..n)
-        .map(|i| log.at[&(i, "call.init".to_string())] - started[i])
-        .collect();
-    let done: Vec<Duration> = (0..n)
-        .map(|i| log.at[&(i, "call.completed".to_string())] - ended[i])
-        .collect();
+    let init = latencies(&log, 0..n, "call.init", &started);
+    let done = latencies(&log, 0..n, "call.completed", &ended);
+    let (_, peak) = rss(child.id());
+    drop(child);
+
+    let events = log.total - before;
     let secs = (last - first_send).as_secs_f64();
+    let per_second = events as f64 / secs;
+    let cpu_us = (cpu1 - cpu0).as_secs_f64() * 1e6 / events as f64;
+    // One commit and one POST per event, one after the other on one thread.
+    let floor_per_second = 1.0 / (1.0 / commits.per_second + 1.0 / posts.per_second);
+    let floor_cpu = commits.cpu_us + posts.cpu_us;
     let pbx_messages = n * (start_msgs.len() + end_msgs.len());
+    println!("calls bench: {n} concurrent calls replayed from sip-inbound-answered.txt ({bin})");
     println!(
-        "  {} Flowlu events in {secs:.2} s: {:.0} events/s ({:.0} PBX messages/s in)",
-        log.total,
-        log.total as f64 / secs,
+        "  floor: {:.0} WAL commits/s ({:.1} µs CPU each), {:.0} keep-alive POSTs/s ({:.1} µs \
+         CPU each, p50 {:.2} ms, p99 {:.2} ms): {floor_per_second:.0} events/s, {floor_cpu:.1} µs CPU/event",
+        commits.per_second,
+        commits.cpu_us,
+        posts.per_second,
+        posts.cpu_us,
+        ms(posts.p50),
+        ms(posts.p99)
+    );
+    println!(
+        "  one call: call.init {:.1} ms ({:.1}× a POST), call.completed {:.1} ms",
+        ms(one_init[0]),
+        one_init[0].as_secs_f64() / posts.p50.as_secs_f64(),
+        ms(one_done[0])
+    );
+    println!(
+        "  {events} Flowlu events in {secs:.2} s: {per_second:.0} events/s ({:.3} of the floor; \
+         {:.0} PBX messages/s in)",
+        per_second / floor_per_second,
         pbx_messages as f64 / secs
     );
     println!(
-        "  call.init latency      p50 {:>7.1} ms  p99 {:>7.1} ms",
-        percentile(init.clone(), 0.5).as_secs_f64() * 1e3,
-        percentile(init, 0.99).as_secs_f64() * 1e3
+        "  CPU {cpu_us:.0} µs/event ({:.1}× the floor's)",
+        cpu_us / floor_cpu
     );
-    println!(
-        "  call.completed latency p50 {:>7.1} ms  p99 {:>7.1} ms",
-        percentile(done.clone(), 0.5).as_secs_f64() * 1e3,
-        percentile(done, 0.99).as_secs_f64() * 1e3
-    );
-    let (_, peak) = rss(child.id());
+    println!("  call.init latency      {}", spread(&init));
+    println!("  call.completed latency {}", spread(&done));
     println!(
         "  RSS: idle {} KiB, with {n} live calls {} KiB, peak {} KiB",
         idle_rss, live.0, peak
     );
-    drop(child);
 }
 
 /// The appliance process, killed when the bench ends (also when it fails).

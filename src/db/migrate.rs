@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "admitted Flowlu accounts",
         sql: include_str!("migrations/0010_admission.sql"),
     },
+    Migration {
+        version: 11,
+        name: "outbox call.init first",
+        sql: include_str!("migrations/0011_outbox_init_first.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -11,8 +11,10 @@
 //! - A row is marked delivered only after a 2xx; a crash at any point re-sends it later,
 //!   with the same `event_id` (so the receiver can drop duplicates).
 //! - Every attempt is stored (status, duration, start of the answer's body).
-//! - 429 waits for `Retry-After` (bounded) or the throttle floor; 401 refreshes the token
-//!   once and retries at once; other 4xx mark the row failed (replayable).
+//! - 429 waits for `Retry-After` (bounded) or the throttle floor, and pauses every row of
+//!   that account until then (other accounts go on); 401 refreshes the token once and
+//!   retries at once; other 4xx mark the row failed (replayable).
+//! - A call's first event (`call.init`) is leased before other calls' later ones.
 //! - Nothing is dropped while an account cannot take deliveries: its rows are held.
 //!
 //! It must not know Flowlu's URLs or token handling: that is the transport's job.

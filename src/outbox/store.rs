@@ -79,31 +79,49 @@ pub(crate) fn clear_leases(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
-/// Leases up to `limit` due head rows for `lease_ms`.
+/// Accounts whose rows are not leased now (paused after a 429), as the JSON array the
+/// queries below read with `json_each`.
+pub(crate) fn id_list(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("integers serialize")
+}
+
+/// Leases up to `limit` due head rows for `lease_ms`, none of the accounts in `paused`
+/// (an [`id_list`]). Calls' first events (`call.init`, the one Flowlu answers with a
+/// routing decision while the caller waits) come first: a new call never waits behind
+/// other calls' later events. Per-call order is untouched: only head rows are leased.
 pub(crate) fn lease_due(
     conn: &mut Connection,
     now: i64,
     limit: usize,
     lease_ms: i64,
+    paused: &str,
 ) -> rusqlite::Result<Vec<Lease>> {
     let tx = conn.transaction()?;
-    let leases = {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at,
-                    o.kind
-             FROM outbox o
-             WHERE {HEAD} AND o.next_attempt_at <= ?1
-               AND (o.leased_until IS NULL OR o.leased_until <= ?1)
-             ORDER BY o.next_attempt_at, o.id LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![now, limit as i64], lease_from)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    for lease in &leases {
-        tx.execute(
-            "UPDATE outbox SET leased_until = ?2 WHERE id = ?1",
-            params![lease.id, now + lease_ms],
-        )?;
+    let mut leases = Vec::new();
+    // The first query uses the partial index `outbox_pending_init` (migration 11).
+    for only_init in ["AND o.kind = 'call.init'", ""] {
+        let room = limit - leases.len();
+        if room == 0 {
+            break;
+        }
+        let found = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at,
+                        o.kind
+                 FROM outbox o
+                 WHERE {HEAD} {only_init} AND o.next_attempt_at <= ?1
+                   AND (o.leased_until IS NULL OR o.leased_until <= ?1)
+                   AND o.integration_id NOT IN (SELECT value FROM json_each(?3))
+                 ORDER BY o.next_attempt_at, o.id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![now, room as i64, paused], lease_from)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut lease = tx.prepare_cached("UPDATE outbox SET leased_until = ?2 WHERE id = ?1")?;
+        for row in &found {
+            lease.execute(params![row.id, now + lease_ms])?;
+        }
+        leases.extend(found);
     }
     tx.commit()?;
     Ok(leases)
@@ -140,14 +158,15 @@ pub(crate) fn lease_one(
     Ok(lease)
 }
 
-/// When the next head row becomes due (leased rows excluded), if any.
-pub(crate) fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+/// When the next head row becomes due (leased rows and the accounts in `paused`, an
+/// [`id_list`], excluded), if any.
+pub(crate) fn next_due(conn: &Connection, paused: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         &format!(
             "SELECT min(max(o.next_attempt_at, coalesce(o.leased_until, 0))) FROM outbox o
-             WHERE {HEAD}"
+             WHERE {HEAD} AND o.integration_id NOT IN (SELECT value FROM json_each(?1))"
         ),
-        [],
+        [paused],
         |r| r.get(0),
     )
 }
@@ -250,6 +269,17 @@ pub(crate) fn record(
         )?,
     };
     tx.commit()
+}
+
+/// Puts a leased row back without an attempt, due no earlier than `at` (its account was
+/// paused by a 429 after the row was leased).
+pub(crate) fn put_back(conn: &Connection, id: i64, at: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?2), leased_until = NULL
+         WHERE id = ?1",
+        params![id, at],
+    )?;
+    Ok(())
 }
 
 /// Puts a leased row back without an attempt (its account is on hold).

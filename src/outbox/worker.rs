@@ -2,8 +2,9 @@
 //! attempt and its consequence. [`Outbox::run`] is the production loop; [`Outbox::step`]
 //! delivers what is due once, so tests can drain the queue instead of sleeping.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -27,6 +28,15 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// What the worker knows about an account while it sends the rows of one lease: read once
+/// per lease, not once per row.
+#[derive(Debug, Clone)]
+struct Account {
+    readiness: Readiness,
+    /// Requests per second; `None`: no limit.
+    rate_limit: Option<u32>,
+}
+
 /// Told how long each delivered event took from being written to its 2xx.
 pub type OnDelivered = Box<dyn Fn(Duration) + Send + Sync>;
 
@@ -38,6 +48,8 @@ struct Inner {
     limiter: RateLimiter,
     wake: Notify,
     max_in_flight: usize,
+    /// Accounts that answered 429, and until when (unix ms) none of their rows is sent.
+    paused: Mutex<HashMap<i64, i64>>,
 }
 
 impl Outbox {
@@ -56,6 +68,7 @@ impl Outbox {
                 limiter: RateLimiter::default(),
                 wake: Notify::new(),
                 max_in_flight: max_in_flight.max(1),
+                paused: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -102,30 +115,40 @@ impl Outbox {
         }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut in_flight = JoinSet::new();
+        // Under a backlog, lease in batches of a quarter of the slots rather than one row
+        // per completion: one lease transaction, and one look at each account's state,
+        // for many rows.
+        let batch = (self.inner.max_in_flight / 4).max(1);
         loop {
             let room = self.inner.max_in_flight - in_flight.len();
             let mut wait = IDLE_POLL;
-            if room > 0 {
+            let leasing = room >= batch || in_flight.is_empty();
+            if leasing {
                 match self.lease_due(room).await {
                     Ok(leases) => {
+                        let accounts = self.accounts(&leases).await;
                         for lease in leases {
                             let me = self.clone();
-                            in_flight.spawn(async move { me.attempt(lease).await });
+                            let account = accounts[&lease.integration_id].clone();
+                            in_flight.spawn(async move { me.attempt(lease, account).await });
                         }
                     }
                     Err(e) => log::error!("outbox: {e}"),
                 }
             }
-            if in_flight.len() < self.inner.max_in_flight {
+            if leasing && in_flight.len() < self.inner.max_in_flight {
                 // Room left, so nothing else is due now: sleep until the next row is.
                 // (When full, a completion wakes us: no need to look, which under a
                 // backlog would scan every pending row once per delivery.)
                 match self.next_due().await {
-                    Ok(Some(at)) => {
-                        let delta = (at - now_ms()).max(0) as u64;
-                        wait = wait.min(Duration::from_millis(delta));
+                    Ok(next) => {
+                        // A paused account's rows are due again when its pause ends.
+                        let pause_end = self.paused_accounts().1;
+                        if let Some(at) = next.into_iter().chain(pause_end).min() {
+                            let delta = (at - now_ms()).max(0) as u64;
+                            wait = wait.min(Duration::from_millis(delta));
+                        }
                     }
-                    Ok(None) => {}
                     Err(e) => log::error!("outbox: {e}"),
                 }
             }
@@ -150,8 +173,10 @@ impl Outbox {
             }
         };
         let count = leases.len();
+        let accounts = self.accounts(&leases).await;
         for lease in leases {
-            self.attempt(lease).await;
+            let account = accounts[&lease.integration_id].clone();
+            self.attempt(lease, account).await;
         }
         count
     }
@@ -170,36 +195,99 @@ impl Outbox {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
         tokio::spawn(async move {
-            let reply = me.attempt(lease).await;
+            let account = me.account(lease.integration_id).await;
+            let reply = me.attempt(lease, account).await;
             let _ = tx.send(reply);
         });
         tokio::time::timeout(wait, rx).await.ok()?.ok().flatten()
     }
 
     async fn lease_due(&self, limit: usize) -> Result<Vec<Lease>, OutboxError> {
+        let paused = store::id_list(&self.paused_accounts().0);
         self.inner
             .db
-            .run(move |c| Ok(store::lease_due(c, now_ms(), limit, LEASE_MS)?))
+            .run(move |c| Ok(store::lease_due(c, now_ms(), limit, LEASE_MS, &paused)?))
             .await
     }
 
     async fn next_due(&self) -> Result<Option<i64>, OutboxError> {
-        self.inner.db.run(|c| Ok(store::next_due(c)?)).await
+        let paused = store::id_list(&self.paused_accounts().0);
+        self.inner
+            .db
+            .run(move |c| Ok(store::next_due(c, &paused)?))
+            .await
+    }
+
+    /// The accounts paused now, and when the first of those pauses ends. Forgets pauses
+    /// that are over.
+    fn paused_accounts(&self) -> (Vec<i64>, Option<i64>) {
+        let now = now_ms();
+        let mut paused = self.inner.paused.lock().expect("pause map");
+        paused.retain(|_, until| *until > now);
+        (
+            paused.keys().copied().collect(),
+            paused.values().copied().min(),
+        )
+    }
+
+    /// Until when `integration` is paused, if it is now.
+    fn paused_until(&self, integration: i64) -> Option<i64> {
+        let paused = self.inner.paused.lock().expect("pause map");
+        paused.get(&integration).copied().filter(|&t| t > now_ms())
+    }
+
+    /// A 429 pauses the whole account, not only the event it answered: Flowlu throttles
+    /// the account, so its other events would only be refused (and use up their
+    /// schedules) too.
+    fn pause(&self, integration: i64, until: i64) {
+        let mut paused = self.inner.paused.lock().expect("pause map");
+        let entry = paused.entry(integration).or_insert(until);
+        *entry = (*entry).max(until);
+        log::info!(
+            "outbox: account {integration} throttled (HTTP 429): its deliveries wait {} ms",
+            until - now_ms()
+        );
+    }
+
+    /// An account's state for the rows of one lease.
+    async fn account(&self, integration: i64) -> Account {
+        let transport = &self.inner.transport;
+        Account {
+            readiness: transport.readiness(integration).await,
+            rate_limit: transport.rate_limit(integration).await,
+        }
+    }
+
+    /// The state of every account in `leases`, each looked at once.
+    async fn accounts(&self, leases: &[Lease]) -> HashMap<i64, Account> {
+        let mut ids: Vec<i64> = leases.iter().map(|l| l.integration_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut accounts = HashMap::with_capacity(ids.len());
+        for id in ids {
+            accounts.insert(id, self.account(id).await);
+        }
+        accounts
     }
 
     /// One delivery of one leased row, including the single refresh-and-retry after a
     /// 401. Returns the final answer when there was one.
-    async fn attempt(&self, lease: Lease) -> Option<Reply> {
+    async fn attempt(&self, lease: Lease, account: Account) -> Option<Reply> {
         let inner = &self.inner;
         let integration = lease.integration_id;
-        let readiness = inner.transport.readiness(integration).await;
-        if let Readiness::Hold(why) = readiness {
+        if let Readiness::Hold(why) = account.readiness {
             self.hold(&lease, &why).await;
             return None;
         }
         let mut refreshed = false;
         loop {
-            self.respect_rate_limit(integration).await;
+            self.respect_rate_limit(integration, account.rate_limit)
+                .await;
+            if let Some(until) = self.paused_until(integration) {
+                // Leased before another of its events got a 429: not sent until then.
+                self.put_back(&lease, until).await;
+                return None;
+            }
             let (result, attempt) = self.send(&lease).await;
             let failures = lease.attempts + 1;
             let verdict = match &result {
@@ -214,10 +302,13 @@ impl Outbox {
                     }
                     Update::Delivered
                 }
-                Verdict::RetryIn(wait) => Update::Retry {
-                    at: now_ms() + wait.as_millis() as i64,
-                    failure: true,
-                },
+                Verdict::RetryIn(wait) => {
+                    let at = now_ms() + wait.as_millis() as i64;
+                    if matches!(&result, Ok(reply) if reply.status == 429) {
+                        self.pause(integration, at);
+                    }
+                    Update::Retry { at, failure: true }
+                }
                 Verdict::Failed(why) => {
                     log::warn!("outbox: event {} failed: {why}", lease.event_id);
                     Update::Failed(why)
@@ -249,8 +340,7 @@ impl Outbox {
         }
     }
 
-    async fn respect_rate_limit(&self, integration: i64) {
-        let limit = self.inner.transport.rate_limit(integration).await;
+    async fn respect_rate_limit(&self, integration: i64, limit: Option<u32>) {
         if let Some(per_second) = limit {
             let wait =
                 self.inner
@@ -296,6 +386,18 @@ impl Outbox {
         if let Err(e) = stored {
             // The row keeps its lease and is retried after a restart or the lease expiry.
             log::error!("outbox: cannot record an attempt of row {id}: {e}");
+        }
+    }
+
+    async fn put_back(&self, lease: &Lease, at: i64) {
+        let id = lease.id;
+        let stored = self
+            .inner
+            .db
+            .run(move |c| Ok::<_, OutboxError>(store::put_back(c, id, at)?))
+            .await;
+        if let Err(e) = stored {
+            log::error!("outbox: cannot put row {id} back: {e}");
         }
     }
 

@@ -173,6 +173,40 @@ async fn an_outage_of_500s_429s_and_timeouts_loses_nothing_and_keeps_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_429_pauses_the_account_until_retry_after() {
+    let (r, id, hook) = connected().await;
+    r.fake
+        .queue_reply(&hook, Reply::status(429).header("Retry-After", "1"));
+    add(&r, id, "a", "call.init", 1);
+    eventually(20, "the 429", async || {
+        (r.fake.requests_to(&hook).len() == 1).then_some(())
+    })
+    .await;
+    // Other calls of the throttled account wait for Retry-After too, then all go out.
+    add(&r, id, "b", "call.init", 1);
+    add(&r, id, "b", "call.connected", 2);
+    all_delivered(&r, 3).await;
+    let got = r.fake.requests_to(&hook);
+    let mut ids: Vec<String> = received_ids(&r, &hook);
+    assert_eq!(ids[0], "a-1");
+    ids.sort();
+    // a-1 twice (the 429, then through); b in order (one call's events never overtake).
+    assert_eq!(ids, ["a-1", "a-1", "b-1", "b-2"]);
+    assert!(
+        received_ids(&r, &hook).iter().position(|e| e == "b-1")
+            < received_ids(&r, &hook).iter().position(|e| e == "b-2")
+    );
+    let throttled = got[0].at;
+    for q in &got[1..] {
+        assert!(
+            q.at >= throttled + Duration::from_secs(1),
+            "{} sent before Retry-After passed",
+            q.json()["event_id"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_401_or_error_code_11_refreshes_the_token_and_retries() {
     let (r, id, hook) = connected().await;
     r.fake.queue_reply(&hook, Reply::status(401));

@@ -42,6 +42,8 @@ pub struct Recorded {
     pub query: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -265,6 +267,7 @@ async fn answer(inner: &Inner, req: hyper::Request<Incoming>) -> hyper::Response
         Err(_) => return respond(&Reply::status(400)),
     };
     let recorded = Recorded {
+        at: std::time::Instant::now(),
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),

@@ -11,6 +11,8 @@ use crate::outbox::{BoxFuture, NewEvent, State, enqueue, list, purge, release_he
 struct Fake {
     script: Mutex<VecDeque<Result<Reply, SendError>>>,
     sent: Mutex<Vec<(i64, String, String)>>,
+    /// When each of `sent` was sent.
+    sent_at: Mutex<Vec<Instant>>,
     hold: Mutex<Option<String>>,
     refresh_fails: AtomicBool,
     refreshes: AtomicUsize,
@@ -51,6 +53,7 @@ impl Transport for Fake {
         event_id: &'a str,
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        self.sent_at.lock().unwrap().push(Instant::now());
         self.sent.lock().unwrap().push((
             integration,
             event_id.to_string(),
@@ -409,4 +412,82 @@ async fn releasing_an_account_does_not_cut_retry_delays_short() {
     assert_eq!(released, 0);
     assert_eq!(rows(&s.db)[0].next_attempt_at, before);
     assert_eq!(s.outbox.step().await, 0);
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_whole_account_until_retry_after() {
+    let s = setup(&[1, 1, 1]);
+    // Account 1: call a, and call b with two events; account 7: call c.
+    add(&s.db, 1, "a", 1);
+    let b1 = add(&s.db, 1, "b", 1);
+    add(&s.db, 1, "b", 2);
+    add(&s.db, 7, "c", 1);
+    let retry_after = Duration::from_millis(300);
+    s.fake.script.lock().unwrap().push_back(Ok(Reply {
+        status: 429,
+        retry_after: Some(retry_after),
+        body: "slow down".into(),
+    }));
+    // One pass: a-1 gets the 429; b-1, leased with it, is put back unsent; c-1 (the
+    // other account) goes out.
+    assert_eq!(s.outbox.step().await, 3);
+    assert_eq!(s.fake.sent_ids(), vec!["a-1", "c-1"]);
+    let throttled_at = s.fake.sent_at.lock().unwrap()[0];
+    let (_, _, attempts) =
+        s.db.with_conn(|c| Ok::<_, crate::db::DbError>(show(c, b1)?))
+            .unwrap()
+            .unwrap();
+    assert!(attempts.is_empty(), "b-1 was not attempted: {attempts:?}");
+    // New events of the paused account wait too; the other account's still flow.
+    add(&s.db, 1, "d", 1);
+    add(&s.db, 7, "c", 2);
+    drain(&s.outbox, &s.db).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(&s.db).iter().any(|r| r.state != State::Delivered) {
+        assert!(
+            Instant::now() < deadline,
+            "not all delivered: {:?}",
+            rows(&s.db)
+        );
+        s.outbox.step().await;
+        tokio::task::yield_now().await;
+    }
+    let sent: Vec<(i64, String, Instant)> = {
+        let sent = s.fake.sent.lock().unwrap();
+        let at = s.fake.sent_at.lock().unwrap();
+        sent.iter()
+            .zip(at.iter())
+            .map(|(s, at)| (s.0, s.1.clone(), *at))
+            .collect()
+    };
+    let ids: Vec<&str> = sent.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(ids.len(), 7, "a-1 twice, every other event once: {ids:?}");
+    for (integration, id, at) in &sent[1..] {
+        if *integration == 1 {
+            assert!(
+                *at >= throttled_at + retry_after,
+                "{id} was sent before Retry-After passed"
+            );
+        }
+    }
+    // The other account did not wait: c-2 went out before account 1 resumed.
+    let pos = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    let first_resumed = sent
+        .iter()
+        .skip(1)
+        .position(|s| s.0 == 1)
+        .map(|p| p + 1)
+        .unwrap();
+    assert!(pos("c-2") < first_resumed, "{ids:?}");
+    assert!(pos("b-1") < pos("b-2"), "{ids:?}");
+    // Nothing lost; a-1's two attempts are stored.
+    let a1 = rows(&s.db).iter().find(|r| r.event_id == "a-1").unwrap().id;
+    let (_, _, attempts) =
+        s.db.with_conn(|c| Ok::<_, crate::db::DbError>(show(c, a1)?))
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        vec![Some(429), Some(200)]
+    );
 }
