@@ -347,8 +347,9 @@ pub async fn serve_with(
     }
 }
 
-/// Answers the dialplan's routing questions (FastAGI) until `stop`. A port in use is
-/// logged and shown in /healthz; the rest of the appliance keeps serving.
+/// Answers the dialplan's routing questions until `stop`, on the server of the PBX type in
+/// force (following the settings page's changes). A port in use is logged and shown in
+/// /healthz; the rest of the appliance keeps serving.
 async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
     let decider: Arc<dyn Decider> = state
         .routing_decider
@@ -364,8 +365,21 @@ async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
         RoutingSettings::from_config(&state.config),
         state.routing.clone(),
     );
+    let mut pbx_settings = state.pbx_settings.subscribe();
     drop(state);
-    crate::routing::serve_all(settings, decider, status, until_stopped(stop)).await;
+    let kind_of = |s: &Option<ConnectionSettings>| s.as_ref().map(|s| s.kind);
+    let (kinds, kind) = watch::channel(kind_of(&pbx_settings.borrow_and_update()));
+    let follow = async move {
+        while pbx_settings.changed().await.is_ok() {
+            let now = kind_of(&pbx_settings.borrow_and_update());
+            kinds.send_if_modified(|kind| std::mem::replace(kind, now) != now);
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = crate::routing::serve_all(settings, decider, status, kind, until_stopped(stop)) => {}
+        () = follow => {}
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

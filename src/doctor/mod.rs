@@ -6,6 +6,7 @@
 //! CheckFuture<'_>` (in `checks.rs` or a new file) and list it in [`CHECKS`].
 
 mod checks;
+mod listener;
 mod service;
 
 use std::fmt;
@@ -103,7 +104,7 @@ pub const CHECKS: &[Check] = &[
     checks::acme,
     checks::pbx,
     checks::recordings,
-    service::routing,
+    listener::service,
     service::flowlu,
 ];
 
