@@ -8,6 +8,7 @@ mod check;
 mod doctor;
 mod generate;
 mod init;
+pub mod logging;
 mod outbox;
 mod prompt;
 mod questions;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::logging::init_logging;
 use super::{Cli, fail};
 use crate::app::{self, Listeners};
 use crate::config::Config;
@@ -86,21 +87,4 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
         sdnotify::notify_or_log("STOPPING=1");
     })
-}
-
-/// `RUST_LOG` wins when set; otherwise `[log] level` applies to our crate and `warn`
-/// to dependencies (rustls and hyper are chatty at info).
-pub fn init_logging(config: &Config) {
-    let mut builder = env_logger::Builder::new();
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => {
-            builder.parse_filters(&spec);
-        }
-        _ => {
-            builder.filter_level(log::LevelFilter::Warn);
-            builder.parse_filters(&format!("appliance={}", config.log.level));
-        }
-    }
-    builder.format_timestamp_millis();
-    let _ = builder.try_init();
 }
