@@ -9,6 +9,8 @@ mod checks;
 mod listener;
 mod service;
 
+pub use service::pbx_in_force;
+
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;

@@ -195,3 +195,64 @@ fn runtime_problems_exit_1_with_one_line_and_change_nothing() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cert.pem"), "{err}");
 }
+
+#[test]
+fn check_config_says_when_the_settings_page_pbx_overrides_pbx() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(
+        dir.path(),
+        &[
+            "--pbx",
+            "asterisk",
+            "--pbx-host",
+            "10.0.0.5",
+            "--pbx-port",
+            "1",
+        ],
+    );
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (shown, err) = check();
+    assert!(
+        !shown.contains("overridden") && !err.contains("overridden"),
+        "{err}"
+    );
+
+    // An admin saves a FreeSWITCH on the settings page.
+    let db = rusqlite::Connection::open(dir.path().join("data/appliance.db")).unwrap();
+    db.execute(
+        "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+             app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
+         VALUES (3, 'flowlu.com', '3', 'app', 'test.flowlu.com', '1', 'p', 16, 's', 0, 0)",
+        [],
+    )
+    .unwrap();
+    let saved = appliance::pbx::ConnectionSettings {
+        kind: appliance::config::PbxType::Freeswitch,
+        host: "127.0.0.1".into(),
+        port: 8021,
+        user: String::new(),
+        secret: appliance::secret::Secret::new("pbx-pass-2"),
+    };
+    appliance::db::pbx_settings::save(&db, &saved, 3).unwrap();
+    let (shown, err) = check();
+    let first = shown.lines().next().unwrap();
+    assert!(first.starts_with("# [pbx] below is overridden"), "{shown}");
+    assert!(first.contains("freeswitch at 127.0.0.1:8021"), "{first}");
+    assert!(first.contains("asterisk at 10.0.0.5:1"), "{first}");
+    assert!(err.contains("settings page"), "{err}");
+    assert!(!shown.contains("pbx-pass-2") && !err.contains("pbx-pass-2"));
+    // Still a configuration TOML parses.
+    toml::from_str::<toml::Value>(&shown).unwrap();
+}
