@@ -272,6 +272,8 @@ async fn main() {
             "127.0.0.1:0",
             "--pbx",
             "asterisk",
+            // The fake AMI answers only once the appliance runs.
+            "--pbx-optional",
         ])
         .args([
             "--pbx-user",

@@ -145,6 +145,10 @@ pub struct InitArgs {
     /// Never prompt, even on a terminal.
     #[arg(long, requires = "init")]
     pub non_interactive: bool,
+    /// Write the configuration even when the PBX login test fails (the PBX comes later;
+    /// the service keeps retrying). Without it, a failed login exits 1 and writes nothing.
+    #[arg(long, requires = "init")]
+    pub pbx_optional: bool,
     /// Obtain the certificate from an ACME CA (Let's Encrypt) for the host of --public-url
     /// (or --acme-domain); the running service renews it.
     #[arg(long, requires = "init", conflicts_with_all = ["tls_cert", "plain_http", "self_signed"])]
@@ -177,6 +181,16 @@ pub struct InitArgs {
         default_value = "/etc/freeswitch/autoload_configs/event_socket.conf.xml"
     )]
     pub event_socket_conf: PathBuf,
+    /// FreePBX's configuration file: when it exists, the Asterisk is a FreePBX and its
+    /// dialplan (from-internal) is proposed. Hidden: tests point it elsewhere.
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "FILE",
+        default_value = "/etc/freepbx.conf",
+        hide = true
+    )]
+    pub freepbx_conf: PathBuf,
     /// Where to look for a local Asterisk AMI.
     #[arg(
         long,

@@ -58,6 +58,7 @@ fn init_refuses_to_overwrite_without_force() {
             "--force",
             "--pbx",
             "freeswitch",
+            "--pbx-optional",
             "--listen",
             "127.0.0.1:0",
         ])

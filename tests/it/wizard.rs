@@ -24,6 +24,8 @@ fn wizard(dir: &Path, ami_addr: &str, esl_addr: &str, manager_conf: &Path) -> Pt
         .args(["--detect-ami", ami_addr, "--detect-esl", esl_addr])
         .arg("--manager-conf")
         .arg(manager_conf)
+        .arg("--freepbx-conf")
+        .arg(dir.join("no-freepbx.conf"))
         .env_remove("RUST_LOG")
         .env_remove("APPLIANCE_PBX__SECRET");
     Pty::spawn(cmd)
@@ -226,6 +228,7 @@ fn init_flags_set_up_acme_and_report_the_login_test() {
             "freeswitch",
             "--pbx-port",
             &closed_port().to_string(),
+            "--pbx-optional",
         ])
         .arg("--config")
         .arg(&config)
@@ -293,5 +296,132 @@ fn init_flags_set_up_acme_and_report_the_login_test() {
         std::fs::read_to_string(&config).unwrap(),
         text,
         "a refused --init changes nothing"
+    );
+}
+
+/// `--init` with flags only, into `dir`; returns (exit code, stdout, stderr).
+fn init_with(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args([
+            "--init",
+            "--non-interactive",
+            "--self-signed",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("APPLIANCE_PBX__SECRET")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn a_failed_pbx_login_stops_init_unless_the_pbx_is_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port().to_string();
+    let pbx = [
+        "--pbx",
+        "asterisk",
+        "--pbx-port",
+        port.as_str(),
+        "--pbx-user",
+        "ami",
+    ];
+    let (code, _, err) = init_with(dir.path(), &pbx);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    assert!(
+        err.contains(&format!("asterisk login at 127.0.0.1:{port} failed"))
+            && err.contains("not reachable")
+            && err.contains("--pbx-optional"),
+        "{err}"
+    );
+    assert!(!dir.path().join("config.toml").exists(), "nothing written");
+    assert!(!dir.path().join("data").exists(), "nothing written");
+
+    let optional: Vec<&str> = pbx.iter().copied().chain(["--pbx-optional"]).collect();
+    let (code, out, err) = init_with(dir.path(), &optional);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("PBX:           asterisk at 127.0.0.1:{port}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("PBX login:     FAILED, the PBX is not reachable"),
+        "{out}"
+    );
+    assert!(dir.path().join("config.toml").exists());
+
+    // No PBX named: nothing to test, nothing to fail (the README's first command).
+    let other = tempfile::tempdir().unwrap();
+    let (code, out, err) = init_with(other.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("PBX:           not configured yet"), "{out}");
+}
+
+#[test]
+fn freepbx_is_detected_and_its_dialplan_proposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let freepbx = dir.path().join("freepbx.conf");
+    std::fs::write(&freepbx, "<?php\n$amp_conf['AMPDBUSER'] = 'freepbxuser';\n").unwrap();
+    let port = closed_port().to_string();
+    let freepbx_arg = freepbx.display().to_string();
+    let args = [
+        "--pbx",
+        "asterisk",
+        "--pbx-port",
+        &port,
+        "--pbx-optional",
+        "--freepbx-conf",
+        &freepbx_arg,
+    ];
+    let (code, out, err) = init_with(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("FreePBX:       detected: agents are rung through Local/{ext}@from-internal"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(
+        config_value(&parsed, "pbx", "agent_channel").as_str(),
+        Some("Local/{ext}@from-internal")
+    );
+    assert_eq!(
+        config_value(&parsed, "pbx", "context").as_str(),
+        Some("from-internal")
+    );
+
+    // Without FreePBX (or for FreeSWITCH) the defaults stay.
+    let plain = tempfile::tempdir().unwrap();
+    let missing = plain.path().join("none.conf").display().to_string();
+    let (code, _, err) = init_with(
+        plain.path(),
+        &[
+            "--pbx",
+            "asterisk",
+            "--pbx-port",
+            &port,
+            "--pbx-optional",
+            "--freepbx-conf",
+            &missing,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(plain.path().join("config.toml")).unwrap();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(
+        config_value(&parsed, "pbx", "agent_channel").as_str(),
+        Some("")
     );
 }
