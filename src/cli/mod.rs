@@ -9,6 +9,7 @@ mod doctor;
 mod generate;
 mod init;
 pub mod logging;
+mod manpages;
 mod outbox;
 mod prompt;
 mod questions;
