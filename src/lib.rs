@@ -45,6 +45,7 @@
 //! - [`recordings`]: call recordings as expiring, unguessable URLs for Flowlu, and the
 //!   rule of which files may ever be served (`GET /recordings/<token>` is in [`http`]).
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
+//! - [`reload`]: `systemctl reload` (SIGHUP): the configuration's live sections re-read.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
 //! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
 //! - [`acme`]: ACME (Let's Encrypt) issuance and background renewal into [`tls`].
@@ -69,6 +70,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pbx;
 pub mod recordings;
+pub mod reload;
 pub mod routing;
 pub mod sdnotify;
 pub mod secret;

@@ -34,10 +34,25 @@ struct Inner {
     on_delivered: std::sync::OnceLock<OnDelivered>,
     db: Db,
     transport: Arc<dyn Transport>,
-    policy: RetryPolicy,
+    /// Replaced by a reload ([`Outbox::set_policy`]).
+    policy: std::sync::RwLock<Arc<RetryPolicy>>,
     limiter: RateLimiter,
     wake: Notify,
-    max_in_flight: usize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Inner {
+    fn policy(&self) -> Arc<RetryPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Outbox {
@@ -52,12 +67,22 @@ impl Outbox {
                 on_delivered: std::sync::OnceLock::new(),
                 db,
                 transport,
-                policy,
+                policy: std::sync::RwLock::new(Arc::new(policy)),
                 limiter: RateLimiter::default(),
                 wake: Notify::new(),
-                max_in_flight: max_in_flight.max(1),
+                max_in_flight: max_in_flight.max(1).into(),
             }),
         }
+    }
+
+    /// Replaces the retry policy and the parallel-delivery limit (a reload); deliveries
+    /// in flight finish under the old ones.
+    pub fn set_policy(&self, policy: RetryPolicy, max_in_flight: usize) {
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.inner
+            .max_in_flight
+            .store(max_in_flight.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.wake();
     }
 
     /// Sets the delivery-latency callback (once).
@@ -103,7 +128,7 @@ impl Outbox {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut in_flight = JoinSet::new();
         loop {
-            let room = self.inner.max_in_flight - in_flight.len();
+            let room = self.inner.max_in_flight().saturating_sub(in_flight.len());
             let mut wait = IDLE_POLL;
             if room > 0 {
                 match self.lease_due(room).await {
@@ -116,7 +141,7 @@ impl Outbox {
                     Err(e) => log::error!("outbox: {e}"),
                 }
             }
-            if in_flight.len() < self.inner.max_in_flight {
+            if in_flight.len() < self.inner.max_in_flight() {
                 // Room left, so nothing else is due now: sleep until the next row is.
                 // (When full, a completion wakes us: no need to look, which under a
                 // backlog would scan every pending row once per delivery.)
@@ -203,8 +228,8 @@ impl Outbox {
             let (result, attempt) = self.send(&lease).await;
             let failures = lease.attempts + 1;
             let verdict = match &result {
-                Ok(reply) => inner.policy.after_reply(failures, reply),
-                Err(e) => inner.policy.after_error(failures, e),
+                Ok(reply) => inner.policy().after_reply(failures, reply),
+                Err(e) => inner.policy().after_error(failures, e),
             };
             let update = match verdict {
                 Verdict::Delivered => {
@@ -224,7 +249,7 @@ impl Outbox {
                 }
                 Verdict::Refresh if refreshed => Update::Retry {
                     // Refreshed and still refused: back off on the schedule.
-                    at: now_ms() + inner.policy.schedule[0].as_millis() as i64,
+                    at: now_ms() + inner.policy().schedule[0].as_millis() as i64,
                     failure: true,
                 },
                 Verdict::Refresh => match inner.transport.refresh(integration).await {
@@ -239,7 +264,7 @@ impl Outbox {
                             "outbox: account {integration} on hold: token refresh failed: {why}"
                         );
                         Update::Held {
-                            at: now_ms() + inner.policy.hold_recheck.as_millis() as i64,
+                            at: now_ms() + inner.policy().hold_recheck.as_millis() as i64,
                         }
                     }
                 },
@@ -301,7 +326,7 @@ impl Outbox {
 
     async fn hold(&self, lease: &Lease, why: &str) {
         let (id, why) = (lease.id, why.to_string());
-        let until = now_ms() + self.inner.policy.hold_recheck.as_millis() as i64;
+        let until = now_ms() + self.inner.policy().hold_recheck.as_millis() as i64;
         let _ = self
             .inner
             .db

@@ -132,7 +132,8 @@ pub async fn publish(
     call_id: &str,
     pbx_path: &str,
 ) -> Result<Published, RecordingError> {
-    let config = state.config.clone();
+    // [recordings] as reloaded last.
+    let config = state.current();
     let public_url = config
         .public_url()
         .ok_or(RecordingError::NoPublicUrl)?

@@ -89,3 +89,47 @@ fn under_systemd_lines_carry_syslog_priorities_and_no_timestamp() {
     assert!(serving.starts_with("[20"), "timestamped: {serving}");
     assert!(!text.contains("<6>"), "{text}");
 }
+
+fn hangup(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+}
+
+#[test]
+fn sighup_reloads_the_log_level_and_keeps_running_on_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    let log = dir.path().join("journal.log");
+    let mut child = start_logging_to(&config, &log, true);
+    log_with(&log, "serving https://");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("level = \"info\""), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
+    hangup(&child);
+    let after = log_with(&log, "reload: applied log.level");
+    assert!(
+        after.contains("<6>INFO appliance::reload: reload: applied log.level"),
+        "{after}"
+    );
+    // A debug line: the new level is in force (it was filtered out before).
+    log_with(
+        &log,
+        "<7>DEBUG appliance::reload: reload: log level now DEBUG",
+    );
+
+    std::fs::write(&config, "[server\n").unwrap();
+    hangup(&child);
+    let after = log_with(&log, "reload: keeping the running configuration");
+    assert!(after.contains("<3>ERROR"), "{after}");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}
