@@ -13,6 +13,7 @@ mod manpages;
 mod outbox;
 mod prompt;
 mod questions;
+mod recordings;
 mod run;
 mod wizard;
 
@@ -62,6 +63,11 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         action: outbox::OutboxCommand,
+    },
+    /// Revoke recording links sent to Flowlu.
+    Recordings {
+        #[command(subcommand)]
+        action: recordings::RecordingsCommand,
     },
     /// Check the whole setup (config, database, certificate, PBX login, permissions) and
     /// print one line per check; exits 1 when any check fails.
@@ -220,6 +226,7 @@ pub fn main() -> ExitCode {
         None | Some(Command::Run) => run::run(&cli),
         Some(Command::CheckConfig) => check::run(&cli),
         Some(Command::Outbox { action }) => outbox::run(&cli, action),
+        Some(Command::Recordings { action }) => recordings::run(&cli, action),
         Some(Command::Doctor) => doctor::run(&cli),
         Some(Command::Backup { file, force }) => backup::run(&cli, file, *force),
         Some(Command::Generate { what }) => generate::run(what),

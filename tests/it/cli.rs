@@ -257,3 +257,42 @@ fn check_config_says_when_the_settings_page_pbx_overrides_pbx() {
     // Still a configuration TOML parses.
     toml::from_str::<toml::Value>(&shown).unwrap();
 }
+
+#[test]
+fn recordings_revoke_withdraws_a_calls_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path(), &[]);
+    let db = rusqlite::Connection::open(dir.path().join("data/appliance.db")).unwrap();
+    for (n, call) in ["c1", "c1", "c2"].iter().enumerate() {
+        let link = appliance::recordings::store::Link {
+            call_id: call.to_string(),
+            path: "/var/spool/asterisk/monitor/x.wav".into(),
+            content_type: "audio/wav".into(),
+            size: 1,
+            created_at: 0,
+            expires_at: appliance::recordings::store::NEVER,
+        };
+        let hash = appliance::recordings::store::token_hash(&format!("token-{n}"));
+        appliance::recordings::store::insert(&db, &hash, &link).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["recordings", "revoke", "c1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2 recording link(s) revoked"
+    );
+    let left: Vec<String> = db
+        .prepare("SELECT call_id FROM recording_links")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, ["c2"]);
+    let (code, err) = run(&["recordings", "revoke"], &config);
+    assert_eq!(code, 2, "a call id or --all is required: {err}");
+}
