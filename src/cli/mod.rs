@@ -285,6 +285,13 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
     }
 }
 
+/// The database of the configuration, for the commands that work on it; the exit code
+/// to return when either cannot be opened.
+pub fn open_db(cli: &Cli) -> Result<crate::db::Db, ExitCode> {
+    let config = cli.load_config().map_err(|e| fail(2, e))?;
+    crate::db::Db::open(&config.database_path()).map_err(|e| fail(1, e))
+}
+
 /// Prints `appliance: <message>` to stderr and returns `code`.
 pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("appliance: {message}");

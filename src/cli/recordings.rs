@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{Cli, fail};
-use crate::db::Db;
 use crate::recordings::store;
 
 #[derive(Debug, Subcommand)]
@@ -24,13 +23,9 @@ pub enum RecordingsCommand {
 }
 
 pub fn run(cli: &Cli, command: &RecordingsCommand) -> ExitCode {
-    let config = match cli.load_config() {
-        Ok(config) => config,
-        Err(e) => return fail(2, e),
-    };
-    let db = match Db::open(&config.database_path()) {
+    let db = match super::open_db(cli) {
         Ok(db) => db,
-        Err(e) => return fail(1, e),
+        Err(code) => return code,
     };
     let RecordingsCommand::Revoke { calls, all } = command;
     let revoked = db.with_conn(|c| {

@@ -44,6 +44,16 @@ pub fn rec_dirs() -> RecDirs {
 
 /// An appliance serving recordings from `dirs`.
 pub async fn start(dirs: &RecDirs, public_url: &str, max_wait: &str) -> TestApp {
+    start_edited(dirs, public_url, max_wait, |_| {}).await
+}
+
+/// [`start`], then `edit` adjusts the config.
+pub async fn start_edited(
+    dirs: &RecDirs,
+    public_url: &str,
+    max_wait: &str,
+    edit: impl FnOnce(&mut appliance::config::Config),
+) -> TestApp {
     let (monitor, freeswitch) = (dirs.monitor.clone(), dirs.freeswitch.clone());
     let (public_url, max_wait) = (public_url.to_string(), max_wait.to_string());
     TestApp::start_with(move |c| {
@@ -54,6 +64,7 @@ pub async fn start(dirs: &RecDirs, public_url: &str, max_wait: &str) -> TestApp 
         ];
         c.recordings.settle = "50ms".into();
         c.recordings.max_wait = max_wait;
+        edit(c);
     })
     .await
 }
@@ -417,15 +428,8 @@ async fn links_last_as_long_as_the_file_unless_revoked_or_given_a_lifetime() {
 
     // An optional lifetime: the link carries its expiry.
     let dirs = rec_dirs();
-    let (monitor, freeswitch) = (dirs.monitor.clone(), dirs.freeswitch.clone());
-    let app = TestApp::start_with(move |c| {
-        c.server.public_url = PUBLIC_URL.into();
-        c.recordings.dirs = vec![
-            monitor.display().to_string(),
-            freeswitch.display().to_string(),
-        ];
-        c.recordings.settle = "50ms".into();
-        c.recordings.url_ttl = "7d".into();
+    let app = start_edited(&dirs, PUBLIC_URL, "10s", |c| {
+        c.recordings.url_ttl = "7d".into()
     })
     .await;
     write(&dirs.monitor, "short.wav", &wav(100, true));

@@ -47,13 +47,11 @@ fn setup(dir: &Path) -> std::path::PathBuf {
     init(dir, &["--pbx", "asterisk", "--pbx-port", "1"])
 }
 
-#[test]
-fn under_systemd_lines_carry_syslog_priorities_and_no_timestamp() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path());
-    let log = dir.path().join("journal.log");
-    let mut child = start_logging_to(&config, &log, true);
-    let text = log_with(&log, "serving https://");
+/// Runs the service until it logs that it serves, then stops it (exit 0); returns the
+/// whole log and the "serving" line.
+fn run_until_serving(config: &Path, log: &Path, journal: bool) -> (String, String) {
+    let mut child = start_logging_to(config, log, journal);
+    let text = log_with(log, "serving https://");
     assert_eq!(
         terminate(&mut child, Duration::from_secs(10)).code(),
         Some(0)
@@ -61,7 +59,17 @@ fn under_systemd_lines_carry_syslog_priorities_and_no_timestamp() {
     let serving = text
         .lines()
         .find(|l| l.contains("serving https://"))
-        .unwrap();
+        .unwrap()
+        .to_string();
+    (text, serving)
+}
+
+#[test]
+fn under_systemd_lines_carry_syslog_priorities_and_no_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    let log = dir.path().join("journal.log");
+    let (text, serving) = run_until_serving(&config, &log, true);
     assert!(
         serving.starts_with("<6>INFO appliance::app: appliance "),
         "{serving}"
@@ -76,16 +84,7 @@ fn under_systemd_lines_carry_syslog_priorities_and_no_timestamp() {
     }
 
     // $JOURNAL_STREAM inherited, but stderr is another file: the terminal format.
-    let mut child = start_logging_to(&config, &log, false);
-    let text = log_with(&log, "serving https://");
-    assert_eq!(
-        terminate(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let serving = text
-        .lines()
-        .find(|l| l.contains("serving https://"))
-        .unwrap();
+    let (text, serving) = run_until_serving(&config, &log, false);
     assert!(serving.starts_with("[20"), "timestamped: {serving}");
     assert!(!text.contains("<6>"), "{text}");
 }

@@ -301,28 +301,21 @@ fn init_flags_set_up_acme_and_report_the_login_test() {
 
 /// `--init` with flags only, into `dir`; returns (exit code, stdout, stderr).
 fn init_with(dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args([
-            "--init",
-            "--non-interactive",
-            "--self-signed",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .env_remove("APPLIANCE_PBX__SECRET")
-        .output()
-        .unwrap();
+    let out = crate::smoke::init_command(dir, extra).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// The `[pbx]` key `key` of the config `--init` wrote into `dir`.
+fn written(dir: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    config_value(&parsed, "pbx", key)
+        .as_str()
+        .map(str::to_string)
 }
 
 #[test]
@@ -375,53 +368,29 @@ fn freepbx_is_detected_and_its_dialplan_proposed() {
     let freepbx = dir.path().join("freepbx.conf");
     std::fs::write(&freepbx, "<?php\n$amp_conf['AMPDBUSER'] = 'freepbxuser';\n").unwrap();
     let port = closed_port().to_string();
-    let freepbx_arg = freepbx.display().to_string();
-    let args = [
-        "--pbx",
-        "asterisk",
-        "--pbx-port",
-        &port,
-        "--pbx-optional",
-        "--freepbx-conf",
-        &freepbx_arg,
-    ];
-    let (code, out, err) = init_with(dir.path(), &args);
+    let asterisk_with = |dir: &Path, freepbx_conf: &Path| {
+        let conf = freepbx_conf.display().to_string();
+        let args = ["--pbx", "asterisk", "--pbx-port", &port, "--pbx-optional"];
+        init_with(dir, &[&args[..], &["--freepbx-conf", &conf]].concat())
+    };
+    let (code, out, err) = asterisk_with(dir.path(), &freepbx);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("FreePBX:       detected: agents are rung through Local/{ext}@from-internal"),
         "{out}"
     );
-    let text = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
-    let parsed: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(
-        config_value(&parsed, "pbx", "agent_channel").as_str(),
+        written(dir.path(), "agent_channel").as_deref(),
         Some("Local/{ext}@from-internal")
     );
     assert_eq!(
-        config_value(&parsed, "pbx", "context").as_str(),
+        written(dir.path(), "context").as_deref(),
         Some("from-internal")
     );
 
     // Without FreePBX (or for FreeSWITCH) the defaults stay.
     let plain = tempfile::tempdir().unwrap();
-    let missing = plain.path().join("none.conf").display().to_string();
-    let (code, _, err) = init_with(
-        plain.path(),
-        &[
-            "--pbx",
-            "asterisk",
-            "--pbx-port",
-            &port,
-            "--pbx-optional",
-            "--freepbx-conf",
-            &missing,
-        ],
-    );
+    let (code, _, err) = asterisk_with(plain.path(), &plain.path().join("none.conf"));
     assert_eq!(code, 0, "{err}");
-    let text = std::fs::read_to_string(plain.path().join("config.toml")).unwrap();
-    let parsed: toml::Table = toml::from_str(&text).unwrap();
-    assert_eq!(
-        config_value(&parsed, "pbx", "agent_channel").as_str(),
-        Some("")
-    );
+    assert_eq!(written(plain.path(), "agent_channel").as_deref(), Some(""));
 }
