@@ -317,6 +317,8 @@ fn configure(
             "127.0.0.1:0",
             "--pbx",
             "asterisk",
+            // The fake AMI answers only once the appliance runs.
+            "--pbx-optional",
         ])
         .args([
             "--pbx-user",

@@ -26,7 +26,11 @@ use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
 pub struct AppState {
+    /// The configuration the service started with. Sections a reload applies
+    /// (`crate::reload::LIVE`) are read from [`AppState::current`] instead.
     pub config: Arc<Config>,
+    /// The configuration in force, replaced by each reload (`crate::reload`).
+    pub live: watch::Sender<Arc<Config>>,
     pub db: Db,
     pub pbx: StatusBoard,
     /// The PBX connection settings in force (`None`: not configured). The settings page
@@ -176,6 +180,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let pbx = StatusBoard::new(&pbx_config);
     let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
     let (engine, engine_inbox) = crate::engine::channel();
+    let config = Arc::new(config);
     let state = Arc::new_cyclic(|weak| AppState {
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
@@ -193,7 +198,8 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         pbx_events: Mutex::new(Some(pbx_events)),
         pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
         flowlu: Flowlu::new(&config.flowlu, session_key),
-        config: Arc::new(config),
+        live: watch::channel(config.clone()).0,
+        config,
         db,
         pages: Pages::new(),
         tls: tls_reloader,
@@ -298,9 +304,10 @@ pub async fn serve_with(
     workers.push(tokio::spawn(async move {
         outbox.run(until_stopped(outbox_stop)).await
     }));
+    let live = state.live.subscribe();
     workers.push(tokio::spawn(crate::housekeeping::run(
         state.db.clone(),
-        state.config.outbox.keep_delivered(),
+        move || live.borrow().outbox.keep_delivered(),
         stopped.clone(),
     )));
     let callbacks = state.callbacks.clone();
@@ -347,8 +354,9 @@ pub async fn serve_with(
     }
 }
 
-/// Answers the dialplan's routing questions (FastAGI) until `stop`. A port in use is
-/// logged and shown in /healthz; the rest of the appliance keeps serving.
+/// Answers the dialplan's routing questions until `stop`, on the server of the PBX type in
+/// force (following the settings page's changes). A port in use is logged and shown in
+/// /healthz; the rest of the appliance keeps serving.
 async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
     let decider: Arc<dyn Decider> = state
         .routing_decider
@@ -364,8 +372,21 @@ async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
         RoutingSettings::from_config(&state.config),
         state.routing.clone(),
     );
+    let mut pbx_settings = state.pbx_settings.subscribe();
     drop(state);
-    crate::routing::serve_all(settings, decider, status, until_stopped(stop)).await;
+    let kind_of = |s: &Option<ConnectionSettings>| s.as_ref().map(|s| s.kind);
+    let (kinds, kind) = watch::channel(kind_of(&pbx_settings.borrow_and_update()));
+    let follow = async move {
+        while pbx_settings.changed().await.is_ok() {
+            let now = kind_of(&pbx_settings.borrow_and_update());
+            kinds.send_if_modified(|kind| std::mem::replace(kind, now) != now);
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = crate::routing::serve_all(settings, decider, status, kind, until_stopped(stop)) => {}
+        () = follow => {}
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -35,13 +35,20 @@ pub fn sweep(conn: &mut rusqlite::Connection, before_ms: i64) -> Result<Swept, D
     })
 }
 
-/// Sweeps every hour until `stop`; `keep` of `None` (`keep_delivered = "0s"`) keeps
-/// delivered events forever.
-pub async fn run(db: Db, keep: Option<Duration>, mut stop: watch::Receiver<bool>) {
-    let Some(keep) = keep else {
-        return;
-    };
+/// Sweeps every hour until `stop`; `keep` (asked before each sweep, so a reload applies)
+/// of `None` (`keep_delivered = "0s"`) keeps delivered events forever.
+pub async fn run(
+    db: Db,
+    keep: impl Fn() -> Option<Duration> + Send + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
+        let Some(keep) = keep() else {
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => return,
+                () = tokio::time::sleep(EVERY) => continue,
+            }
+        };
         let before = now_ms() - keep.as_millis() as i64;
         match db.run(move |c| sweep(c, before)).await {
             Ok(s) if s.events + s.crm_records > 0 => log::info!(

@@ -12,7 +12,9 @@
 //!
 //! - [`cli`]: command-line surface (clap): `run`, `--init` (the setup wizard),
 //!   `check-config`, `doctor`, `backup`, `accounts` (admitted Flowlu accounts), `outbox`,
-//!   and the hidden `generate` (completions, man page).
+//!   `recordings revoke`, and the hidden `generate` (completions, man pages);
+//!   `cli::logging`, the log format (journald's priorities under systemd) and the live
+//!   log level.
 //! - [`config`]: layered configuration (embedded defaults, TOML file, `APPLIANCE_*`
 //!   environment, flags), validated once after merging.
 //! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
@@ -45,14 +47,18 @@
 //!   `[outbox] keep_delivered` (and of the CRM-rule records they leave behind).
 //! - [`callbacks`]: result callbacks: each finished call's record, signed (HMAC-SHA256),
 //!   delivered durably to the admin's own HTTPS endpoints (queued with `call.completed`).
-//! - [`recordings`]: call recordings as expiring, unguessable URLs for Flowlu, and the
-//!   rule of which files may ever be served (`GET /recordings/<token>` is in [`http`]).
+//! - [`recordings`]: call recordings as unguessable, revocable (optionally expiring) URLs
+//!   for Flowlu, and the rule of which files may ever be served (`GET /recordings/<token>`
+//!   is in [`http`]).
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
+//! - [`reload`]: `systemctl reload` (SIGHUP): the configuration's live sections re-read.
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
 //! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
 //! - [`acme`]: ACME (Let's Encrypt) issuance and background renewal into [`tls`].
-//! - [`metrics`]: Prometheus instruments behind `GET /metrics`.
-//! - [`doctor`]: the checks `appliance doctor` runs and reports.
+//! - [`metrics`]: Prometheus instruments behind `GET /metrics` (OpenMetrics, or the 0.0.4
+//!   text format in `metrics::text`).
+//! - [`doctor`]: the checks `appliance doctor` runs and reports (the running service's
+//!   own state through its `/healthz` on loopback).
 //! - [`sdnotify`]: systemd readiness notification (`Type=notify`).
 //! - [`sysuser`]: the `appliance` service account: lookup, access checks, handing files over.
 
@@ -72,6 +78,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pbx;
 pub mod recordings;
+pub mod reload;
 pub mod routing;
 pub mod sdnotify;
 pub mod secret;

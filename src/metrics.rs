@@ -20,7 +20,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::pbx::{LinkState, PbxStatus};
 
-/// The content type of [`Metrics::render`]'s output.
+pub mod text;
+
+/// The content type of [`Metrics::render`]'s output (OpenMetrics; see [`text`] for the
+/// Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

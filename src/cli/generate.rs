@@ -1,5 +1,5 @@
-//! `appliance generate completions <shell>` and `appliance generate man`: print what the
-//! .deb ships, generated from the clap definitions so they never drift from the binary.
+//! `appliance generate completions <shell>` and `appliance generate man [--dir DIR]`: what
+//! the .deb ships (the pages themselves are in `manpages.rs`), generated from the clap definitions so they never drift from the binary.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,8 +15,12 @@ pub enum What {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// The man page (roff), section 1.
-    Man,
+    /// The man page appliance(1) (roff) on stdout; with --dir, every page (appliance(1),
+    /// one per command, appliance.toml(5)) as files in DIR.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -38,11 +42,19 @@ pub fn run(what: &What) -> ExitCode {
             };
             clap_complete::generate(shell, &mut cmd, "appliance", &mut out);
         }
-        What::Man => {
-            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
-                return fail(1, format!("cannot render the man page: {e}"));
-            }
+        What::Man { dir: Some(dir) } => {
+            return match super::manpages::write_to(dir) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(
+                    1,
+                    format!("cannot write the man pages to {}: {e}", dir.display()),
+                ),
+            };
         }
+        What::Man { dir: None } => match super::manpages::pages() {
+            Ok(pages) => out = pages.into_iter().next().map(|p| p.roff).unwrap_or_default(),
+            Err(e) => return fail(1, format!("cannot render the man page: {e}")),
+        },
     }
     match std::io::stdout().write_all(&out) {
         Ok(()) => ExitCode::SUCCESS,

@@ -54,7 +54,20 @@ pub(super) struct Answers {
     pub login_test: Option<ProbeResult>,
     /// Flowlu accounts to admit (`--admit`), as typed.
     pub admit: Vec<String>,
+    /// A failed login test does not stop `--init` (`--pbx-optional`, or the admin chose
+    /// to keep the settings in the wizard).
+    pub pbx_optional: bool,
+    /// The Asterisk is a FreePBX (`/etc/freepbx.conf` exists).
+    pub freepbx: bool,
+    /// `[pbx] agent_channel` and `context` to write (empty: the defaults).
+    pub agent_channel: String,
+    pub context: String,
 }
+
+/// What a FreePBX dialplan needs: agents are rung through FreePBX's own internal context
+/// (so follow-me, DND and call recording apply), and calls continue there.
+pub const FREEPBX_AGENT_CHANNEL: &str = "Local/{ext}@from-internal";
+pub const FREEPBX_CONTEXT: &str = "from-internal";
 
 struct Failure {
     code: u8,
@@ -102,6 +115,9 @@ fn init(cli: &Cli) -> Result<String, Failure> {
     };
     if answers.login_test.is_none() {
         answers.login_test = runtime.block_on(login_test(&answers));
+    }
+    if let Some(refused) = login_refusal(&answers) {
+        return Err(failure(1, refused));
     }
 
     let (cert, key) = match &answers.tls {
@@ -241,17 +257,47 @@ fn hand_over(config: &Path, data_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Tests the PBX login with the answers (never fails `--init`: the PBX may come later).
+/// Why `--init` stops before writing anything: the PBX login it just tested failed and
+/// the admin did not say the PBX may come later.
+fn login_refusal(a: &Answers) -> Option<String> {
+    if a.pbx_optional {
+        return None;
+    }
+    let (pbx, port) = (a.pbx?, effective_port(a)?);
+    let why = match a.login_test.as_ref()? {
+        ProbeResult::Ok(_) => return None,
+        ProbeResult::Down(detail) => format!("the PBX is not reachable: {detail}"),
+        ProbeResult::AuthFailed(detail) => format!("the PBX refused the credentials: {detail}"),
+        ProbeResult::ChallengeRefused(detail) => format!(
+            "the manager refused the MD5 challenge and [pbx] allow_plain_login is off: {detail}"
+        ),
+    };
+    Some(format!(
+        "the {} login at {}:{port} failed ({why}); nothing was written. Fix --pbx-host, \
+         --pbx-port, --pbx-user or --pbx-secret, or pass --pbx-optional to write the \
+         configuration anyway (the service keeps retrying)",
+        pbx.as_str(),
+        a.pbx_host
+    ))
+}
+
+/// The PBX port the answers mean (0 standing for the protocol's default).
+fn effective_port(a: &Answers) -> Option<u16> {
+    let kind = a.pbx?;
+    Some(if a.pbx_port == 0 {
+        kind.default_port()
+    } else {
+        a.pbx_port
+    })
+}
+
+/// Tests the PBX login with the answers.
 pub(super) async fn login_test(a: &Answers) -> Option<ProbeResult> {
     let kind = a.pbx?;
     let settings = ConnectionSettings {
         kind,
         host: a.pbx_host.clone(),
-        port: if a.pbx_port == 0 {
-            kind.default_port()
-        } else {
-            a.pbx_port
-        },
+        port: effective_port(a)?,
         user: a.pbx_user.clone(),
         secret: crate::secret::Secret::new(a.pbx_secret.clone()),
     };
@@ -273,6 +319,8 @@ fn from_flags(cli: &Cli) -> Answers {
         Some(PbxArg::Freeswitch) => Some(PbxType::Freeswitch),
         Some(PbxArg::None) | None => None,
     };
+    // FreePBX is an Asterisk: its dialplan matters only when Asterisk is the PBX.
+    let freepbx = pbx == Some(PbxType::Asterisk) && a.freepbx_conf.exists();
     let tls = match (&a.tls_cert, &a.tls_key, a.plain_http) {
         _ if a.acme => TlsChoice::Acme(AcmeAnswers {
             domain: a.acme_domain.clone().unwrap_or_default(),
@@ -312,6 +360,18 @@ fn from_flags(cli: &Cli) -> Answers {
             .unwrap_or_else(config::default_data_dir),
         login_test: None,
         admit: a.admit.clone(),
+        pbx_optional: a.pbx_optional,
+        freepbx,
+        agent_channel: if freepbx {
+            FREEPBX_AGENT_CHANNEL.into()
+        } else {
+            String::new()
+        },
+        context: if freepbx {
+            FREEPBX_CONTEXT.into()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -329,6 +389,12 @@ fn render(a: &Answers, cert: &Path, key: &Path) -> String {
         doc["pbx"]["port"] = toml_edit::value(i64::from(a.pbx_port));
         doc["pbx"]["user"] = toml_edit::value(a.pbx_user.as_str());
         doc["pbx"]["secret"] = toml_edit::value(a.pbx_secret.as_str());
+        if !a.agent_channel.is_empty() {
+            doc["pbx"]["agent_channel"] = toml_edit::value(a.agent_channel.as_str());
+        }
+        if !a.context.is_empty() {
+            doc["pbx"]["context"] = toml_edit::value(a.context.as_str());
+        }
     }
     doc["storage"]["data_dir"] = toml_edit::value(a.data_dir.display().to_string());
     if let TlsChoice::Acme(acme) = &a.tls {
@@ -376,8 +442,25 @@ fn summary(a: &Answers, checked: &Config, config: &Path, db: &Path, cert: &Path)
         ),
     }
     match a.pbx {
-        Some(pbx) => lines.push(format!("PBX:           {} at {}", pbx.as_str(), a.pbx_host)),
+        Some(pbx) => lines.push(format!(
+            "PBX:           {} at {}:{}",
+            pbx.as_str(),
+            a.pbx_host,
+            effective_port(a).unwrap_or_default()
+        )),
         None => lines.push("PBX:           not configured yet".to_string()),
+    }
+    if a.freepbx {
+        lines.push(format!(
+            "FreePBX:       detected: agents are rung through {} and calls continue in \
+             context {} (FreePBX's dialplan; [pbx] agent_channel and context)",
+            checked.pbx.agent_channel(PbxType::Asterisk),
+            if a.context.is_empty() {
+                FREEPBX_CONTEXT
+            } else {
+                a.context.as_str()
+            }
+        ));
     }
     match &a.login_test {
         Some(ProbeResult::Ok(detail)) => lines.push(format!("PBX login:     OK ({detail})")),

@@ -9,9 +9,12 @@ mod check;
 mod doctor;
 mod generate;
 mod init;
+pub mod logging;
+mod manpages;
 mod outbox;
 mod prompt;
 mod questions;
+mod recordings;
 mod run;
 mod wizard;
 
@@ -67,6 +70,11 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         action: outbox::OutboxCommand,
+    },
+    /// Revoke recording links sent to Flowlu.
+    Recordings {
+        #[command(subcommand)]
+        action: recordings::RecordingsCommand,
     },
     /// Check the whole setup (config, database, certificate, PBX login, permissions) and
     /// print one line per check; exits 1 when any check fails.
@@ -155,6 +163,10 @@ pub struct InitArgs {
     /// Never prompt, even on a terminal.
     #[arg(long, requires = "init")]
     pub non_interactive: bool,
+    /// Write the configuration even when the PBX login test fails (the PBX comes later;
+    /// the service keeps retrying). Without it, a failed login exits 1 and writes nothing.
+    #[arg(long, requires = "init")]
+    pub pbx_optional: bool,
     /// Obtain the certificate from an ACME CA (Let's Encrypt) for the host of --public-url
     /// (or --acme-domain); the running service renews it.
     #[arg(long, requires = "init", conflicts_with_all = ["tls_cert", "plain_http", "self_signed"])]
@@ -187,6 +199,16 @@ pub struct InitArgs {
         default_value = "/etc/freeswitch/autoload_configs/event_socket.conf.xml"
     )]
     pub event_socket_conf: PathBuf,
+    /// FreePBX's configuration file: when it exists, the Asterisk is a FreePBX and its
+    /// dialplan (from-internal) is proposed. Hidden: tests point it elsewhere.
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "FILE",
+        default_value = "/etc/freepbx.conf",
+        hide = true
+    )]
+    pub freepbx_conf: PathBuf,
     /// Where to look for a local Asterisk AMI.
     #[arg(
         long,
@@ -216,6 +238,7 @@ pub fn main() -> ExitCode {
         Some(Command::CheckConfig) => check::run(&cli),
         Some(Command::Outbox { action }) => outbox::run(&cli, action),
         Some(Command::Accounts { action }) => accounts::run(&cli, action),
+        Some(Command::Recordings { action }) => recordings::run(&cli, action),
         Some(Command::Doctor) => doctor::run(&cli),
         Some(Command::Backup { file, force }) => backup::run(&cli, file, *force),
         Some(Command::Generate { what }) => generate::run(what),
@@ -272,6 +295,13 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
             .map(|cwd| cwd.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
     }
+}
+
+/// The database of the configuration, for the commands that work on it; the exit code
+/// to return when either cannot be opened.
+pub fn open_db(cli: &Cli) -> Result<crate::db::Db, ExitCode> {
+    let config = cli.load_config().map_err(|e| fail(2, e))?;
+    crate::db::Db::open(&config.database_path()).map_err(|e| fail(1, e))
 }
 
 /// Prints `appliance: <message>` to stderr and returns `code`.

@@ -49,13 +49,9 @@ pub enum OutboxCommand {
 }
 
 pub fn run(cli: &Cli, command: &OutboxCommand) -> ExitCode {
-    let config = match cli.load_config() {
-        Ok(config) => config,
-        Err(e) => return fail(2, e),
-    };
-    let db = match Db::open(&config.database_path()) {
+    let db = match super::open_db(cli) {
         Ok(db) => db,
-        Err(e) => return fail(1, e),
+        Err(code) => return code,
     };
     match execute(&db, command) {
         Ok(code) => code,

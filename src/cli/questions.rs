@@ -6,7 +6,9 @@ use std::path::Path;
 
 use tokio::runtime::Runtime;
 
-use super::init::{AcmeAnswers, Answers, TlsChoice, hostname, login_test};
+use super::init::{
+    AcmeAnswers, Answers, FREEPBX_AGENT_CHANNEL, FREEPBX_CONTEXT, TlsChoice, hostname, login_test,
+};
 use super::{Cli, absolute, prompt, wizard};
 use crate::config::{self, PbxType};
 use crate::pbx::ProbeResult;
@@ -56,6 +58,20 @@ pub(super) fn ask(cli: &Cli, mut a: Answers, runtime: &Runtime) -> Io<Answers> {
             a.pbx_host = host;
             a.pbx_port = port;
         }
+        a.freepbx = pbx == PbxType::Asterisk && args.freepbx_conf.exists();
+        if a.freepbx {
+            eprintln!(
+                "  found FreePBX ({}): agents ring through its dialplan",
+                args.freepbx_conf.display()
+            );
+            a.agent_channel = prompt::ask(
+                "Agent channel ({ext}: the extension)",
+                FREEPBX_AGENT_CHANNEL,
+            )?;
+            a.context = prompt::ask("Context the answered agent continues in", FREEPBX_CONTEXT)?;
+        } else {
+            (a.agent_channel, a.context) = (String::new(), String::new());
+        }
         offer_credentials(cli, &mut a, pbx)?;
         loop {
             ask_connection(&mut a, pbx)?;
@@ -76,13 +92,17 @@ pub(super) fn ask(cli: &Cli, mut a: Answers, runtime: &Runtime) -> Io<Answers> {
             }
             let ok = matches!(result, Some(ProbeResult::Ok(_)));
             a.login_test = result;
-            if ok
-                || prompt::choose(
-                    "Change the PBX settings and test again?",
-                    &["yes", "no"],
-                    "yes",
-                )? == "no"
+            if ok {
+                break;
+            }
+            if prompt::choose(
+                "Change the PBX settings and test again?",
+                &["yes", "no"],
+                "yes",
+            )? == "no"
             {
+                // Kept knowingly: as --pbx-optional.
+                a.pbx_optional = true;
                 break;
             }
         }

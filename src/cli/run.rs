@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::logging::init_logging;
 use super::{Cli, fail};
 use crate::app::{self, Listeners};
-use crate::config::Config;
+use crate::config::{Config, LoadOptions};
 use crate::sdnotify;
 
 pub fn run(cli: &Cli) -> ExitCode {
@@ -24,10 +25,12 @@ pub fn run(cli: &Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(1, format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(serve(config))
+    // What a reload (SIGHUP) reads again: the same file, environment and flags.
+    let options = LoadOptions::from_process(cli.config_path(), cli.flags());
+    runtime.block_on(serve(config, options))
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, options: LoadOptions) -> ExitCode {
     let addr = config.listen_addr();
     // Bind before touching the database, so "port in use" changes nothing on disk.
     let listener = match TcpListener::bind(addr).await {
@@ -46,19 +49,27 @@ async fn serve(config: Config) -> ExitCode {
     if let Some(path) = origin {
         log::info!("configuration: {}", path.display());
     }
-    if let Some(reloader) = state.tls.clone() {
-        tokio::spawn(async move {
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
+    // SIGHUP (`systemctl reload`): the TLS certificate, then the configuration's live
+    // sections (crate::reload). Installed before READY=1, so a reload never kills us.
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => return fail(1, format!("cannot install the SIGHUP handler: {e}")),
+    };
+    let reloading = state.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            log::info!("SIGHUP: reloading");
+            if let Some(reloader) = &reloading.tls {
                 match reloader.reload() {
                     Ok(()) => log::info!("SIGHUP: TLS certificate reloaded"),
                     Err(e) => log::error!("SIGHUP: keeping the old TLS certificate: {e}"),
                 }
             }
-        });
-    }
+            let (state, options) = (reloading.clone(), options.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || crate::reload::reload(&state, &options)).await;
+        }
+    });
     let listeners = Listeners {
         main: listener,
         acme_http,
@@ -86,21 +97,4 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
         sdnotify::notify_or_log("STOPPING=1");
     })
-}
-
-/// `RUST_LOG` wins when set; otherwise `[log] level` applies to our crate and `warn`
-/// to dependencies (rustls and hyper are chatty at info).
-pub fn init_logging(config: &Config) {
-    let mut builder = env_logger::Builder::new();
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => {
-            builder.parse_filters(&spec);
-        }
-        _ => {
-            builder.filter_level(log::LevelFilter::Warn);
-            builder.parse_filters(&format!("appliance={}", config.log.level));
-        }
-    }
-    builder.format_timestamp_millis();
-    let _ = builder.try_init();
 }

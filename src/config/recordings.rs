@@ -110,14 +110,21 @@ impl Config {
             ),
         ] {
             match parse_duration(value) {
+                // url_ttl "0s": links never expire (they live as long as the file).
+                Ok(d) if d.is_zero() && key == "recordings.url_ttl" => durations.push(d),
                 Ok(d) if d >= min && d <= max => durations.push(d),
                 Ok(_) => {
                     return bad(
                         key,
                         format!(
-                            "must be between {} and {}",
+                            "must be between {} and {}{}",
                             super::format_duration(min),
-                            super::format_duration(max)
+                            super::format_duration(max),
+                            if key == "recordings.url_ttl" {
+                                ", or \"0s\" for links that never expire"
+                            } else {
+                                ""
+                            }
                         ),
                     );
                 }
@@ -157,7 +164,7 @@ data_dir = \"/var/lib/appliance\"
                 "/var/lib/freeswitch/recordings"
             ]
         );
-        assert_eq!(c.recordings.url_ttl(), Duration::from_secs(7 * 86_400));
+        assert_eq!(c.recordings.url_ttl(), Duration::ZERO, "never expire");
         assert_eq!(c.recordings.settle(), Duration::from_secs(1));
         assert_eq!(c.recordings.max_wait(), Duration::from_secs(60));
         let c = load_with(&[
@@ -170,6 +177,7 @@ data_dir = \"/var/lib/appliance\"
             [Path::new("/srv/rec"), Path::new("/mnt/calls")]
         );
         assert_eq!(c.recordings.url_ttl(), Duration::from_secs(30 * 86_400));
+        assert!(load_with(&[("APPLIANCE_RECORDINGS__URL_TTL", "0s")]).is_ok());
         // No directories: nothing is ever served, which is a valid choice.
         assert!(load_with(&[("APPLIANCE_RECORDINGS__DIRS", "")]).is_ok());
     }

@@ -6,7 +6,10 @@
 //! CheckFuture<'_>` (in `checks.rs` or a new file) and list it in [`CHECKS`].
 
 mod checks;
+mod listener;
 mod service;
+
+pub use service::pbx_in_force;
 
 use std::fmt;
 use std::future::Future;
@@ -103,7 +106,7 @@ pub const CHECKS: &[Check] = &[
     checks::acme,
     checks::pbx,
     checks::recordings,
-    service::routing,
+    listener::service,
     service::flowlu,
 ];
 

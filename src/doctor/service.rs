@@ -1,18 +1,15 @@
 //! Doctor checks of what the running service talks to: Flowlu for each connected account
-//! (and the clock against Flowlu's), and the dialplan's routing hook (Asterisk's FastAGI,
-//! FreeSWITCH's outbound event socket), for the PBX the service uses.
+//! (and the clock against Flowlu's); and the PBX the service uses.
 //!
-//! Read-only like every check: the database is opened read-only, tokens are used as
-//! stored (never refreshed), and the routing hook is only connected to.
+//! Read-only like every check: the database is opened read-only and tokens are used as
+//! stored (never refreshed).
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CheckFuture, Context, Finding};
-use crate::config::{Config, PbxType};
+use crate::config::Config;
 use crate::db::pbx_settings;
 use crate::flowlu::client::Client;
 use crate::flowlu::store::{self, Integration};
@@ -186,94 +183,6 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     time::OffsetDateTime::parse(value.trim(), &time::format_description::well_known::Rfc2822)
         .ok()
         .map(SystemTime::from)
-}
-
-/// The dialplan's routing hook answers like the appliance does: the FastAGI port for
-/// Asterisk, the outbound event socket for FreeSWITCH.
-pub fn routing(ctx: &Context) -> CheckFuture<'_> {
-    Box::pin(async move {
-        let Some(config) = config_of(ctx) else {
-            return Vec::new();
-        };
-        match pbx_in_force(config).map(|(s, _)| s.kind) {
-            Some(PbxType::Asterisk) => agi_hook(config.routing.agi_addr()).await,
-            Some(PbxType::Freeswitch) => esl_hook(config.routing.esl_addr()).await,
-            None => Vec::new(),
-        }
-    })
-}
-
-/// Asks the FastAGI server with an environment without a channel id: the appliance hangs
-/// up without asking anyone (a real call is never touched).
-async fn agi_hook(addr: SocketAddr) -> Vec<Finding> {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"agi_network: yes\nagi_request: agi://doctor/route\n\n")
-            .await?;
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).await?;
-        Ok::<_, std::io::Error>(rest.is_empty())
-    };
-    hook_findings(
-        addr,
-        format!("the dialplan's AGI(agi://{addr}/route,...) reaches the appliance"),
-        "FastAGI",
-        tokio::time::timeout(HOOK_WAIT, attempt).await,
-    )
-}
-
-/// Plays FreeSWITCH's side of an outbound connection up to the appliance's `connect`,
-/// then hangs up as a channel that went away does (`text/disconnect-notice`).
-async fn esl_hook(addr: SocketAddr) -> Vec<Finding> {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        while !got.ends_with(b"\n\n") && got.len() < 64 {
-            let n = s.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        let _ = s
-            .write_all(b"Content-Type: text/disconnect-notice\nContent-Length: 0\n\n")
-            .await;
-        Ok::<_, std::io::Error>(got == b"connect\n\n")
-    };
-    hook_findings(
-        addr,
-        format!("the dialplan's socket {addr} async full reaches the appliance"),
-        "outbound event socket",
-        tokio::time::timeout(HOOK_WAIT, attempt).await,
-    )
-}
-
-const HOOK_WAIT: Duration = Duration::from_secs(5);
-
-fn hook_findings(
-    addr: SocketAddr,
-    ok: String,
-    server: &str,
-    result: Result<std::io::Result<bool>, tokio::time::error::Elapsed>,
-) -> Vec<Finding> {
-    vec![match result {
-        Ok(Ok(true)) => Finding::ok("routing", ok),
-        Ok(Ok(false)) => Finding::fail(
-            "routing",
-            format!("{addr} answers, but not like the appliance's {server} server"),
-        ),
-        Ok(Err(e)) => Finding::warn(
-            "routing",
-            format!(
-                "nothing answers on {addr} ({e}): the service is not running, or its {server} listener failed (see its log); until then the PBX routes incoming calls alone"
-            ),
-        ),
-        Err(_) => Finding::fail(
-            "routing",
-            format!("{addr} did not answer within {} s", HOOK_WAIT.as_secs()),
-        ),
-    }]
 }
 
 #[cfg(test)]

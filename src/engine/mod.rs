@@ -221,7 +221,7 @@ pub async fn run(
 ) {
     let mut inbox = inbox.0;
     let mut core = Core {
-        tracker: Tracker::new(&state.config.calls),
+        tracker: Tracker::new(&state.current().calls),
         pending: Pending::default(),
         init_rows: HashMap::new(),
         waiters: Vec::new(),
@@ -248,10 +248,15 @@ pub async fn run(
         .metrics
         .set_active_calls(core.tracker.live_calls() as i64);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut reloaded = state.live.subscribe();
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            Ok(()) = reloaded.changed() => {
+                let calls = reloaded.borrow_and_update().calls.clone();
+                core.tracker.set_rules(crate::calls::tracker::Rules::new(&calls));
+            }
             Some(input) = inbox.recv() => core.input(&state, input).await,
             Some(event) = events.recv() => {
                 let mut batch = vec![event];
@@ -329,7 +334,7 @@ impl Core {
     async fn write(&mut self, state: &State, updates: Vec<Update>) -> Result<(), EngineError> {
         let pending = std::mem::take(&mut self.pending);
         let reserve = state.config.routing.decision_timeout() + std::time::Duration::from_secs(2);
-        let rules = crate::calls::tracker::Rules::new(&state.config.calls);
+        let rules = crate::calls::tracker::Rules::new(&state.current().calls);
         let (pending, written) = state
             .db
             .run(move |c| persist::write(c, updates, pending, reserve, &rules))

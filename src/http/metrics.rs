@@ -6,11 +6,12 @@
 //! `crate::metrics`.
 
 use hyper::StatusCode;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 
 use super::respond::{self, Response};
 use super::{Ctx, HttpError};
 use crate::app::State;
+use crate::metrics::text;
 
 pub async fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<Response, HttpError> {
     authorize(state, ctx, headers)?;
@@ -25,11 +26,15 @@ pub async fn get(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<Respon
         Err(e) => log::warn!("metrics: cannot count the outbox: {e}"),
     }
     let text = state.metrics.render(&state.pbx.get());
-    Ok(respond::bytes(
-        StatusCode::OK,
-        crate::metrics::CONTENT_TYPE,
-        text,
-    ))
+    // OpenMetrics for the scrapers that ask for it (Prometheus 2.5 and later do); the
+    // Prometheus text format 0.0.4 for everyone else (promtool, older tools, curl).
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, text) = if text::wants_openmetrics(accept) {
+        (crate::metrics::CONTENT_TYPE, text)
+    } else {
+        (text::CONTENT_TYPE, text::to_prometheus(&text))
+    };
+    Ok(respond::bytes(StatusCode::OK, content_type, text))
 }
 
 fn authorize(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Result<(), HttpError> {

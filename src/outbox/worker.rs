@@ -44,12 +44,27 @@ struct Inner {
     on_delivered: std::sync::OnceLock<OnDelivered>,
     db: Db,
     transport: Arc<dyn Transport>,
-    policy: RetryPolicy,
+    /// Replaced by a reload ([`Outbox::set_policy`]).
+    policy: std::sync::RwLock<Arc<RetryPolicy>>,
     limiter: RateLimiter,
     wake: Notify,
-    max_in_flight: usize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
     /// Accounts that answered 429, and until when (unix ms) none of their rows is sent.
     paused: Mutex<HashMap<i64, i64>>,
+}
+
+impl Inner {
+    fn policy(&self) -> Arc<RetryPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Outbox {
@@ -64,13 +79,23 @@ impl Outbox {
                 on_delivered: std::sync::OnceLock::new(),
                 db,
                 transport,
-                policy,
+                policy: std::sync::RwLock::new(Arc::new(policy)),
                 limiter: RateLimiter::default(),
                 wake: Notify::new(),
-                max_in_flight: max_in_flight.max(1),
+                max_in_flight: max_in_flight.max(1).into(),
                 paused: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Replaces the retry policy and the parallel-delivery limit (a reload); deliveries
+    /// in flight finish under the old ones.
+    pub fn set_policy(&self, policy: RetryPolicy, max_in_flight: usize) {
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.inner
+            .max_in_flight
+            .store(max_in_flight.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.wake();
     }
 
     /// Sets the delivery-latency callback (once).
@@ -118,9 +143,9 @@ impl Outbox {
         // Under a backlog, lease in batches of a quarter of the slots rather than one row
         // per completion: one lease transaction, and one look at each account's state,
         // for many rows.
-        let batch = (self.inner.max_in_flight / 4).max(1);
+        let batch = (self.inner.max_in_flight() / 4).max(1);
         loop {
-            let room = self.inner.max_in_flight - in_flight.len();
+            let room = self.inner.max_in_flight().saturating_sub(in_flight.len());
             let mut wait = IDLE_POLL;
             let leasing = room >= batch || in_flight.is_empty();
             if leasing {
@@ -136,7 +161,7 @@ impl Outbox {
                     Err(e) => log::error!("outbox: {e}"),
                 }
             }
-            if leasing && in_flight.len() < self.inner.max_in_flight {
+            if leasing && in_flight.len() < self.inner.max_in_flight() {
                 // Room left, so nothing else is due now: sleep until the next row is.
                 // (When full, a completion wakes us: no need to look, which under a
                 // backlog would scan every pending row once per delivery.)
@@ -291,8 +316,8 @@ impl Outbox {
             let (result, attempt) = self.send(&lease).await;
             let failures = lease.attempts + 1;
             let verdict = match &result {
-                Ok(reply) => inner.policy.after_reply(failures, reply),
-                Err(e) => inner.policy.after_error(failures, e),
+                Ok(reply) => inner.policy().after_reply(failures, reply),
+                Err(e) => inner.policy().after_error(failures, e),
             };
             let update = match verdict {
                 Verdict::Delivered => {
@@ -315,7 +340,7 @@ impl Outbox {
                 }
                 Verdict::Refresh if refreshed => Update::Retry {
                     // Refreshed and still refused: back off on the schedule.
-                    at: now_ms() + inner.policy.schedule[0].as_millis() as i64,
+                    at: now_ms() + inner.policy().schedule[0].as_millis() as i64,
                     failure: true,
                 },
                 Verdict::Refresh => match inner.transport.refresh(integration).await {
@@ -330,7 +355,7 @@ impl Outbox {
                             "outbox: account {integration} on hold: token refresh failed: {why}"
                         );
                         Update::Held {
-                            at: now_ms() + inner.policy.hold_recheck.as_millis() as i64,
+                            at: now_ms() + inner.policy().hold_recheck.as_millis() as i64,
                         }
                     }
                 },
@@ -403,7 +428,7 @@ impl Outbox {
 
     async fn hold(&self, lease: &Lease, why: &str) {
         let (id, why) = (lease.id, why.to_string());
-        let until = now_ms() + self.inner.policy.hold_recheck.as_millis() as i64;
+        let until = now_ms() + self.inner.policy().hold_recheck.as_millis() as i64;
         let _ = self
             .inner
             .db

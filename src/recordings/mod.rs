@@ -132,7 +132,8 @@ pub async fn publish(
     call_id: &str,
     pbx_path: &str,
 ) -> Result<Published, RecordingError> {
-    let config = state.config.clone();
+    // [recordings] as reloaded last.
+    let config = state.current();
     let public_url = config
         .public_url()
         .ok_or(RecordingError::NoPublicUrl)?
@@ -148,14 +149,18 @@ pub async fn publish(
     let token = crate::secret::random_token(32);
     let hash = store::token_hash(&token);
     let now = unix_ms(SystemTime::now());
-    let ttl = r.url_ttl().as_millis() as i64;
+    let ttl = r.url_ttl();
     let link = store::Link {
         call_id: call_id.to_string(),
         path: found.path.to_string_lossy().into_owned(),
         content_type: content_type(&found.path).to_string(),
         size: found.len as i64,
         created_at: now,
-        expires_at: now.saturating_add(ttl),
+        expires_at: if ttl.is_zero() {
+            store::NEVER
+        } else {
+            now.saturating_add(ttl.as_millis() as i64)
+        },
     };
     let (expires_at, size) = (link.expires_at, found.len);
     let logged = link.clone();
@@ -173,12 +178,16 @@ pub async fn publish(
         log::debug!("removed {swept} recording link(s) expired more than 30 days ago");
     }
     log::info!(
-        "recording of call {} published: {} ({}, {} bytes, link valid for {})",
+        "recording of call {} published: {} ({}, {} bytes, link valid {})",
         logged.call_id,
         logged.path,
         logged.content_type,
         logged.size,
-        r.url_ttl
+        if ttl.is_zero() {
+            "while the file is kept".to_string()
+        } else {
+            format!("for {}", r.url_ttl)
+        }
     );
     Ok(Published {
         url: Secret::new(format!("{public_url}/recordings/{token}")),
@@ -320,7 +329,7 @@ pub async fn open_link(state: &AppState, token: &str) -> Result<Served, Recordin
     if unix_ms(SystemTime::now()) >= link.expires_at {
         return Err(RecordingError::Expired);
     }
-    let config = state.config.clone();
+    let config = state.current();
     let path = PathBuf::from(&link.path);
     let opened = tokio::task::spawn_blocking(move || {
         confine::open_exact(&Confinement::from_config(&config), &path)

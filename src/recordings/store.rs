@@ -18,6 +18,19 @@ pub struct Link {
 
 pub type TokenHash = [u8; 32];
 
+/// `expires_at` of a link that never expires (`[recordings] url_ttl = "0s"`): it lives
+/// as long as the file, until revoked.
+pub const NEVER: i64 = i64::MAX;
+
+/// Deletes the links of `call_id` (every call's with `None`): their URLs answer 404 from
+/// then on. Returns how many.
+pub fn revoke(conn: &Connection, call_id: Option<&str>) -> rusqlite::Result<usize> {
+    match call_id {
+        Some(call) => conn.execute("DELETE FROM recording_links WHERE call_id = ?1", [call]),
+        None => conn.execute("DELETE FROM recording_links", []),
+    }
+}
+
 pub fn token_hash(token: &str) -> TokenHash {
     sha2::Sha256::digest(token.as_bytes()).into()
 }

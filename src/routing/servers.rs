@@ -2,9 +2,11 @@
 //! (Asterisk FastAGI) and `[routing] esl_listen` (FreeSWITCH outbound event socket), serves
 //! both until shutdown, and publishes each one's state for `/healthz` ([`RoutingStatus`]).
 //!
-//! Both are started whatever `[pbx] type` says: the type can change on the settings page
-//! without a restart, both listen on loopback only and cost nothing while idle, and a PBX
-//! only ever connects to its own.
+//! Only the server of the PBX type in force runs: FastAGI for Asterisk, the outbound
+//! socket for FreeSWITCH, neither while no PBX is configured; so an Asterisk host never
+//! holds the FreeSWITCH port, nor the other way round. The type follows the PBX settings
+//! (`[pbx] type`, or the PBX saved on the settings page): when it changes, the other
+//! server stops and this one starts, without a restart.
 //!
 //! A port that cannot be bound (in use, no permission) does not stop the appliance: call
 //! events, click-to-call and the settings page matter more than routing, and without it
@@ -183,6 +185,14 @@ impl Server {
         }
     }
 
+    /// Whether this server is the one a PBX of type `pbx` talks to.
+    fn serves(self, pbx: Option<PbxType>) -> bool {
+        matches!(
+            (self, pbx),
+            (Server::Agi, Some(PbxType::Asterisk)) | (Server::Esl, Some(PbxType::Freeswitch))
+        )
+    }
+
     fn what(self) -> &'static str {
         match self {
             Server::Agi => "the Asterisk FastAGI server ([routing] agi_listen)",
@@ -191,24 +201,27 @@ impl Server {
     }
 }
 
-/// Serves both routing servers with `decider` until `shutdown`, keeping `status` current.
-/// Never fails: a port that cannot be bound is reported and retried (see the module
-/// documentation).
+/// Serves the routing server of the PBX type `pbx` says (none while it says `None`) with
+/// `decider` until `shutdown`, switching servers when the type changes and keeping
+/// `status` current. Never fails: a port that cannot be bound is reported and retried
+/// (see the module documentation).
 pub async fn serve_all(
     settings: RoutingSettings,
     decider: Arc<dyn Decider>,
     status: RoutingStatus,
+    pbx: watch::Receiver<Option<PbxType>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop) = watch::channel(false);
-    let agi = keep_serving(
+    let agi = serve_while_used(
         Server::Agi,
         &settings,
         decider.clone(),
         &status,
+        pbx.clone(),
         stop.clone(),
     );
-    let esl = keep_serving(Server::Esl, &settings, decider, &status, stop);
+    let esl = serve_while_used(Server::Esl, &settings, decider, &status, pbx, stop);
     let stopper = async {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -218,6 +231,55 @@ pub async fn serve_all(
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Runs `server` whenever the PBX type in force uses it, until `stop`.
+async fn serve_while_used(
+    server: Server,
+    settings: &RoutingSettings,
+    decider: Arc<dyn Decider>,
+    status: &RoutingStatus,
+    mut pbx: watch::Receiver<Option<PbxType>>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            used = async { pbx.wait_for(|kind| server.serves(*kind)).await.is_ok() } => {
+                if !used {
+                    // Nobody can change the type any more: idle until stopped.
+                    return stopped(stop).await;
+                }
+            }
+            () = stopped(stop.clone()) => return,
+        }
+        let (off, off_rx) = watch::channel(false);
+        let mut unused = pbx.clone();
+        let until_unused = async {
+            let changed = async {
+                let gone = unused.wait_for(|kind| !server.serves(*kind)).await.is_err();
+                if gone {
+                    // The type can no longer change: serve until stopped.
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                () = stopped(stop.clone()) => {}
+            }
+            let _ = off.send(true);
+        };
+        tokio::join!(
+            keep_serving(server, settings, decider.clone(), status, off_rx),
+            until_unused
+        );
+        if *stop.borrow() {
+            return;
+        }
+        log::info!(
+            "routing: {} stopped: the configured PBX no longer uses it",
+            server.what()
+        );
+    }
 }
 
 async fn keep_serving(

@@ -446,3 +446,65 @@ async fn incoming_caller_ids_are_normalized_with_the_accounts_country() {
         .await;
     assert_eq!(list.json()["total"], 1, "{}", list.body);
 }
+
+/// `systemctl reload` (here its entry point, `appliance::reload::reload`, on a rewritten
+/// file): a live section ([c2c]) applies at once, a restart-only one ([pbx]) is reported
+/// and kept, and a broken file changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_applies_the_new_rate_limit_and_refuses_a_broken_file() {
+    use appliance::config::LoadOptions;
+
+    let (h, _fake) = with_ami(click_to_call(), |c| {
+        c.c2c.rate_per_minute = 1;
+        c.c2c.burst = 1;
+    })
+    .await;
+    let key = set_enabled(&h, true).await;
+    let bad_number = url("u1", "12", &key);
+    assert_error(&c2c(&h, &bad_number).await, 422, "invalid_phone");
+    let limited = c2c(&h, &bad_number).await;
+    assert_error(&limited, 429, "rate_limited");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 50, "one request a minute: {retry}");
+
+    // Config A was the above; the file now says 6000 a minute, and another PBX host.
+    let path = h.r.app.dir.path().join("reloaded.toml");
+    let mut b = h.r.app.config.clone();
+    b.c2c.rate_per_minute = 6000;
+    b.pbx.host = "192.0.2.9".into();
+    std::fs::write(&path, toml::to_string(&b).unwrap()).unwrap();
+    let options = LoadOptions {
+        path: Some(path.clone()),
+        env: Vec::new(),
+        flags: Vec::new(),
+    };
+    let state = &h.r.app.state;
+    let outcome = appliance::reload::reload(state, &options);
+    assert_eq!(
+        outcome.refused,
+        None,
+        "{}",
+        std::fs::read_to_string(&path).unwrap()
+    );
+    assert_eq!(outcome.applied, vec!["c2c.rate_per_minute".to_string()]);
+    assert_eq!(outcome.need_restart, vec!["pbx.host".to_string()]);
+    assert_eq!(state.current().pbx.host, h.r.app.config.pbx.host, "kept");
+    // The bucket now refills at 100 a second: the limiter lets the next one through.
+    eventually(10, "the new rate in force", async || {
+        (c2c(&h, &bad_number).await.status == 422).then_some(())
+    })
+    .await;
+
+    // An invalid file: logged, nothing changes.
+    b.c2c.rate_per_minute = 0;
+    b.c2c.burst = 7;
+    std::fs::write(&path, toml::to_string(&b).unwrap()).unwrap();
+    let outcome = appliance::reload::reload(state, &options);
+    let why = outcome.refused.unwrap();
+    assert!(why.contains("c2c.rate_per_minute"), "{why}");
+    assert!(outcome.applied.is_empty());
+    assert_eq!(state.current().c2c.rate_per_minute, 6000);
+    assert_eq!(state.current().c2c.burst, 1);
+    std::fs::write(&path, "[c2c\n").unwrap();
+    assert!(appliance::reload::reload(state, &options).refused.is_some());
+}

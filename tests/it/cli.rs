@@ -65,6 +65,7 @@ fn init_refuses_to_overwrite_without_force() {
             "--force",
             "--pbx",
             "freeswitch",
+            "--pbx-optional",
             "--listen",
             "127.0.0.1:0",
         ])
@@ -278,4 +279,105 @@ fn init_admits_the_named_account_and_accounts_manages_the_list() {
         24,
         "{out}"
     );
+}
+
+#[test]
+fn check_config_says_when_the_settings_page_pbx_overrides_pbx() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(
+        dir.path(),
+        &[
+            "--pbx",
+            "asterisk",
+            "--pbx-host",
+            "10.0.0.5",
+            "--pbx-port",
+            "1",
+        ],
+    );
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (shown, err) = check();
+    assert!(
+        !shown.contains("overridden") && !err.contains("overridden"),
+        "{err}"
+    );
+
+    // An admin saves a FreeSWITCH on the settings page.
+    let mut db = rusqlite::Connection::open(dir.path().join("data/appliance.db")).unwrap();
+    db.execute(
+        "INSERT INTO flowlu_integrations (id, platform, account_id, app_id, domain,
+             app_version, placement_id, ratelimit, webhook_secret, created_at, updated_at)
+         VALUES (3, 'flowlu.com', '3', 'app', 'test.flowlu.com', '1', 'p', 16, 's', 0, 0)",
+        [],
+    )
+    .unwrap();
+    let saved = appliance::pbx::ConnectionSettings {
+        kind: appliance::config::PbxType::Freeswitch,
+        host: "127.0.0.1".into(),
+        port: 8021,
+        user: String::new(),
+        secret: appliance::secret::Secret::new("pbx-pass-2"),
+    };
+    appliance::flowlu::admission::admit(&db, "test.flowlu.com", "cli").unwrap();
+    assert!(appliance::db::pbx_settings::save(&mut db, &saved, 3, true).unwrap());
+    let (shown, err) = check();
+    let first = shown.lines().next().unwrap();
+    assert!(first.starts_with("# [pbx] below is overridden"), "{shown}");
+    assert!(first.contains("freeswitch at 127.0.0.1:8021"), "{first}");
+    assert!(first.contains("asterisk at 10.0.0.5:1"), "{first}");
+    assert!(err.contains("settings page"), "{err}");
+    assert!(!shown.contains("pbx-pass-2") && !err.contains("pbx-pass-2"));
+    // Still a configuration TOML parses.
+    toml::from_str::<toml::Value>(&shown).unwrap();
+}
+
+#[test]
+fn recordings_revoke_withdraws_a_calls_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path(), &[]);
+    let db = rusqlite::Connection::open(dir.path().join("data/appliance.db")).unwrap();
+    for (n, call) in ["c1", "c1", "c2"].iter().enumerate() {
+        let link = appliance::recordings::store::Link {
+            call_id: call.to_string(),
+            path: "/var/spool/asterisk/monitor/x.wav".into(),
+            content_type: "audio/wav".into(),
+            size: 1,
+            created_at: 0,
+            expires_at: appliance::recordings::store::NEVER,
+        };
+        let hash = appliance::recordings::store::token_hash(&format!("token-{n}"));
+        appliance::recordings::store::insert(&db, &hash, &link).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["recordings", "revoke", "c1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2 recording link(s) revoked"
+    );
+    let left: Vec<String> = db
+        .prepare("SELECT call_id FROM recording_links")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, ["c2"]);
+    let (code, err) = run(&["recordings", "revoke"], &config);
+    assert_eq!(code, 2, "a call id or --all is required: {err}");
 }

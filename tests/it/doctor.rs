@@ -214,23 +214,53 @@ fn findings_of(
         .collect()
 }
 
+/// The doctor's view of the running appliance `r`: its listener on loopback, its routing
+/// ports as the service bound them, `public_url` as given.
+fn service_context(r: &crate::flowlu_support::Rig, public_url: &str) -> appliance::doctor::Context {
+    let mut config = r.app.config.clone();
+    config.server.listen = r.app.addr.to_string();
+    if let Some(agi) = r.app.state.routing.agi_addr() {
+        config.routing.agi_listen = agi.to_string();
+    }
+    if let Some(esl) = r.app.state.routing.esl_addr() {
+        config.routing.esl_listen = esl.to_string();
+    }
+    config.server.public_url = public_url.into();
+    appliance::doctor::Context::new(r.app.dir.path().join("none.toml"), Ok(config))
+}
+
 /// The checks of what the running service talks to, in-process against a live appliance:
-/// the routing hook answers, each connected Flowlu account is reachable with its token,
-/// and the clock is compared with Flowlu's.
+/// its listener answers, the routing port is held by the service itself (its /healthz
+/// says so), public_url reaches it, each connected Flowlu account is reachable with its
+/// token, and the clock is compared with Flowlu's.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_running_service_and_its_flowlu_accounts_check_out() {
-    use appliance::doctor::{Context, Status, run};
+    use appliance::doctor::{Status, run};
 
     let r = connected_service().await;
     let agi =
         crate::harness::eventually(10, "FastAGI bound", async || r.app.state.routing.agi_addr())
             .await;
-    let mut config = r.app.config.clone();
-    config.routing.agi_listen = agi.to_string();
-    let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config));
+    // The test certificate names localhost but no public CA signed it.
+    let public = format!("https://localhost:{}", r.app.addr.port());
+    let ctx = service_context(&r, &public);
     let findings = run(&ctx).await;
     let of = |check: &str| findings_of(&findings, check);
+    assert_eq!(of("https")[0].0, Status::Ok, "{findings:?}");
+    assert!(
+        of("https")[0].1.contains(&r.app.addr.to_string()),
+        "{findings:?}"
+    );
     assert_eq!(of("routing")[0].0, Status::Ok, "{findings:?}");
+    assert!(
+        of("routing")[0].1.contains(&format!("agi://{agi}/route")),
+        "{findings:?}"
+    );
+    assert_eq!(of("public_url")[0].0, Status::Warn, "{findings:?}");
+    assert!(
+        of("public_url")[0].1.contains("not trusted"),
+        "{findings:?}"
+    );
     let flowlu = of("flowlu");
     assert_eq!(flowlu.len(), 1, "{findings:?}");
     assert_eq!(flowlu[0].0, Status::Ok, "{findings:?}");
@@ -245,30 +275,62 @@ async fn the_running_service_and_its_flowlu_accounts_check_out() {
         Some("Bearer tok-1")
     );
 
-    // A token Flowlu refuses is a warning (the service refreshes it), nothing is changed.
+    // A public URL that does not lead here fails; a token Flowlu refuses is a warning
+    // (the service refreshes it), nothing is changed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("https://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
     r.fake.remove_user("tok-1");
-    let findings = run(&ctx).await;
-    let flowlu: Vec<_> = findings.iter().filter(|f| f.check == "flowlu").collect();
-    assert_eq!(flowlu[0].status, Status::Warn, "{findings:?}");
+    let findings = run(&service_context(&r, &nowhere)).await;
+    let of = |check: &str| findings_of(&findings, check);
+    assert_eq!(of("public_url")[0].0, Status::Fail, "{findings:?}");
+    assert!(
+        of("public_url")[0].1.contains("does not reach"),
+        "{findings:?}"
+    );
+    assert_eq!(of("flowlu")[0].0, Status::Warn, "{findings:?}");
     assert_eq!(
         r.count("SELECT needs_reconnect FROM flowlu_integrations"),
         0
     );
 }
 
+/// The routing port held by another program: the service says it cannot listen, and the
+/// doctor fails naming the cause (today's "something answers" is no proof).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routing_port_held_by_another_program_fails() {
+    use appliance::doctor::{Status, run};
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let busy_for_config = busy.clone();
+    let r = crate::flowlu_support::rig(move |c| {
+        c.pbx = crate::fake_pbx::pbx_config("asterisk", 1);
+        c.routing.agi_listen = busy_for_config;
+    })
+    .await;
+    crate::harness::eventually(10, "FastAGI unavailable", async || {
+        let health = r.app.get("/healthz").await.json();
+        (health["routing"]["agi"]["state"] == "unavailable").then_some(())
+    })
+    .await;
+    let findings = run(&service_context(&r, "")).await;
+    let routing = findings_of(&findings, "routing");
+    assert_eq!(routing[0].0, Status::Fail, "{findings:?}");
+    assert!(routing[0].1.contains(&busy), "{routing:?}");
+    assert!(routing[0].1.contains("another program"), "{routing:?}");
+    drop(taken);
+}
+
 /// The PBX saved on the settings page is the one the service uses, so it is the one the
-/// doctor checks: here a FreeSWITCH (the config file says Asterisk), whose routing hook is
-/// the outbound event socket the running appliance serves.
+/// doctor checks: here a FreeSWITCH (the config file says Asterisk), whose routing server
+/// is the outbound event socket the running appliance now serves.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
-    use appliance::doctor::{Context, Status, run};
+    use appliance::doctor::{Status, run};
     use appliance::pbx::ConnectionSettings;
 
     let r = connected_service().await;
-    let esl = crate::harness::eventually(10, "ESL routing bound", async || {
-        r.app.state.routing.esl_addr()
-    })
-    .await;
     // A closed port for the PBX itself: the login check fails and says where it came from.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
@@ -281,12 +343,18 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
         user: String::new(),
         secret: appliance::secret::Secret::new("pbx-pass-1"),
     };
+    // As the settings page saves it: stored, then published to the running service.
     assert!(appliance::db::pbx_settings::save(&mut r.app.db(), &saved, id, false).unwrap());
+    r.app.state.pbx_settings.send_replace(Some(saved));
+    let esl = crate::harness::eventually(10, "ESL routing bound", async || {
+        let health = r.app.get("/healthz").await.json();
+        (health["pbx_detail"]["type"] == "freeswitch")
+            .then(|| r.app.state.routing.esl_addr())
+            .flatten()
+    })
+    .await;
 
-    let mut config = r.app.config.clone();
-    config.routing.esl_listen = esl.to_string();
-    let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config.clone()));
-    let findings = run(&ctx).await;
+    let findings = run(&service_context(&r, "")).await;
     let of = |check: &str| findings_of(&findings, check);
     let routing = of("routing");
     assert_eq!(routing.len(), 1, "{findings:?}");
@@ -302,15 +370,4 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
         !format!("{findings:?}").contains("pbx-pass-1"),
         "never the secret"
     );
-
-    // Something else on the port (here the FastAGI server, which does not say `connect`)
-    // is told apart from the appliance's event socket.
-    let agi =
-        crate::harness::eventually(10, "FastAGI bound", async || r.app.state.routing.agi_addr())
-            .await;
-    config.routing.esl_listen = agi.to_string();
-    let ctx = Context::new(r.app.dir.path().join("none.toml"), Ok(config));
-    let findings = run(&ctx).await;
-    let routing: Vec<_> = findings.iter().filter(|f| f.check == "routing").collect();
-    assert_ne!(routing[0].status, Status::Ok, "{findings:?}");
 }

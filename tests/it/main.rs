@@ -38,6 +38,7 @@ mod recordings;
 mod recordings_publish;
 mod routing;
 mod server;
+mod service;
 mod smoke;
 mod webhook;
 mod webhook_calls;

@@ -10,13 +10,21 @@ async fn loopback_reads_metrics_with_routes_statuses_and_pbx_state() {
     app.get("/healthz").await;
     let secret_path = "/hooks/flowlu/7/very-secret-token";
     assert_eq!(app.get(secret_path).await.status, 404);
-    let resp = app.get("/metrics").await;
+    let resp = app
+        .request(
+            "GET",
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+            None,
+        )
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert!(
         resp.header("content-type")
             .unwrap()
             .starts_with("application/openmetrics-text"),
     );
+    assert!(resp.body.ends_with("# EOF\n"), "{}", resp.body);
     let text = &resp.body;
     // Start-up polling asked /healthz too: at least our two requests.
     let healthz: u64 = text
@@ -108,4 +116,61 @@ async fn remote_clients_need_the_bearer_token() {
     let resp = app.request("POST", "/metrics", &[], None).await;
     assert_eq!(resp.status, 405);
     app.stop().await.unwrap();
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) accepts what a scraper that
+/// does not ask for OpenMetrics gets: the Prometheus text format 0.0.4.
+#[tokio::test]
+async fn the_text_format_passes_promtool() {
+    let app = TestApp::start().await;
+    app.get("/healthz").await;
+    for accept in [None, Some("text/plain"), Some("*/*")] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        let resp = app.request("GET", "/metrics", &headers, None).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        assert_eq!(
+            resp.header("content-type").unwrap(),
+            "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        assert!(!resp.body.contains("# EOF") && !resp.body.contains("# UNIT"));
+        assert!(
+            resp.body
+                .contains("# TYPE appliance_http_requests_total counter")
+        );
+        assert!(resp.body.contains("# TYPE appliance_build_info gauge"));
+    }
+    let body = app.get("/metrics").await.body;
+    app.stop().await.unwrap();
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match promtool {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED the_text_format_passes_promtool: promtool is not installed \
+                 (apt-get install prometheus); in CI this test fails instead"
+            );
+            return;
+        }
+        Err(e) => panic!("cannot run promtool (apt-get install prometheus): {e}"),
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused it:\n{}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -44,6 +44,16 @@ pub fn rec_dirs() -> RecDirs {
 
 /// An appliance serving recordings from `dirs`.
 pub async fn start(dirs: &RecDirs, public_url: &str, max_wait: &str) -> TestApp {
+    start_edited(dirs, public_url, max_wait, |_| {}).await
+}
+
+/// [`start`], then `edit` adjusts the config.
+pub async fn start_edited(
+    dirs: &RecDirs,
+    public_url: &str,
+    max_wait: &str,
+    edit: impl FnOnce(&mut appliance::config::Config),
+) -> TestApp {
     let (monitor, freeswitch) = (dirs.monitor.clone(), dirs.freeswitch.clone());
     let (public_url, max_wait) = (public_url.to_string(), max_wait.to_string());
     TestApp::start_with(move |c| {
@@ -54,6 +64,7 @@ pub async fn start(dirs: &RecDirs, public_url: &str, max_wait: &str) -> TestApp 
         ];
         c.recordings.settle = "50ms".into();
         c.recordings.max_wait = max_wait;
+        edit(c);
     })
     .await
 }
@@ -167,10 +178,10 @@ async fn a_published_recording_is_served_with_its_type_length_and_validators() {
     assert_eq!(token.len(), 43);
     assert_eq!(published.size, 48_044);
     assert!(format!("{published:?}").contains("***") && !format!("{published:?}").contains(token));
-    let ttl = published.expires_at - now_ms();
-    assert!(
-        (7 * 86_400_000 - 60_000..=7 * 86_400_000).contains(&ttl),
-        "{ttl}"
+    assert_eq!(
+        published.expires_at,
+        recordings::store::NEVER,
+        "valid while the file is kept"
     );
 
     let got = fetch(&app, "GET", &path, &[]).await;
@@ -380,6 +391,54 @@ async fn expired_links_answer_410_and_are_swept_later() {
     // A file the PBX deleted since: gone as well.
     std::fs::remove_file(&file).unwrap();
     assert_eq!(fetch(&app, "GET", &path_of(&third), &[]).await.status, 410);
+    app.stop().await.unwrap();
+}
+
+/// By default (`url_ttl = "0s"`) a link works as long as the file is kept, whatever
+/// later sweeps do, until it is revoked; with a `url_ttl` it expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn links_last_as_long_as_the_file_unless_revoked_or_given_a_lifetime() {
+    let dirs = rec_dirs();
+    let app = start(&dirs, PUBLIC_URL, "10s").await;
+    let file = write(&dirs.monitor, "kept.wav", &wav(100, true));
+    let kept = recordings::publish(&app.state, "c1", file.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(kept.expires_at, recordings::store::NEVER);
+    let other = recordings::publish(&app.state, "c2", "kept.wav")
+        .await
+        .unwrap();
+    let db = app.db();
+    // Published a year ago: still served, and not swept by a later publication.
+    db.execute(
+        "UPDATE recording_links SET created_at = created_at - ?1",
+        [365 * 86_400_000i64],
+    )
+    .unwrap();
+    recordings::publish(&app.state, "c3", "kept.wav")
+        .await
+        .unwrap();
+    assert_eq!(fetch(&app, "GET", &path_of(&kept), &[]).await.status, 200);
+
+    // Revoked (`appliance recordings revoke c1`): 404, the other call's link still works.
+    assert_eq!(recordings::store::revoke(&db, Some("c1")).unwrap(), 1);
+    assert_eq!(fetch(&app, "GET", &path_of(&kept), &[]).await.status, 404);
+    assert_eq!(fetch(&app, "GET", &path_of(&other), &[]).await.status, 200);
+    app.stop().await.unwrap();
+
+    // An optional lifetime: the link carries its expiry.
+    let dirs = rec_dirs();
+    let app = start_edited(&dirs, PUBLIC_URL, "10s", |c| {
+        c.recordings.url_ttl = "7d".into()
+    })
+    .await;
+    write(&dirs.monitor, "short.wav", &wav(100, true));
+    let before = now_ms();
+    let short = recordings::publish(&app.state, "c4", "short.wav")
+        .await
+        .unwrap();
+    let week = 7 * 86_400_000;
+    assert!((before + week..=now_ms() + week).contains(&short.expires_at));
     app.stop().await.unwrap();
 }
 

@@ -40,6 +40,20 @@ fn on_port_zero(c: &mut Config) {
     c.routing.esl_listen = "127.0.0.1:0".into();
 }
 
+/// Routing on port 0 for a PBX of type `kind` (its own connection goes to a closed port).
+fn for_pbx(kind: &str) -> impl FnOnce(&mut Config) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    let kind = kind.to_string();
+    move |c: &mut Config| {
+        on_port_zero(c);
+        c.pbx.kind_name = kind;
+        c.pbx.host = "127.0.0.1".into();
+        c.pbx.port = port;
+        drop(closed);
+    }
+}
+
 /// The `[routing]` part of `/healthz` for `server` (`agi` or `esl`): state, listen, detail.
 async fn routing_health(app: &TestApp, server: &str) -> (String, String, String) {
     let body = app.get("/healthz").await.json();
@@ -105,7 +119,7 @@ async fn freeswitch_call(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn freeswitch_gets_the_crms_route_from_the_running_appliance() {
-    let app = TestApp::start_with_decider(on_port_zero, Arc::new(To1001)).await;
+    let app = TestApp::start_with_decider(for_pbx("freeswitch"), Arc::new(To1001)).await;
     let esl = eventually(10, "the outbound socket server listening", async || {
         let (state, listen, _) = routing_health(&app, "esl").await;
         (state == "listening").then_some(listen)
@@ -125,9 +139,11 @@ async fn freeswitch_gets_the_crms_route_from_the_running_appliance() {
             "exit",
         ]
     );
-    let (state, listen, _) = routing_health(&app, "agi").await;
-    assert_eq!(state, "listening");
-    assert!(TcpStream::connect(listen.as_str()).await.is_ok());
+    let (state, _, _) = routing_health(&app, "agi").await;
+    assert_eq!(
+        state, "not_started",
+        "a FreeSWITCH host never holds the FastAGI port"
+    );
     // Shutdown closes the routing ports with the rest.
     app.stop().await.unwrap();
     assert!(TcpStream::connect(esl.as_str()).await.is_err());
@@ -137,9 +153,10 @@ async fn freeswitch_gets_the_crms_route_from_the_running_appliance() {
 async fn a_routing_port_in_use_is_reported_and_the_appliance_keeps_serving() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
+    let freeswitch = for_pbx("freeswitch");
     let app = TestApp::start_with_decider(
         |c| {
-            on_port_zero(c);
+            freeswitch(c);
             c.routing.esl_listen = busy.clone();
         },
         Arc::new(To1001),
@@ -151,21 +168,31 @@ async fn a_routing_port_in_use_is_reported_and_the_appliance_keeps_serving() {
     })
     .await;
     assert!(detail.contains(&busy), "{detail}");
-    assert_eq!(routing_health(&app, "agi").await.0, "listening");
+    assert_eq!(app.get("/healthz").await.json()["status"], "degraded");
     // The settings page and everything else still answer.
     assert_eq!(app.get("/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn by_default_both_servers_listen_and_ask_the_crm() {
-    let app = TestApp::start_with(on_port_zero).await;
-    for server in ["agi", "esl"] {
-        let (state, listen, _) = eventually(10, "the routing servers listening", async || {
-            let health = routing_health(&app, server).await;
-            (health.0 == "listening").then_some(health)
+async fn each_pbx_type_holds_only_its_own_port_and_lets_go_without_a_pbx() {
+    for (kind, own, other) in [("asterisk", "agi", "esl"), ("freeswitch", "esl", "agi")] {
+        let app = TestApp::start_with(for_pbx(kind)).await;
+        let listen = eventually(10, "its routing server listening", async || {
+            let (state, listen, _) = routing_health(&app, own).await;
+            (state == "listening").then_some(listen)
         })
         .await;
-        assert_eq!(state, "listening");
         assert!(listen.starts_with("127.0.0.1:"), "{listen}");
+        assert!(TcpStream::connect(listen.as_str()).await.is_ok());
+        assert_eq!(routing_health(&app, other).await.0, "not_started", "{kind}");
+        // The PBX removed (as the settings page publishes it): its port is let go too.
+        app.state.pbx_settings.send_replace(None);
+        eventually(10, "the routing server stopped", async || {
+            (routing_health(&app, own).await.0 == "not_started").then_some(())
+        })
+        .await;
+        assert!(TcpStream::connect(listen.as_str()).await.is_err(), "{kind}");
+        assert_eq!(routing_health(&app, other).await.0, "not_started", "{kind}");
+        app.stop().await.unwrap();
     }
 }

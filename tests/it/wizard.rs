@@ -24,6 +24,8 @@ fn wizard(dir: &Path, ami_addr: &str, esl_addr: &str, manager_conf: &Path) -> Pt
         .args(["--detect-ami", ami_addr, "--detect-esl", esl_addr])
         .arg("--manager-conf")
         .arg(manager_conf)
+        .arg("--freepbx-conf")
+        .arg(dir.join("no-freepbx.conf"))
         .env_remove("RUST_LOG")
         .env_remove("APPLIANCE_PBX__SECRET");
     Pty::spawn(cmd)
@@ -239,6 +241,7 @@ fn init_flags_set_up_acme_and_report_the_login_test() {
             "freeswitch",
             "--pbx-port",
             &closed_port().to_string(),
+            "--pbx-optional",
         ])
         .arg("--config")
         .arg(&config)
@@ -307,4 +310,100 @@ fn init_flags_set_up_acme_and_report_the_login_test() {
         text,
         "a refused --init changes nothing"
     );
+}
+
+/// `--init` with flags only, into `dir`; returns (exit code, stdout, stderr).
+fn init_with(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = crate::smoke::init_command(dir, extra).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The `[pbx]` key `key` of the config `--init` wrote into `dir`.
+fn written(dir: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    config_value(&parsed, "pbx", key)
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn a_failed_pbx_login_stops_init_unless_the_pbx_is_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port().to_string();
+    let pbx = [
+        "--pbx",
+        "asterisk",
+        "--pbx-port",
+        port.as_str(),
+        "--pbx-user",
+        "ami",
+    ];
+    let (code, _, err) = init_with(dir.path(), &pbx);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    assert!(
+        err.contains(&format!("asterisk login at 127.0.0.1:{port} failed"))
+            && err.contains("not reachable")
+            && err.contains("--pbx-optional"),
+        "{err}"
+    );
+    assert!(!dir.path().join("config.toml").exists(), "nothing written");
+    assert!(!dir.path().join("data").exists(), "nothing written");
+
+    let optional: Vec<&str> = pbx.iter().copied().chain(["--pbx-optional"]).collect();
+    let (code, out, err) = init_with(dir.path(), &optional);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("PBX:           asterisk at 127.0.0.1:{port}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("PBX login:     FAILED, the PBX is not reachable"),
+        "{out}"
+    );
+    assert!(dir.path().join("config.toml").exists());
+
+    // No PBX named: nothing to test, nothing to fail (the README's first command).
+    let other = tempfile::tempdir().unwrap();
+    let (code, out, err) = init_with(other.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("PBX:           not configured yet"), "{out}");
+}
+
+#[test]
+fn freepbx_is_detected_and_its_dialplan_proposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let freepbx = dir.path().join("freepbx.conf");
+    std::fs::write(&freepbx, "<?php\n$amp_conf['AMPDBUSER'] = 'freepbxuser';\n").unwrap();
+    let port = closed_port().to_string();
+    let asterisk_with = |dir: &Path, freepbx_conf: &Path| {
+        let conf = freepbx_conf.display().to_string();
+        let args = ["--pbx", "asterisk", "--pbx-port", &port, "--pbx-optional"];
+        init_with(dir, &[&args[..], &["--freepbx-conf", &conf]].concat())
+    };
+    let (code, out, err) = asterisk_with(dir.path(), &freepbx);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("FreePBX:       detected: agents are rung through Local/{ext}@from-internal"),
+        "{out}"
+    );
+    assert_eq!(
+        written(dir.path(), "agent_channel").as_deref(),
+        Some("Local/{ext}@from-internal")
+    );
+    assert_eq!(
+        written(dir.path(), "context").as_deref(),
+        Some("from-internal")
+    );
+
+    // Without FreePBX (or for FreeSWITCH) the defaults stay.
+    let plain = tempfile::tempdir().unwrap();
+    let (code, _, err) = asterisk_with(plain.path(), &plain.path().join("none.conf"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(written(plain.path(), "agent_channel").as_deref(), Some(""));
 }

@@ -168,6 +168,11 @@ impl Tracker {
         }
     }
 
+    /// New `[calls]` rules (a reload); calls in progress keep what they were told apart as.
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
     pub fn rules(&self) -> &Rules {
         &self.rules
     }

@@ -86,7 +86,8 @@ async fn serve(state: &State, query: Option<&str>) -> Result<Response, HttpError
         .run(move |c| store::integration_for_key(c, &k))
         .await?
         .ok_or(C2cError::Forbidden)?;
-    let c2c = &state.config.c2c;
+    let config = state.current();
+    let c2c = &config.c2c;
     if let Err(wait) = state
         .c2c
         .take(&key, c2c.rate_per_minute, c2c.burst, Instant::now())

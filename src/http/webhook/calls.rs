@@ -65,7 +65,7 @@ async fn place(state: &State, integration: i64, m: &CallMake) -> Result<String, 
                 .collect::<String>()
         })
         .filter(|l| !l.is_empty());
-    if state.config.webhook.refuse_busy_agents && agent_busy(state, &extension).await {
+    if state.current().webhook.refuse_busy_agents && agent_busy(state, &extension).await {
         return Err(WebhookError::AgentBusy(extension));
     }
     let call = state

@@ -137,7 +137,7 @@ pub async fn once(
 ) -> Result<Response, WebhookError> {
     if !keys.keys.is_empty() {
         let deadline = tokio::time::Instant::now() + WAIT;
-        let window = state.config.webhook.replay_window().as_millis() as i64;
+        let window = state.current().webhook.replay_window().as_millis() as i64;
         loop {
             let notified = state.webhook.settled.notified();
             tokio::pin!(notified);

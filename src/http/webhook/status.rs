@@ -43,8 +43,9 @@ pub async fn employees(state: &State, integration: i64) -> Result<Answer, Webhoo
         .filter_map(|u| u.extension.as_deref().map(|e| (e, u)))
         .collect();
     let others: HashSet<&str> = others.iter().map(String::as_str).collect();
-    let rules = Rules::new(&state.config.calls);
-    let trunks = &state.config.calls.trunk_endpoints;
+    let config = state.current();
+    let rules = Rules::new(&config.calls);
+    let trunks = &config.calls.trunk_endpoints;
     let mut items = Vec::new();
     let mut listed = HashSet::new();
     for line in live.iter().flatten() {
