@@ -42,7 +42,7 @@ use crate::app::State;
 pub use error::HttpError;
 pub use forwarded::TrustedProxies;
 pub use pages::Pages;
-pub use redact::redact_path;
+pub use redact::{redact_path, redact_text, redact_url};
 pub use respond::{Body, Response, read_body};
 
 /// What a handler knows about the client beyond the request itself.
