@@ -102,5 +102,10 @@ pub fn init_logging(config: &Config) {
         }
     }
     builder.format_timestamp_millis();
-    let _ = builder.try_init();
+    let logger = builder.build();
+    let level = logger.filter();
+    // Dependencies' lines (a URL ureq sends to) lose their secrets like ours do.
+    if log::set_boxed_logger(Box::new(crate::http::RedactingLog(logger))).is_ok() {
+        log::set_max_level(level);
+    }
 }

@@ -42,7 +42,7 @@ use crate::app::State;
 pub use error::HttpError;
 pub use forwarded::TrustedProxies;
 pub use pages::Pages;
-pub use redact::{redact_path, redact_text, redact_url};
+pub use redact::{RedactingLog, redact_path, redact_text, redact_url};
 pub use respond::{Body, Response, read_body};
 
 /// What a handler knows about the client beyond the request itself.
@@ -178,6 +178,12 @@ async fn serve_connection<IO>(
 async fn handle(state: State, ctx: Ctx, req: hyper::Request<Incoming>) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
+    // Any method name is accepted by the parser: one could be a pasted secret.
+    let logged_method = if redact::looks_secret(method.as_str()) {
+        "***"
+    } else {
+        method.as_str()
+    };
     let logged_path = redact_path(req.uri().path(), req.uri().query());
     let mut response = router::route(&state, &ctx, req).await;
     let route = response
@@ -207,7 +213,7 @@ async fn handle(state: State, ctx: Ctx, req: hyper::Request<Incoming>) -> Respon
         target: "appliance::access",
         "{} {} {} {} {}ms",
         ctx.client_ip,
-        method,
+        logged_method,
         logged_path,
         response.status().as_u16(),
         started.elapsed().as_millis()

@@ -226,5 +226,37 @@ fn mask_runs(word: &str) -> String {
     out
 }
 
+/// A logger that passes every line of other crates (ureq, hyper, rustls...: they may
+/// print a URL we send to, with its token) through [`redact_text`] before `L` writes it.
+/// The appliance's own lines are left as written: each place that logs a path or URL
+/// redacts it, and call and event ids stay readable.
+pub struct RedactingLog<L>(pub L);
+
+impl<L: log::Log> log::Log for RedactingLog<L> {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.target().starts_with("appliance") {
+            return self.0.log(record);
+        }
+        let text = redact_text(&record.args().to_string());
+        self.0.log(
+            &log::Record::builder()
+                .args(format_args!("{text}"))
+                .metadata(record.metadata().clone())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests;
