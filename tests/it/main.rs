@@ -37,6 +37,7 @@ mod recordings_publish;
 mod redaction;
 mod routing;
 mod server;
+mod server_limits;
 mod smoke;
 mod webhook;
 mod webhook_calls;
