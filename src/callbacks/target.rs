@@ -106,13 +106,16 @@ pub fn check_header(name: &str, value: &str) -> Result<Option<(String, String)>,
     Ok(Some((name.to_string(), value.to_string())))
 }
 
-/// The URL as the settings page and logs show it: the query (often a token) masked.
+/// The URL as the settings page and logs show it: the query (often a token) masked, and
+/// token-like path segments (`https://hooks.example/T0/<secret>`) too.
 pub fn display_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.query().is_some() {
                 u.set_query(Some("***"));
             }
+            let path = crate::http::redact_path(u.path(), None);
+            u.set_path(&path);
             u.to_string()
         }
         Err(_) => "***".into(),

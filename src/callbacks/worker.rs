@@ -309,6 +309,8 @@ fn describe(e: &ureq::Error, url: &str, timeout: Duration) -> String {
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection refused or unreachable".into(),
         ureq::Error::Io(io) => format!("network error: {}", io.kind()),
-        other => other.to_string().replace(url, &target::display_url(url)),
+        other => {
+            crate::http::redact_text(&other.to_string().replace(url, &target::display_url(url)))
+        }
     }
 }

@@ -27,6 +27,7 @@ static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// `RUST_LOG` wins when set; otherwise `[log] level` applies to our crate and `warn`
 /// to dependencies.
 pub fn init_logging(config: &Config) {
+    use crate::http::RedactingLog;
     let journal = stderr_is_journal();
     let mut builder = env_logger::Builder::new();
     let from_env = match std::env::var("RUST_LOG") {
@@ -50,11 +51,12 @@ pub fn init_logging(config: &Config) {
     }
     let logger = builder.build();
     let _ = FROM_ENV.set(from_env);
+    // Dependencies' lines (a URL ureq sends to) lose their secrets like ours do.
     let installed = if from_env {
         let max = logger.filter();
-        log::set_boxed_logger(Box::new(logger)).map(|()| log::set_max_level(max))
+        log::set_boxed_logger(Box::new(RedactingLog(logger))).map(|()| log::set_max_level(max))
     } else {
-        log::set_boxed_logger(Box::new(Filtered(logger)))
+        log::set_boxed_logger(Box::new(RedactingLog(Filtered(logger))))
     };
     if installed.is_ok() && !from_env {
         set_level(config.log.level.parse().unwrap_or(LevelFilter::Info));

@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_connections: u64,
+    /// Connections at once from one client address (IPv6: one /64); 0: no such cap.
+    pub max_connections_per_client: u64,
+    /// Addresses (IPs or CIDR ranges) not held to `max_connections_per_client`.
+    pub per_client_exempt: Vec<String>,
     pub shutdown_grace_secs: u64,
 }
 
@@ -344,6 +348,14 @@ impl Config {
         ] {
             if let Some(net) = nets.iter().find(|n| parse_net(n).is_none()) {
                 return bad(key, format!("{net:?} is not an IP address or CIDR range"));
+            }
+        }
+        for net in &s.per_client_exempt {
+            if parse_net(net).is_none() {
+                return bad(
+                    "server.per_client_exempt",
+                    format!("{net:?} is not an IP address or CIDR range"),
+                );
             }
         }
         if s.max_body_bytes < 1024 {

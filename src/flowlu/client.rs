@@ -160,7 +160,8 @@ impl Client {
             .body(body)
             .map_err(|e| FlowluError::Invalid(format!("cannot build a request to {path}: {e}")))?;
         let agent = self.agent.clone();
-        let what = format!("{method} {}{path}", target.domain);
+        // For logs and errors: a path's query may name a customer's number or a secret.
+        let what = crate::http::redact_text(&format!("{method} {}{path}", target.domain));
         let joined = tokio::task::spawn_blocking(move || {
             let mut resp = agent.run(request)?;
             let status = resp.status().as_u16();
@@ -185,7 +186,10 @@ impl Client {
             Ok(Err(ureq::Error::Timeout(_))) => {
                 return Err(FlowluError::TimedOut(what));
             }
-            Ok(Err(e)) => return Err(FlowluError::Unavailable(format!("{what}: {e}"))),
+            Ok(Err(e)) => {
+                let why = crate::http::redact_text(&e.to_string());
+                return Err(FlowluError::Unavailable(format!("{what}: {why}")));
+            }
             Err(e) => return Err(FlowluError::Unavailable(format!("{what}: {e}"))),
         };
         let text = String::from_utf8_lossy(&bytes);

@@ -43,7 +43,7 @@ pub struct IframeContext {
 
 /// Parses a JSON body. Not JSON, or not an object: 400.
 pub fn from_json(body: &[u8], utc_offset_minutes: i64) -> Result<IframeContext, FlowluError> {
-    let value: Value = serde_json::from_slice(body)
+    let value: Value = super::json::parse(body)
         .map_err(|e| FlowluError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(FlowluError::BadRequest(
@@ -67,12 +67,15 @@ pub fn from_fields(
             if !v.starts_with('{') {
                 return None;
             }
-            serde_json::from_str::<Value>(v)
-                .ok()
-                .filter(|doc| doc.get("domain").is_some())
+            let doc = serde_json::from_str::<Value>(v).ok()?;
+            doc.get("domain")?;
+            // Read again strictly: a key given twice in the embedded context is a 400.
+            Some(super::json::parse_str(v).map_err(|e| {
+                FlowluError::BadRequest(format!("the context field is not valid JSON: {e}"))
+            }))
         });
         if let Some(doc) = embedded {
-            return from_value(&doc, utc_offset_minutes);
+            return from_value(&doc?, utc_offset_minutes);
         }
     }
     from_value(&tree(fields)?, utc_offset_minutes)

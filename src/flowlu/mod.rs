@@ -20,6 +20,8 @@
 //!   answers (the handler is `http::webhook`).
 //! - [`crm`]: entity webhooks' payload, the contact cache, the call-handling rules and
 //!   their CRM requests (contacts, leads, tasks).
+//! - [`json::parse`]: the strict JSON reading (a key given twice is refused) of every
+//!   body that comes from outside.
 
 pub mod admission;
 pub mod client;
@@ -27,6 +29,7 @@ pub mod context;
 pub mod crm;
 pub mod domain;
 pub mod events;
+pub mod json;
 pub mod setup;
 pub mod store;
 pub mod tokens;

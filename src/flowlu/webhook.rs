@@ -136,7 +136,7 @@ pub struct CallRedirect {
 
 /// Reads one request body.
 pub fn parse(body: &[u8]) -> Result<Request, ShapeError> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| ShapeError::Json(e.to_string()))?;
+    let json: Value = super::json::parse(body).map_err(|e| ShapeError::Json(e.to_string()))?;
     let Value::Object(root) = json else {
         return Err(ShapeError::Field(
             "the body must be a JSON object {\"type\": ..., \"data\": {...}}".into(),

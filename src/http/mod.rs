@@ -6,6 +6,7 @@
 
 mod assets;
 pub mod c2c;
+mod conns;
 mod entity_hooks;
 mod error;
 mod form;
@@ -43,7 +44,7 @@ use crate::app::State;
 pub use error::HttpError;
 pub use forwarded::TrustedProxies;
 pub use pages::Pages;
-pub use redact::redact_path;
+pub use redact::{RedactingLog, redact_path, redact_text, redact_url};
 pub use respond::{Body, Response, read_body};
 
 /// What a handler knows about the client beyond the request itself.
@@ -72,13 +73,18 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(server.max_connections as usize));
     let graceful = GracefulShutdown::new();
     let proxies = Arc::new(TrustedProxies::from_config(server));
+    let conns = conns::Conns::new(
+        server.max_connections as usize,
+        server.max_connections_per_client as usize,
+        server
+            .per_client_exempt
+            .iter()
+            .chain(server.trusted_proxies.iter().filter(|_| server.plain_http))
+            .filter_map(|s| crate::config::parse_net(s))
+            .collect(),
+    );
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        // Wait for a free slot before accepting: excess clients queue in the kernel.
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -91,6 +97,25 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // One client's share taken: closed at once, so it waits in no queue of ours.
+        let Some(guard) = conns.admit(peer.ip()) else {
+            log::debug!("{peer}: too many connections from this address; closed");
+            continue;
+        };
+        // Every slot taken: make room by closing the oldest connection that has not sent
+        // a request yet; when all are serving, wait (further clients queue in the kernel).
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if conns.close_oldest_unproven(&guard) {
+                    log::debug!("all connections taken: closed the oldest idle one for {peer}");
+                }
+                tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let tls = tls.clone();
@@ -98,34 +123,15 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let idle = Duration::from_secs(state.config.server.idle_timeout_secs);
-            match tls {
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(mut tls_stream)) => {
-                            if tls_stream.get_ref().1.alpn_protocol()
-                                == Some(crate::tls::ACME_TLS_ALPN)
-                            {
-                                // An ACME tls-alpn-01 validation: the handshake was the answer.
-                                use tokio::io::AsyncWriteExt;
-                                let _ = tls_stream.shutdown().await;
-                                log::info!("ACME tls-alpn-01 validation from {peer}");
-                                return;
-                            }
-                            let io = io::IdleTimeout::new(tls_stream, idle);
-                            serve_connection(io, state, peer, "https", proxies, watcher).await;
-                        }
-                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
-                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
-                    }
-                }
-                None => {
-                    let io = io::IdleTimeout::new(stream, idle);
-                    serve_connection(io, state, peer, "http", proxies, watcher).await;
+            let deadline = guard.under_pressure.then_some(conns::PRESSURE_TIMEOUT);
+            let slot = guard.slot.clone();
+            tokio::select! {
+                () = connection(stream, peer, state, tls, proxies, watcher, slot.clone()) => {}
+                () = slot.closing(deadline) => {
+                    log::debug!("{peer}: no request in time while connections were short; closed");
                 }
             }
+            drop(guard);
         });
     }
     drop(listener);
@@ -141,6 +147,43 @@ pub async fn serve(
     }
 }
 
+/// One accepted connection: the TLS handshake (or none), then HTTP until it ends.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: State,
+    tls: Option<TlsAcceptor>,
+    proxies: Arc<TrustedProxies>,
+    watcher: Watcher,
+    slot: Arc<conns::Slot>,
+) {
+    let idle = Duration::from_secs(state.config.server.idle_timeout_secs);
+    match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(mut tls_stream)) => {
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                        // An ACME tls-alpn-01 validation: the handshake was the answer.
+                        use tokio::io::AsyncWriteExt;
+                        let _ = tls_stream.shutdown().await;
+                        log::info!("ACME tls-alpn-01 validation from {peer}");
+                        return;
+                    }
+                    let io = io::IdleTimeout::new(tls_stream, idle);
+                    serve_connection(io, state, peer, "https", proxies, watcher, slot).await;
+                }
+                Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+            }
+        }
+        None => {
+            let io = io::IdleTimeout::new(stream, idle);
+            serve_connection(io, state, peer, "http", proxies, watcher, slot).await;
+        }
+    }
+}
+
 async fn serve_connection<IO>(
     io: IO,
     state: State,
@@ -148,11 +191,14 @@ async fn serve_connection<IO>(
     scheme: &'static str,
     proxies: Arc<TrustedProxies>,
     watcher: Watcher,
+    slot: Arc<conns::Slot>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = Duration::from_secs(state.config.server.header_read_timeout_secs);
     let service = service_fn(move |req: hyper::Request<Incoming>| {
+        // A request arrived: this connection is in use, never closed to make room.
+        slot.prove();
         let state = state.clone();
         let (client_ip, scheme) = proxies.client(peer, scheme, req.headers());
         let ctx = Ctx {
@@ -179,6 +225,12 @@ async fn serve_connection<IO>(
 async fn handle(state: State, ctx: Ctx, req: hyper::Request<Incoming>) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
+    // Any method name is accepted by the parser: one could be a pasted secret.
+    let logged_method = if redact::looks_secret(method.as_str()) {
+        "***"
+    } else {
+        method.as_str()
+    };
     let logged_path = redact_path(req.uri().path(), req.uri().query());
     let mut response = router::route(&state, &ctx, req).await;
     let route = response
@@ -208,7 +260,7 @@ async fn handle(state: State, ctx: Ctx, req: hyper::Request<Incoming>) -> Respon
         target: "appliance::access",
         "{} {} {} {} {}ms",
         ctx.client_ip,
-        method,
+        logged_method,
         logged_path,
         response.status().as_u16(),
         started.elapsed().as_millis()

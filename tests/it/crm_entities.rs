@@ -206,6 +206,15 @@ async fn wrong_secrets_and_bad_payloads_are_refused_without_touching_the_cache()
         }
     };
     assert_eq!(raw("{not json", "application/json").await.status, 400);
+    // A key given twice (here the account's phone, at depth two) is a 400 as well.
+    let twice = raw(
+        r#"{"meta": {"module": "crm", "model": "account", "action": "create"},
+            "current": {"id": 7, "owner_id": "17", "phone": "+79161234567", "phone": "+79160000000"}}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(twice.status, 400, "{}", twice.body);
+    assert!(twice.body.contains("given twice"), "{}", twice.body);
     assert_eq!(
         raw("a=b", "application/x-www-form-urlencoded").await.status,
         415

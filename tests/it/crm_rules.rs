@@ -336,3 +336,91 @@ async fn a_contact_created_after_a_plain_failure_is_created_once_and_cached() {
     );
     assert_eq!(r.fake.count(LEAD_CREATE), 0, "no lead unless asked");
 }
+
+/// Waits until the one contact row was delivered.
+async fn contact_delivered(r: &Rig) {
+    eventually(20, "the contact row delivered", async || {
+        let n = r.count(
+            "SELECT count(*) FROM outbox WHERE kind = 'crm.contact.create' AND state = 'delivered'",
+        );
+        (n == 1).then_some(())
+    })
+    .await;
+}
+
+/// The cached contact of `number`.
+fn cached(r: &Rig, id: i64, number: &str) -> Option<crm::Known> {
+    r.app
+        .state
+        .db
+        .with_conn(|c| crm::lookup(c, id, number))
+        .unwrap()
+}
+
+/// A recorded call from an unknown caller with contact creation on, Flowlu listing
+/// `items` for any `account/list` and creating account 9200; returns once the contact
+/// row was delivered.
+async fn contact_call(items: serde_json::Value) -> (Rig, i64) {
+    let (fake, r, id, _) = recorded_call(
+        "sip-inbound-answered",
+        IncomingRouting::Pbx,
+        Rules {
+            create_contact: true,
+            ..Rules::default()
+        },
+    )
+    .await;
+    r.fake.set_reply(
+        ACCOUNT_LIST,
+        Reply::json(200, json!({"response": {"total": 3, "items": items}})),
+    );
+    r.fake.set_reply(
+        ACCOUNT_CREATE,
+        Reply::json(200, json!({"response": {"id": 9200}})),
+    );
+    fake.release_all().await;
+    contact_delivered(&r).await;
+    (r, id)
+}
+
+/// Flowlu ignores a filter it does not support: `account/list?filter[phone]=` then lists
+/// every account. An account that does not have the caller's number never becomes the
+/// caller's contact (nor is cached as such); the contact is created instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listed_account_without_the_callers_number_is_not_taken_as_the_contact() {
+    let (r, id) = contact_call(json!([
+        {"id": 1, "owner_id": 18, "phone": "+74950000000"},
+        {"id": 2, "phone": "", "phone2": "+79161234568"},
+        {"id": 3}
+    ]))
+    .await;
+    assert_eq!(r.fake.count(ACCOUNT_LIST), 1);
+    assert_eq!(r.fake.count(ACCOUNT_CREATE), 1, "no listed account matched");
+    let known = cached(&r, id, CALLER).unwrap();
+    assert_eq!(known.contact_id, "9200");
+    for other in ["74950000000", "79161234568"] {
+        let found = cached(&r, id, other);
+        assert!(found.is_none(), "{other} cached: {found:?}");
+    }
+    assert_eq!(
+        r.count("SELECT count(*) FROM crm_created WHERE entity_id IN ('1', '2', '3')"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listed_account_that_has_the_callers_number_is_the_contact() {
+    let (r, id) = contact_call(json!([
+        {"id": 1, "owner_id": 18, "phone": "+74950000000"},
+        {"id": 2, "owner_id": 19, "phone": "+74950000001",
+         "phone3": "+7 (916) 123-45-67"},
+        {"id": 3, "phone": "+79161234560"}
+    ]))
+    .await;
+    assert_eq!(r.fake.count(ACCOUNT_CREATE), 0, "found, not created");
+    let known = cached(&r, id, CALLER).unwrap();
+    assert_eq!(
+        (known.contact_id.as_str(), known.manager_id.as_deref()),
+        ("2", Some("19"))
+    );
+}

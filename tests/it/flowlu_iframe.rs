@@ -226,6 +226,49 @@ async fn validation_failures_are_clear_pages_and_call_nobody() {
     assert_eq!(r.count("SELECT count(*) FROM flowlu_integrations"), 0);
 }
 
+/// A JSON key given twice (at the top or nested, in a JSON body or in the one form field
+/// that carries the whole context) is a 400, as a form field given twice is: one request
+/// must never have two readings. Nothing is asked of Flowlu and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_key_given_twice_is_a_400_and_stores_nothing() {
+    let r = rig(|_| {}).await;
+    let ctx = Ctx::new("100", "acme.flowlu.com", "sekrit-1");
+    r.fake.add_user("sekrit-1", "1", "U", "");
+    let text = ctx.json().to_string();
+    assert!(
+        text.starts_with('{') && text.contains("\"auth\":{"),
+        "{text}"
+    );
+    let top = text.replacen('{', "{\"domain\":\"other.flowlu.com\",", 1);
+    let nested = text.replacen("\"auth\":{", "\"auth\":{\"access_token\":\"sekrit-2\",", 1);
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("data", &nested);
+    let embedded = form.finish();
+    for (ct, body) in [
+        ("application/json", top.as_str()),
+        ("application/json", nested.as_str()),
+        ("application/x-www-form-urlencoded", embedded.as_str()),
+    ] {
+        let resp = r
+            .app
+            .request("POST", IFRAME, &[("content-type", ct)], Some(body.into()))
+            .await;
+        assert_eq!(resp.status, 400, "{ct} {body}: {}", resp.body);
+        assert!(resp.body.contains("given twice"), "{}", resp.body);
+        assert!(!resp.body.contains("sekrit"), "{}", resp.body);
+    }
+    assert!(r.fake.requests().is_empty(), "{:?}", r.fake.requests());
+    for table in ["flowlu_integrations", "flowlu_users", "flowlu_tokens"] {
+        assert_eq!(
+            r.count(&format!("SELECT count(*) FROM {table}")),
+            0,
+            "{table}"
+        );
+    }
+    // The same context without the duplicate opens the page.
+    assert_eq!(r.post_json(IFRAME, &ctx.json()).await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn domains_outside_the_allow_list_are_refused_without_any_request() {
     let r = rig(|_| {}).await;

@@ -461,3 +461,36 @@ async fn call_redirect_sends_a_ringing_call_to_another_employee() {
         "call_not_ringing",
     );
 }
+
+/// A webhook body with a key given twice (`phone` in `data`, or `type`) is a 400: it
+/// dials nothing and stores nothing, not even an idempotency claim. The same request
+/// without the duplicate places the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_key_given_twice_is_a_400_and_places_no_call() {
+    let (h, fake) = with_ami(click_to_call(), |_| {}).await;
+    h.wait_pbx_up().await;
+    let json_ct = [
+        ("content-type", "application/json"),
+        ("x-request-id", "dup-1"),
+    ];
+    for body in [
+        r#"{"type": "call.make", "data": {"user_id": "u1", "phone": "+79990001122", "phone": "+79990009999"}}"#,
+        r#"{"type": "health.check", "type": "call.make", "data": {"user_id": "u1", "phone": "+79990001122"}}"#,
+    ] {
+        let resp = h
+            .post_raw(&h.path, &json_ct, body.as_bytes().to_vec())
+            .await;
+        assert_error(&resp, 400, "invalid_json");
+        assert!(resp.body.contains("given twice"), "{}", resp.body);
+    }
+    assert_eq!(calls(&h), 0);
+    assert_eq!(h.r.count("SELECT count(*) FROM webhook_requests"), 0);
+    assert!(fake.sent_named("Originate").is_empty(), "nothing dialled");
+    let ok = h
+        .call(
+            "call.make",
+            json!({"user_id": "u1", "phone": "+79990001122"}),
+        )
+        .await;
+    assert_eq!(ok.status, 202, "{}", ok.body);
+}

@@ -87,8 +87,7 @@ pub enum PayloadError {
 /// Reads a webhook body. `Ok(None)`: a valid webhook about something other than CRM
 /// accounts (acknowledged and ignored).
 pub fn parse_event(body: &[u8]) -> Result<Option<EntityEvent>, PayloadError> {
-    let json: Value =
-        serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+    let json: Value = super::json::parse(body).map_err(|e| PayloadError::Json(e.to_string()))?;
     let root = json
         .as_object()
         .ok_or_else(|| shape("the body must be a JSON object"))?;

@@ -265,7 +265,9 @@ async fn contact(
         version: None,
         retired: false,
     };
-    if let Some((found, manager)) = first_item(&listed) {
+    // Flowlu ignores a filter it does not support and lists every account: only one that
+    // really has the number is the caller's contact.
+    if let Some((found, manager)) = matching_item(&listed, number, country) {
         let a = account(found.clone(), manager);
         remember(
             state,
@@ -296,16 +298,27 @@ async fn contact(
     .await
 }
 
-/// The first account of a list answer (`response.items`), with its owner.
-fn first_item(r: &FlowluReply) -> Option<(String, Option<String>)> {
+/// The first account of a list answer (`response.items`) that has `number` (E.164
+/// digits) in one of its phone fields, read with the account's default `country` as the
+/// cache reads them; with its owner.
+fn matching_item(r: &FlowluReply, number: &str, country: &str) -> Option<(String, Option<String>)> {
     let v = classify(r).ok()?;
-    let item = v.get("items")?.as_array()?.first()?;
-    let text = |k: &str| match item.get(k)? {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
-    };
-    Some((text("id")?, text("owner_id").filter(|o| o != "0")))
+    v.get("items")?.as_array()?.iter().find_map(|item| {
+        let text = |k: &str| match item.get(k)? {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            _ => None,
+        };
+        let has_number = ["phone", "phone2", "phone3"].iter().any(|k| {
+            text(k).is_some_and(|raw| {
+                crate::calls::phone::normalize(&raw, country).is_ok_and(|n| n == number)
+            })
+        });
+        if !has_number {
+            return None;
+        }
+        Some((text("id")?, text("owner_id").filter(|o| o != "0")))
+    })
 }
 
 #[cfg(test)]
@@ -325,16 +338,37 @@ mod tests {
         assert_eq!(created_id(&answer(200, r#"{"id": "6"}"#)), Some("6".into()));
         assert_eq!(created_id(&answer(200, r#"{"response": {}}"#)), None);
         assert_eq!(created_id(&answer(500, r#"{"id": 5}"#)), None);
-        let list = r#"{"response": {"items": [{"id": 9, "owner_id": 0}, {"id": 10}]}}"#;
-        assert_eq!(first_item(&answer(200, list)), Some(("9".into(), None)));
-        let owned = r#"{"response": {"items": [{"id": "9", "owner_id": 17}]}}"#;
+        let n = "79161234567";
+        let list = r#"{"response": {"items": [{"id": 9, "owner_id": 0, "phone": "+79161234567"},
+                      {"id": 10, "phone": "+79161234567"}]}}"#;
         assert_eq!(
-            first_item(&answer(200, owned)),
+            matching_item(&answer(200, list), n, "7"),
+            Some(("9".into(), None))
+        );
+        let owned = r#"{"response": {"items": [{"id": "9", "owner_id": 17, "phone3": "8 (916) 123-45-67"}]}}"#;
+        assert_eq!(
+            matching_item(&answer(200, owned), n, "7"),
             Some(("9".into(), Some("17".into())))
         );
         assert_eq!(
-            first_item(&answer(200, r#"{"response": {"items": []}}"#)),
+            matching_item(&answer(200, r#"{"response": {"items": []}}"#), n, "7"),
             None
+        );
+    }
+
+    #[test]
+    fn a_listed_account_without_the_number_is_not_the_contact() {
+        let n = "79161234567";
+        // Flowlu ignored the filter: every account, none with the caller's number.
+        let unrelated = r#"{"response": {"items": [{"id": 1, "phone": "+74950000000"},
+                           {"id": 2}, {"id": 3, "phone": "not a number", "phone2": "79161234568"}]}}"#;
+        assert_eq!(matching_item(&answer(200, unrelated), n, "7"), None);
+        let among = r#"{"response": {"items": [{"id": 1, "phone": "+74950000000"},
+                       {"id": 2, "phone": "+1 202 555 0100", "phone2": "+7 916 123-45-67", "owner_id": "5"},
+                       {"id": 3, "phone": "+79161234567"}]}}"#;
+        assert_eq!(
+            matching_item(&answer(200, among), n, "7"),
+            Some(("2".into(), Some("5".into())))
         );
     }
 
