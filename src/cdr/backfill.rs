@@ -25,7 +25,8 @@ use crate::calls::tracker::{Emit, Rules, Update};
 use crate::calls::{Call, CallState, CallStatus};
 use crate::outbox::now_ms;
 
-/// The tracker's words for a call it closed without seeing its end (`tracker::legs`).
+/// The tracker's words for a call it closed without seeing its end (`tracker::legs`;
+/// the cause may lead with a code, `0 ended while…`).
 const BLIND_CLOSE: &[&str] = &[
     "ended while the PBX connection was down",
     "ended while the appliance was not connected to the PBX",
@@ -81,7 +82,7 @@ pub fn plan(
                     && known
                         .hangup_cause
                         .as_deref()
-                        .is_some_and(|c| BLIND_CLOSE.contains(&c)) =>
+                        .is_some_and(|c| BLIND_CLOSE.iter().any(|b| c.contains(b))) =>
             {
                 known.answered_at = call.answered_at.or(known.answered_at);
                 known.ended_at = call.ended_at;
@@ -148,20 +149,34 @@ pub fn apply(
     Ok((summary, written))
 }
 
-/// Notes that the PBX is alive, in the database at most every [`Seen::EVERY_MS`].
+/// Notes that the PBX is alive, in the database at most every [`Seen::EVERY_MS`]. From a
+/// start or a disconnect until the next resync the gap is open: nothing is noted, so the
+/// back-fill that follows the resync still reads from the last time the PBX was seen.
 #[derive(Debug, Default)]
 pub struct Seen {
     written: i64,
+    /// Between a resync and the next disconnect.
+    live: bool,
 }
 
 impl Seen {
     const EVERY_MS: i64 = 30_000;
 
-    /// An event batch came in at `now` (`force`: the connection just ended).
-    pub async fn note(&mut self, state: &State, now: i64, force: bool) {
-        if !state.config.cdr.enabled() || (!force && now - self.written < Self::EVERY_MS) {
+    /// An event batch came in at `now` (`gone`: the connection just ended; `resynced`:
+    /// the PBX's channels were just read again, and the back-fill is taking the gap).
+    pub async fn note(&mut self, state: &State, now: i64, gone: bool, resynced: bool) {
+        if !state.config.cdr.enabled() {
             return;
         }
+        if resynced {
+            self.live = true;
+            self.written = now;
+            return;
+        }
+        if !(gone && self.live) && (!self.live || now - self.written < Self::EVERY_MS) {
+            return;
+        }
+        self.live &= !gone;
         self.written = now;
         if let Err(e) = state
             .db

@@ -366,11 +366,11 @@ impl Core {
         let gone = batch
             .iter()
             .any(|e| matches!(e.event, Event::Disconnected { .. }));
-        self.seen.note(state, now, gone).await;
         let resynced = batch
             .iter()
             .any(|e| matches!(e.event, Event::Resync { .. }));
         self.events_written(state, updates).await;
+        self.seen.note(state, now, gone, resynced).await;
         if resynced {
             crate::cdr::backfill::spawn_after_resync(state, now);
         }
