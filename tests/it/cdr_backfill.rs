@@ -250,3 +250,70 @@ async fn a_call_open_when_the_pbx_link_was_cut_gets_its_real_talk_time() {
         "never reported as a second call"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_import_run_twice_sends_nothing_the_second_time() {
+    let fake: Fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
+    let (r, _id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("Master.csv");
+    // Last week's calls, as if the PBX had made them an hour ago.
+    let shift =
+        (appliance::outbox::now_ms() - 3_600_000 - fixture_ms("2026-11-23 06:46:08")) / 1000;
+    for scenario in [
+        "sip-inbound-answered",
+        "sip-inbound-missed",
+        "sip-agent-to-agent",
+    ] {
+        append_csv(&csv, &fixture_rows(scenario), shift);
+    }
+    let mut config = r.app.state.config.as_ref().clone();
+    cdr_config(&mut config, &csv);
+    let import = |dry_run: bool| {
+        r.app.state.db.with_conn(|c| {
+            appliance::cdr::import::run(
+                c,
+                &config,
+                86_400_000,
+                appliance::outbox::now_ms(),
+                dry_run,
+            )
+        })
+    };
+    let (dry, _) = import(true).unwrap();
+    assert_eq!((dry.found, dry.new.len()), (3, 3));
+    assert!(
+        r.fake.requests_to(&hook).is_empty(),
+        "a dry run sends nothing"
+    );
+    let (first, _) = import(false).unwrap();
+    assert_eq!(first.new.len(), 3);
+    let ids: Vec<String> = first.new.iter().map(|c| c.id.clone()).collect();
+    r.app.state.outbox.wake();
+    eventually(20, "all imported calls delivered", async || {
+        let (done, all) = r
+            .app
+            .state
+            .db
+            .with_conn(|c| {
+                appliance::cdr::import::progress(c, &ids).map_err(appliance::db::DbError::from)
+            })
+            .unwrap();
+        (all > 0 && done == all).then_some(())
+    })
+    .await;
+    let sent = r.fake.requests_to(&hook);
+    assert_eq!(
+        sent.iter()
+            .filter(|q| q.json()["event"] == "call.completed")
+            .count(),
+        3
+    );
+    let (second, _) = import(false).unwrap();
+    assert_eq!((second.found, second.new.len()), (3, 0), "nothing twice");
+    assert_eq!(r.count("SELECT count(*) FROM outbox"), sent.len() as i64);
+    assert_eq!(
+        r.count("SELECT count(*) FROM cdr_runs WHERE kind = 'import'"),
+        2
+    );
+}
