@@ -103,6 +103,7 @@ pub const CHECKS: &[Check] = &[
     checks::acme,
     checks::pbx,
     checks::recordings,
+    checks::cdr,
     service::routing,
     service::flowlu,
 ];

@@ -155,6 +155,14 @@ async fn calls_made_while_the_appliance_was_stopped_are_reported_once_at_start()
     let outgoing = &calls["79990001122"].last().unwrap()["call"];
     assert_eq!(outgoing["direction"], "outgoing");
     assert_eq!(outgoing["extension"], "100");
+    let health = r.app.get("/healthz").await.json();
+    assert_eq!(health["backfill"]["reported"], 2, "{health}");
+    assert_eq!(health["backfill"]["found"], 3);
+    let metrics = r.app.state.metrics.render(&r.app.state.pbx.get());
+    assert!(
+        metrics.contains("appliance_calls_backfilled_total 2"),
+        "{metrics}"
+    );
     // Restarted again over the same records: nothing is sent twice.
     let sent = r.fake.requests_to(&hook).len();
     let r = restart(r, &csv).await;
