@@ -166,10 +166,9 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
         dialled: dst.to_string(),
         did: row.get(&["did"]).to_string(),
         recording: (!recording.is_empty()).then(|| recording.to_string()),
-        // A row whose party A answered by itself (nobody dialled: a Local ;2 half in
-        // the dialplan, an IVR) still says whether it was answered.
-        ..Record::default()
     })
+    // A row whose party A answered by itself (nobody dialled: a Local ;2 half in the
+    // dialplan, an IVR) still says whether it was answered.
     .map(|mut r| {
         if r.callee.is_none()
             && let Some(c) = r.caller.as_mut()

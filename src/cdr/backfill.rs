@@ -173,7 +173,7 @@ impl Seen {
             self.written = now;
             return;
         }
-        if !(gone && self.live) && (!self.live || now - self.written < Self::EVERY_MS) {
+        if !self.live || (!gone && now - self.written < Self::EVERY_MS) {
             return;
         }
         self.live &= !gone;

@@ -59,20 +59,18 @@ pub fn xml_row(xml: &str) -> Result<Row, String> {
                 path.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
                 text.clear();
             }
-            Event::Empty(e) => {
-                if e.name().as_ref() == b"application" {
-                    let attr = |name: &[u8]| {
-                        e.attributes()
-                            .flatten()
-                            .find(|a| a.key.as_ref() == name)
-                            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
-                            .unwrap_or_default()
-                    };
-                    if attr(b"app_name") == "record_session" {
-                        let mut decoded = String::new();
-                        url_decode_into(&attr(b"app_data"), &mut decoded);
-                        row.0.entry("record_session".into()).or_insert(decoded);
-                    }
+            Event::Empty(e) if e.name().as_ref() == b"application" => {
+                let attr = |name: &[u8]| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == name)
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                        .unwrap_or_default()
+                };
+                if attr(b"app_name") == "record_session" {
+                    let mut decoded = String::new();
+                    url_decode_into(&attr(b"app_data"), &mut decoded);
+                    row.0.entry("record_session".into()).or_insert(decoded);
                 }
             }
             Event::Text(t) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
