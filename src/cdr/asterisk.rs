@@ -132,15 +132,7 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
         .filter(|_| answered);
     let uniqueid = row.get(&["uniqueid"]);
     let linkedid = row.get(&["linkedid"]);
-    let mut links = Vec::new();
-    for id in [linkedid, uniqueid] {
-        if !id.is_empty() && !links.iter().any(|l| l == id) {
-            links.push(id.to_string());
-        }
-    }
-    if links.is_empty() {
-        return None;
-    }
+    let links = super::links(&[linkedid, uniqueid])?;
     let (src, dst, context) = (row.get(&["src"]), row.get(&["dst"]), row.get(&["dcontext"]));
     let (chan, dstchan) = (row.get(&["channel"]), row.get(&["dstchannel"]));
     let caller = (!chan.is_empty()).then(|| Party {

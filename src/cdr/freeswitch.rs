@@ -127,22 +127,14 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
     let billsec = row.int(&["billsec"]).unwrap_or(0);
     let answered_at = time("answer").or_else(|| (billsec > 0).then(|| end - billsec * 1000));
     let uuid = row.get(&["uuid"]);
-    let mut links = Vec::new();
-    for id in [
+    let links = super::links(&[
         row.get(&["call_uuid"]),
         uuid,
         row.get(&["bleg_uuid"]),
         row.get(&["last_bridge_to"]),
         row.get(&["originator"]),
         row.get(&["originating_leg_uuid"]),
-    ] {
-        if !id.is_empty() && !links.iter().any(|l| l == id) {
-            links.push(id.to_string());
-        }
-    }
-    if links.is_empty() {
-        return None;
-    }
+    ])?;
     let name = row.get(&["channel_name"]);
     // mod_cdr_csv's a-legs carry no direction: they are the legs that called in.
     let inbound = !matches!(row.get(&["direction", "call_direction"]), "outbound");

@@ -124,6 +124,17 @@ pub struct Record {
     pub recording: Option<String>,
 }
 
+/// The non-empty ids among `ids`, each once, in order; `None` when there is none.
+pub fn links(ids: &[&str]) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        if !id.is_empty() && !out.iter().any(|l| l == id) {
+            out.push(id.to_string());
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// A time zone by name ("UTC", "Europe/Moscow"), or this host's for "".
 pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
     match name {
