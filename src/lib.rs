@@ -42,6 +42,9 @@
 //!   `calls::phone`, the one normalization of customer numbers (E.164).
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.
+//! - [`cdr`]: the PBX's own call records (CDR: FreePBX/MySQL, Asterisk and FreeSWITCH
+//!   CSV, SQLite, XML): back-fill of the calls missed while stopped or disconnected, and
+//!   `history import`; grouped and classified with the tracker's rules.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
 //! - [`housekeeping`]: the hourly sweep of delivered events older than
 //!   `[outbox] keep_delivered` (and of the CRM-rule records they leave behind).
@@ -66,6 +69,7 @@ pub mod acme;
 pub mod app;
 pub mod callbacks;
 pub mod calls;
+pub mod cdr;
 pub mod cli;
 pub mod config;
 pub mod db;

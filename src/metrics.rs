@@ -68,6 +68,7 @@ pub struct Metrics {
     pbx_state: Family<StateLabels, Gauge>,
     active_calls: Gauge,
     calls: Family<CallLabels, Counter>,
+    backfilled: Counter,
     outbox_pending: Gauge,
     outbox_failed: Gauge,
     delivery_latency: Histogram,
@@ -112,6 +113,12 @@ impl Metrics {
             "Finished calls, by final status",
             calls.clone(),
         );
+        let backfilled = Counter::default();
+        registry.register(
+            "appliance_calls_backfilled",
+            "Calls reported from the PBX's own call records (back-fill, history import)",
+            backfilled.clone(),
+        );
         let outbox_pending = Gauge::default();
         registry.register(
             "appliance_outbox_pending",
@@ -147,6 +154,7 @@ impl Metrics {
             pbx_state,
             active_calls,
             calls,
+            backfilled,
             outbox_pending,
             outbox_failed,
             delivery_latency,
@@ -170,6 +178,11 @@ impl Metrics {
     /// Sets the number of calls in progress.
     pub fn set_active_calls(&self, n: i64) {
         self.active_calls.set(n);
+    }
+
+    /// Counts a call reported from the PBX's call records (back-fill, history import).
+    pub fn call_backfilled(&self) {
+        self.backfilled.inc();
     }
 
     /// Counts a call that reached its final status (e.g. "answered", "missed", "busy").

@@ -42,6 +42,7 @@ pub fn call_event(
             "hangup_cause": call.hangup_cause,
             "recorded": call.recording_path.is_some(),
             "recording_url": recording_url,
+            "backfilled": call.backfilled,
         }
     })
 }

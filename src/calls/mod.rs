@@ -104,6 +104,8 @@ pub struct Call {
     pub hangup_cause: Option<String>,
     /// The recording file as the PBX named it.
     pub recording_path: Option<String>,
+    /// Reported from the PBX's call records (`crate::cdr`), not seen live.
+    pub backfilled: bool,
 }
 
 impl Call {
@@ -129,6 +131,7 @@ impl Call {
             wait: None,
             hangup_cause: None,
             recording_path: None,
+            backfilled: false,
         }
     }
 }

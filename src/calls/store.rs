@@ -7,7 +7,7 @@ use super::{Call, CallState, CallStatus, Direction};
 
 const COLUMNS: &str = "id, integration_id, crm_call_id, pbx_call, direction, phone, line,
     extension, user_id, state, status, started_at, answered_at, ended_at, duration, wait,
-    hangup_cause, recording_path";
+    hangup_cause, recording_path, backfilled";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Call> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -32,6 +32,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         wait: r.get(15)?,
         hangup_cause: r.get(16)?,
         recording_path: r.get(17)?,
+        backfilled: r.get::<_, i64>(18)? != 0,
     })
 }
 
@@ -41,7 +42,7 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
         &format!(
             "INSERT INTO calls ({COLUMNS}, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19)
+                     ?17, ?18, ?19, ?20)
              ON CONFLICT (id) DO UPDATE SET
                 integration_id = excluded.integration_id, crm_call_id = excluded.crm_call_id,
                 pbx_call = excluded.pbx_call, direction = excluded.direction,
@@ -50,7 +51,8 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
                 started_at = excluded.started_at, answered_at = excluded.answered_at,
                 ended_at = excluded.ended_at, duration = excluded.duration,
                 wait = excluded.wait, hangup_cause = excluded.hangup_cause,
-                recording_path = excluded.recording_path, updated_at = excluded.updated_at"
+                recording_path = excluded.recording_path, backfilled = excluded.backfilled,
+                updated_at = excluded.updated_at"
         ),
         params![
             c.id,
@@ -71,6 +73,7 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
             c.wait,
             c.hangup_cause,
             c.recording_path,
+            c.backfilled,
             now_ms
         ],
     )?;
@@ -194,6 +197,7 @@ mod tests {
             wait: Some(5),
             hangup_cause: Some("16 Normal Clearing".into()),
             recording_path: None,
+            backfilled: false,
         }
     }
 

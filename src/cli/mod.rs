@@ -8,6 +8,7 @@ mod backup;
 mod check;
 mod doctor;
 mod generate;
+mod history;
 mod init;
 pub mod logging;
 mod manpages;
@@ -79,6 +80,11 @@ pub enum Command {
     /// Check the whole setup (config, database, certificate, PBX login, permissions) and
     /// print one line per check; exits 1 when any check fails.
     Doctor,
+    /// The PBX's own call records: import a period's calls Flowlu does not have yet.
+    History {
+        #[command(subcommand)]
+        action: history::HistoryCommand,
+    },
     /// Write a consistent copy of the database to FILE (safe while the service runs).
     Backup {
         /// Where to write the copy (created mode 0600).
@@ -240,6 +246,7 @@ pub fn main() -> ExitCode {
         Some(Command::Accounts { action }) => accounts::run(&cli, action),
         Some(Command::Recordings { action }) => recordings::run(&cli, action),
         Some(Command::Doctor) => doctor::run(&cli),
+        Some(Command::History { action }) => history::run(&cli, action),
         Some(Command::Backup { file, force }) => backup::run(&cli, file, *force),
         Some(Command::Generate { what }) => generate::run(what),
     }

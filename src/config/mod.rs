@@ -8,6 +8,7 @@
 mod c2c;
 mod callbacks;
 mod calls;
+mod cdr;
 mod checks;
 mod delivery;
 mod duration;
@@ -25,6 +26,7 @@ use crate::secret::Secret;
 pub use c2c::C2cConfig;
 pub use callbacks::CallbacksConfig;
 pub use calls::CallsConfig;
+pub use cdr::{CDR_SOURCES, CdrConfig};
 use checks::check_public_url;
 pub use checks::is_dns_name;
 pub use delivery::{OutboxConfig, RoutingConfig};
@@ -55,6 +57,8 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     /// `[c2c]`: the click-to-call URL (issue 8).
     pub c2c: C2cConfig,
+    /// `[cdr]`: the PBX's own call records (issue 14).
+    pub cdr: CdrConfig,
     /// Where the config came from (not a key; filled in by [`load`]).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -449,6 +453,7 @@ impl Config {
         self.validate_webhook(sources)?;
         self.validate_callbacks(sources)?;
         self.validate_c2c(sources)?;
+        self.validate_cdr(sources)?;
         if !self.storage.data_dir.is_empty() && !Path::new(&self.storage.data_dir).is_absolute() {
             return bad("storage.data_dir", "must be an absolute path".into());
         }

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox call.init first",
         sql: include_str!("migrations/0011_outbox_init_first.sql"),
     },
+    Migration {
+        version: 12,
+        name: "call records back-fill",
+        sql: include_str!("migrations/0012_cdr.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -356,6 +356,18 @@ pub fn pbx(ctx: &Context) -> CheckFuture<'_> {
 }
 
 /// The service user can read every configured recording directory that exists.
+/// The PBX's call records (`[cdr]`, issue 14): readable, and their newest record.
+pub fn cdr(ctx: &Context) -> CheckFuture<'_> {
+    Box::pin(async move {
+        let Some(config) = config_of(ctx).cloned() else {
+            return Vec::new();
+        };
+        tokio::task::spawn_blocking(move || vec![crate::cdr::doctor_finding(&config)])
+            .await
+            .unwrap_or_default()
+    })
+}
+
 pub fn recordings(ctx: &Context) -> CheckFuture<'_> {
     use std::os::unix::fs::MetadataExt;
     Box::pin(async move {

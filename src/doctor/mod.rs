@@ -106,6 +106,7 @@ pub const CHECKS: &[Check] = &[
     checks::acme,
     checks::pbx,
     checks::recordings,
+    checks::cdr,
     listener::service,
     service::flowlu,
 ];

@@ -22,9 +22,56 @@ use crate::app::State;
 use crate::calls::tracker::{Tracker, Update};
 use crate::calls::{Call, Direction, store};
 use crate::db::DbError;
-use crate::pbx::{OriginateRequest, PbxError, PbxEvent, PbxEvents};
+use crate::pbx::{Event, OriginateRequest, PbxError, PbxEvent, PbxEvents};
 
 pub use persist::Pending;
+
+/// A call written by [`write_recorded`]: its record and final status.
+pub struct Recorded {
+    pub call: Call,
+    pub finished: Option<&'static str>,
+}
+
+/// Writes calls the tracker never saw (the PBX's call records, `crate::cdr`) exactly as
+/// live ones are written: attribution, call rows, outbox events, result callbacks, CRM
+/// rules, in one transaction. Blocking; [`after_recorded`] then hands them on.
+pub fn write_recorded(
+    conn: &mut rusqlite::Connection,
+    updates: Vec<Update>,
+    rules: &crate::calls::tracker::Rules,
+) -> Result<Vec<Recorded>, EngineError> {
+    let (_, written) = persist::write(
+        conn,
+        updates,
+        Pending::default(),
+        std::time::Duration::ZERO,
+        rules,
+    )?;
+    Ok(written
+        .into_iter()
+        .map(|w| Recorded {
+            call: w.call,
+            finished: w.finished,
+        })
+        .collect())
+}
+
+/// After [`write_recorded`] in the service: wakes the workers, counts the calls and
+/// publishes their recordings.
+pub fn after_recorded(state: &State, written: Vec<Recorded>) {
+    state.outbox.wake();
+    state.callbacks.wake();
+    for done in written {
+        if let Some(status) = done.finished {
+            state.metrics.call_finished(status);
+            state.metrics.call_backfilled();
+            if done.call.recording_path.is_some() && done.call.integration_id.is_some() {
+                let state = state.clone();
+                tokio::spawn(async move { persist::report_recording(&state, done.call).await });
+            }
+        }
+    }
+}
 
 /// Why the engine could not do something asked of it.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +272,7 @@ pub async fn run(
         pending: Pending::default(),
         init_rows: HashMap::new(),
         waiters: Vec::new(),
+        seen: Default::default(),
     };
     match state
         .db
@@ -282,6 +330,8 @@ struct Core {
     /// The reserved `call.init` rows of incoming calls routed through the CRM.
     init_rows: HashMap<String, RouteTicket>,
     waiters: Vec<(String, Option<String>, oneshot::Sender<Option<RouteTicket>>)>,
+    /// When the PBX was last seen alive, for the back-fill (`crate::cdr`).
+    seen: crate::cdr::backfill::Seen,
 }
 
 impl Core {
@@ -316,6 +366,22 @@ impl Core {
 
     async fn events(&mut self, state: &State, batch: Vec<PbxEvent>) {
         let updates: Vec<Update> = batch.iter().flat_map(|e| self.tracker.handle(e)).collect();
+        // Back-fill (issue 14): note the PBX alive; after a resync, read the gap's records.
+        let now = crate::outbox::now_ms();
+        let gone = batch
+            .iter()
+            .any(|e| matches!(e.event, Event::Disconnected { .. }));
+        let resynced = batch
+            .iter()
+            .any(|e| matches!(e.event, Event::Resync { .. }));
+        self.events_written(state, updates).await;
+        self.seen.note(state, now, gone, resynced).await;
+        if resynced {
+            crate::cdr::backfill::spawn_after_resync(state, now);
+        }
+    }
+
+    async fn events_written(&mut self, state: &State, updates: Vec<Update>) {
         if updates.is_empty() {
             return;
         }

@@ -222,6 +222,10 @@ pub fn call_object(call: &Call, recording_url: Option<&str>) -> Value {
         text(call.hangup_cause.as_deref().unwrap_or("")),
     );
     put("recording_url", json!(recording_url));
+    if call.backfilled {
+        // Reported from the PBX's call records, not seen live (`crate::cdr`).
+        put("backfilled", json!(true));
+    }
     Value::Object(c)
 }
 
@@ -303,6 +307,7 @@ mod tests {
             wait: Some(5),
             hangup_cause: Some("16 Normal Clearing".into()),
             recording_path: Some("/var/spool/asterisk/monitor/x.wav".into()),
+            backfilled: false,
         };
         let p = payload(
             "call.completed",

@@ -32,6 +32,9 @@ pub struct Health {
     pub flowlu: FlowluHealth,
     /// The incoming-call routing servers (Asterisk FastAGI, FreeSWITCH outbound socket).
     pub routing: RoutingHealth,
+    /// The last back-fill from the PBX's call records (`crate::cdr`): when, and how many
+    /// calls it reported and corrected; null when none ran.
+    pub backfill: Option<crate::cdr::store::Run>,
 }
 
 #[derive(Serialize, Default)]
@@ -68,6 +71,14 @@ pub async fn collect(state: &State) -> Health {
             FlowluHealth::default()
         }
     };
+    let backfill = state
+        .db
+        .run(|c| crate::cdr::store::last_run(c, "backfill").map_err(crate::db::DbError::from))
+        .await
+        .unwrap_or_else(|e| {
+            log::error!("health check: back-fill: {e}");
+            None
+        });
     let pbx = state.pbx.get();
     let routing = state.routing.get();
     let routing_degraded = routing.degraded(pbx.kind.and_then(PbxType::parse));
@@ -85,6 +96,7 @@ pub async fn collect(state: &State) -> Health {
         pbx_detail: pbx,
         flowlu,
         routing,
+        backfill,
     }
 }
 

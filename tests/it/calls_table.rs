@@ -74,6 +74,7 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
             wait: None,
             hangup_cause: None,
             recording_path: None,
+            backfilled: false,
         };
         emits.extend(tracker.adopt(call, None).emit);
         target = Some(c.call_id.to_string());

@@ -9,6 +9,7 @@ mod c2c;
 mod call_events;
 mod callbacks;
 mod calls_table;
+mod cdr_backfill;
 mod cli;
 mod crash;
 mod crm_entities;

@@ -86,34 +86,22 @@ impl Tracker {
             ..Facts::default()
         };
         let (direction, phone, line, extension) = match (role, ch.origin) {
-            (Role::Customer(number), Origin::Inbound) => (
-                Direction::Incoming,
-                clean_number(number),
-                clean_number(&ch.exten),
-                None,
-            ),
-            (Role::Agent(ext), Origin::Inbound) => {
-                facts.caller_agent = Some(ext.clone());
+            (Role::Customer(_) | Role::Agent(_), Origin::Inbound) => {
+                let placed = self
+                    .rules
+                    .placed_by(role, &ch.exten)
+                    .expect("a customer or an employee placed it");
+                facts.caller_agent = placed.extension.clone();
                 // A feature code (`*97` voicemail, `*8` pickup, `#…`) is the employee
                 // talking to the PBX, not to a customer: a service call, never reported.
-                let service = super::rules::is_feature_code(&ch.exten);
-                facts.service = service;
-                facts.provisional = service;
-                let dialled = if service {
-                    ch.exten.trim().to_string()
-                } else {
-                    clean_number(&ch.exten)
-                };
-                let direction = if service || self.rules.is_extension(&dialled) {
-                    Direction::Internal
-                } else {
-                    Direction::Outgoing
-                };
-                let dialled = match direction {
-                    Direction::Outgoing => self.rules.strip_outbound_prefix(&dialled),
-                    _ => dialled,
-                };
-                (direction, dialled, String::new(), Some(ext.clone()))
+                facts.service = placed.service;
+                facts.provisional = placed.service;
+                (
+                    placed.direction,
+                    placed.phone,
+                    placed.line,
+                    placed.extension,
+                )
             }
             (Role::Agent(ext), Origin::Outbound) => {
                 // The PBX rings an employee first: an originate (perhaps ours, tagged a

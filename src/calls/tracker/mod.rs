@@ -35,7 +35,8 @@ use crate::pbx::{
 };
 
 use super::{Call, CallState, Direction};
-pub use rules::{Role, Rules, clean_number, endpoint_of};
+pub use rules::{Placed, Role, Rules, clean_number, endpoint_of};
+pub use status::from_dial;
 
 /// A Flowlu event the engine must send for an [`Update`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use crate::calls::Direction;
 use crate::config::CallsConfig;
 use crate::pbx::{Channel, Origin};
 
@@ -20,6 +21,22 @@ pub struct Rules {
     inbound_contexts: HashSet<String>,
     /// Longest first.
     prefixes: Vec<String>,
+}
+
+/// What the party who started a call (the first leg, calling in) makes of it: the live
+/// tracker and the CDR back-fill (`crate::cdr`) both decide direction and numbers here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub direction: Direction,
+    /// The customer's number (internal calls: the extension dialled; service calls: the
+    /// feature code).
+    pub phone: String,
+    /// The DID a customer called.
+    pub line: String,
+    /// The employee who placed the call.
+    pub extension: Option<String>,
+    /// An employee dialled a feature code (`*97`, `*8`): never reported on its own.
+    pub service: bool,
 }
 
 /// What a leg stands for.
@@ -68,6 +85,48 @@ impl Rules {
         (self.min..=self.max).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_digit())
             && !self.trunks.contains(s)
+    }
+
+    /// Direction and numbers of a call started by `caller` dialling `dialled`: a customer
+    /// calling in makes an incoming call (to the DID dialled); an employee dialling a
+    /// feature code a service call; dialling an extension an internal call; dialling
+    /// anything else an outgoing call (the outside-line prefix cut). `None` for a party
+    /// nobody can tell.
+    pub fn placed_by(&self, caller: &Role, dialled: &str) -> Option<Placed> {
+        match caller {
+            Role::Customer(number) => Some(Placed {
+                direction: Direction::Incoming,
+                phone: clean_number(number),
+                line: clean_number(dialled),
+                extension: None,
+                service: false,
+            }),
+            Role::Agent(ext) => {
+                let service = is_feature_code(dialled);
+                let number = if service {
+                    dialled.trim().to_string()
+                } else {
+                    clean_number(dialled)
+                };
+                let direction = if service || self.is_extension(&number) {
+                    Direction::Internal
+                } else {
+                    Direction::Outgoing
+                };
+                let phone = match direction {
+                    Direction::Outgoing => self.strip_outbound_prefix(&number),
+                    _ => number,
+                };
+                Some(Placed {
+                    direction,
+                    phone,
+                    line: String::new(),
+                    extension: Some(ext.clone()),
+                    service,
+                })
+            }
+            Role::Unknown => None,
+        }
     }
 
     pub fn is_inbound_context(&self, context: &str) -> bool {

@@ -13,7 +13,9 @@ use super::Facts;
 use crate::calls::{Call, CallState, CallStatus, Direction};
 use crate::pbx::{DialStatus, OriginateOutcome};
 
-fn from_dial(status: &DialStatus) -> CallStatus {
+/// The status of a call nobody answered, from how the last dial attempt to the called
+/// party ended (also used for the PBX's call records, `crate::cdr`).
+pub fn from_dial(status: &DialStatus) -> CallStatus {
     match status {
         DialStatus::Busy => CallStatus::Busy,
         DialStatus::NoAnswer => CallStatus::NoAnswer,

@@ -378,6 +378,7 @@ fn a_restored_call_is_closed_by_the_first_resync_unless_the_pbx_still_has_it() {
         wait: None,
         hangup_cause: None,
         recording_path: None,
+        backfilled: false,
     };
     t.restore(call.clone());
     call.id = "c-still-up".into();
