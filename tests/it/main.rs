@@ -37,6 +37,7 @@ mod recordings;
 mod recordings_publish;
 mod routing;
 mod server;
+mod settings_page;
 mod smoke;
 mod webhook;
 mod webhook_calls;
