@@ -55,6 +55,20 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
 }
 
+/// The iframe context as the hidden fields of the parent page's auto-submitted form.
+fn hidden_inputs(ctx: &Ctx) -> String {
+    ctx.fields(false)
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+                html_escape(k),
+                html_escape(v)
+            )
+        })
+        .collect()
+}
+
 /// chromedriver plus one browser session; both are ended on drop.
 struct Browser {
     driver: Child,
@@ -259,17 +273,7 @@ async fn the_settings_form_works_inside_a_cross_site_iframe() {
     r.fake
         .add_user("browser-token", "7", "Anna Browser", "anna@example.com");
     let ctx = Ctx::new("100", "acme.flowlu.com", "browser-token");
-    let inputs: String = ctx
-        .fields(false)
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
-                html_escape(k),
-                html_escape(v)
-            )
-        })
-        .collect();
+    let inputs = hidden_inputs(&ctx);
     *page.lock().unwrap() = format!(
         "<!doctype html><html><head><title>Fake Flowlu</title></head><body>\
          <h1 style=\"font:16px sans-serif\">Fake Flowlu (parent page on {parent})</h1>\
@@ -397,17 +401,7 @@ async fn the_settings_page_fits_flowlu_s_side_panel_and_a_wide_window_in_both_la
     for lang in ["en", "ru"] {
         let mut ctx = Ctx::new("100", "acme.flowlu.com", "layout-token");
         ctx.language = lang.into();
-        let inputs: String = ctx
-            .fields(false)
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
-                    html_escape(k),
-                    html_escape(v)
-                )
-            })
-            .collect();
+        let inputs = hidden_inputs(&ctx);
         *page.lock().unwrap() = format!(
             "<!doctype html><html><head><title>Fake Flowlu</title>\
              <style>body{{margin:0}} iframe{{border:0;width:100vw;height:100vh;display:block}}</style></head><body>\
