@@ -67,6 +67,8 @@ pub struct AppState {
     pub callbacks: crate::callbacks::Callbacks,
     /// The click-to-call URL's per-key rate limit.
     pub c2c: crate::http::c2c::Limiter,
+    /// The settings page's redirect-after-POST view tokens (in memory only).
+    pub settings_views: crate::http::settings::views::Views,
 }
 
 pub type State = Arc<AppState>;
@@ -186,6 +188,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         engine_inbox: Mutex::new(Some(engine_inbox)),
         webhook: Default::default(),
         c2c: Default::default(),
+        settings_views: Default::default(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),

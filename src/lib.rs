@@ -28,7 +28,8 @@
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
 //!   routing, access log, who sees detail (`http::trust`: `[server] trusted_networks`,
 //!   the metrics token), and the handlers browsers, Flowlu and operators call
-//!   (including the Flowlu settings page, `http::settings`, and the Flowlu webhook,
+//!   (including the Flowlu settings page, `http::settings`, whose forms redirect to a
+//!   GET through in-memory view tokens, `http::settings::views`; and the Flowlu webhook,
 //!   `http::webhook`: click-to-call, call lists, employees, redirect, health; and the
 //!   click-to-call URL, `http::c2c`, which places calls through the webhook's call.make).
 //! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:

@@ -14,6 +14,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/static/style.css"),
     ),
     (
+        "settings.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/static/settings.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../assets/static/icon.svg"),

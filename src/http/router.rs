@@ -68,9 +68,11 @@ pub async fn route(state: &State, ctx: &Ctx, req: Request<Incoming>) -> Response
         ),
         ["integration", "settings"] => (
             "settings",
-            match allow(&method, POST, "POST") {
-                Ok(()) => return named("settings", settings::entry(state, req).await),
-                Err(e) => Err(e),
+            match method {
+                Method::POST => return named("settings", settings::entry(state, req).await),
+                // The page after a form's redirect (settings::views).
+                Method::GET => return named("settings", settings::show(state, req).await),
+                _ => Err(HttpError::method_not_allowed("GET, POST")),
             },
         ),
         ["integration", "settings", action] => (

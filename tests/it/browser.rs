@@ -55,6 +55,20 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
 }
 
+/// The iframe context as the hidden fields of the parent page's auto-submitted form.
+fn hidden_inputs(ctx: &Ctx) -> String {
+    ctx.fields(false)
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+                html_escape(k),
+                html_escape(v)
+            )
+        })
+        .collect()
+}
+
 /// chromedriver plus one browser session; both are ended on drop.
 struct Browser {
     driver: Child,
@@ -259,17 +273,7 @@ async fn the_settings_form_works_inside_a_cross_site_iframe() {
     r.fake
         .add_user("browser-token", "7", "Anna Browser", "anna@example.com");
     let ctx = Ctx::new("100", "acme.flowlu.com", "browser-token");
-    let inputs: String = ctx
-        .fields(false)
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
-                html_escape(k),
-                html_escape(v)
-            )
-        })
-        .collect();
+    let inputs = hidden_inputs(&ctx);
     *page.lock().unwrap() = format!(
         "<!doctype html><html><head><title>Fake Flowlu</title></head><body>\
          <h1 style=\"font:16px sans-serif\">Fake Flowlu (parent page on {parent})</h1>\
@@ -288,22 +292,24 @@ async fn the_settings_form_works_inside_a_cross_site_iframe() {
         let frame = b.find("iframe#crm");
         b.call("POST", "/frame", Some(json!({"id": {ELEMENT: frame}})));
         // Inside the iframe: the page rendered after the cross-site POST.
+        b.click("#calls > summary");
         b.find("#default_line");
         b.type_into("#default_line", "+74951234567");
         b.type_into("#default_country_code", "7");
         if b.property("#record_calls", "checked") != json!(true) {
             b.click("#record_calls");
         }
-        b.click("#incoming_routing option[value=crm]");
+        b.click("#incoming_routing input[value=crm]");
         b.click("#save-calls");
         b.wait_notice("Saved.");
         let values = (
             b.property("#default_line", "value"),
             b.property("#default_country_code", "value"),
             b.property("#record_calls", "checked"),
-            b.property("#incoming_routing", "value"),
+            b.property("#incoming_routing input[value=crm]", "checked"),
         );
         // A second form after the first navigation: the session travels in the page.
+        b.click("#mapping > summary");
         b.type_into("input[name=\"ext[7]\"]", "101");
         b.click("#save-mapping");
         b.wait_notice("Saved.");
@@ -325,7 +331,7 @@ async fn the_settings_form_works_inside_a_cross_site_iframe() {
     assert_eq!(line, "+74951234567");
     assert_eq!(country, "7");
     assert_eq!(record, true);
-    assert_eq!(routing, "crm");
+    assert_eq!(routing, true);
     assert_eq!(ext, "101");
     let row: (String, String, i64, String) = r
         .app
@@ -354,4 +360,110 @@ async fn the_settings_form_works_inside_a_cross_site_iframe() {
             .len()
             > 1000
     );
+}
+
+/// The page's layout problems at the current width: a horizontal scroll, or an input or
+/// select that is clipped (its content wider than its box) or outside the viewport.
+const LAYOUT_CHECK: &str = r#"
+const problems = [];
+const root = document.documentElement;
+if (root.scrollWidth > root.clientWidth) {
+  problems.push(`page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth}`);
+}
+for (const el of document.querySelectorAll("input, select, button, textarea")) {
+  if (el.type === "hidden" || el.offsetParent === null) continue;
+  const box = el.getBoundingClientRect();
+  const name = el.id || el.name || el.tagName;
+  if (el.scrollWidth > el.clientWidth + 1 && el.type !== "checkbox" && el.type !== "radio") {
+    problems.push(`${name} is clipped: ${el.scrollWidth} > ${el.clientWidth}`);
+  }
+  if (box.left < 0 || box.right > root.clientWidth + 0.5) {
+    problems.push(`${name} is outside the viewport: ${box.left}..${box.right}`);
+  }
+}
+return problems;
+"#;
+
+/// Opens every section of the page.
+const OPEN_ALL: &str = r#"for (const d of document.querySelectorAll("details")) d.open = true; return document.querySelectorAll("details").length;"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_settings_page_fits_flowlu_s_side_panel_and_a_wide_window_in_both_languages() {
+    let page = Arc::new(Mutex::new(String::new()));
+    let parent_port = parent_server(page.clone()).await;
+    let parent = format!("http://localhost:{parent_port}");
+    let frame_parent = parent.clone();
+    let r = rig(move |c| c.flowlu.frame_ancestors = vec![frame_parent]).await;
+    r.fake
+        .add_user("layout-token", "7", "Anna Layout", "anna@example.com");
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for lang in ["en", "ru"] {
+        let mut ctx = Ctx::new("100", "acme.flowlu.com", "layout-token");
+        ctx.language = lang.into();
+        let inputs = hidden_inputs(&ctx);
+        *page.lock().unwrap() = format!(
+            "<!doctype html><html><head><title>Fake Flowlu</title>\
+             <style>body{{margin:0}} iframe{{border:0;width:100vw;height:100vh;display:block}}</style></head><body>\
+             <form id=\"ctx\" method=\"post\" action=\"{}/integration/settings\" target=\"crm\">\n{inputs}</form>\
+             <iframe name=\"crm\" id=\"crm\"></iframe>\
+             <script>document.getElementById('ctx').submit();</script></body></html>",
+            r.app.base
+        );
+        let parent = parent.clone();
+        let artifacts = artifacts.clone();
+        let problems = tokio::task::spawn_blocking(move || {
+            let b = Browser::start();
+            let mut problems = Vec::new();
+            for width in [400, 1280] {
+                b.call(
+                    "POST",
+                    "/window/rect",
+                    Some(json!({"width": width, "height": 1400})),
+                );
+                b.call("POST", "/url", Some(json!({"url": format!("{parent}/")})));
+                let frame = b.find("iframe#crm");
+                b.call("POST", "/frame", Some(json!({"id": {ELEMENT: frame}})));
+                b.find("#summary");
+                let sections = b.call(
+                    "POST",
+                    "/execute/sync",
+                    Some(json!({"script": OPEN_ALL, "args": []})),
+                );
+                assert!(sections.as_u64().unwrap() >= 8, "{sections}");
+                let found = b.call(
+                    "POST",
+                    "/execute/sync",
+                    Some(json!({"script": LAYOUT_CHECK, "args": []})),
+                );
+                for p in found.as_array().unwrap() {
+                    problems.push(format!("{lang} at {width} px: {}", p.as_str().unwrap()));
+                }
+                let height = b.call(
+                    "POST",
+                    "/execute/sync",
+                    Some(json!({"script": "return document.documentElement.scrollHeight;", "args": []})),
+                );
+                b.call("POST", "/frame/parent", Some(json!({})));
+                let tall = height.as_u64().unwrap_or(1400).clamp(600, 6000);
+                b.call(
+                    "POST",
+                    "/window/rect",
+                    Some(json!({"width": width, "height": tall + 140})),
+                );
+                let png = b.call("GET", "/screenshot", None);
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(png.as_str().unwrap())
+                    .unwrap();
+                assert!(bytes.starts_with(b"\x89PNG"));
+                std::fs::write(artifacts.join(format!("settings-{lang}-{width}.png")), bytes)
+                    .unwrap();
+            }
+            problems
+        })
+        .await
+        .unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
 }

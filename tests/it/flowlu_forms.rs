@@ -286,7 +286,10 @@ async fn call_settings_are_validated_and_saved() {
         resp.body
             .contains("name=\"record_calls\" value=\"1\" checked")
     );
-    assert!(resp.body.contains("<option value=\"crm\" selected>"));
+    assert!(
+        resp.body
+            .contains("name=\"incoming_routing\" value=\"crm\" checked>")
+    );
     let id = r.integration_id("100");
     let row: (String, String, i64, String) = r
         .app
@@ -316,7 +319,7 @@ async fn the_extension_mapping_lists_visitors_and_takes_additions() {
     assert!(page.body.contains("name=\"ext[8]\""), "visitors are listed");
     assert!(
         page.body
-            .contains("name=\"ext[7]\" maxlength=\"32\" value=\"101\"")
+            .contains("name=\"ext[7]\" list=\"pbx-extensions\" maxlength=\"32\" value=\"101\"")
     );
     // Add a manager who never opened the page, and swap extensions in one go.
     let page = r

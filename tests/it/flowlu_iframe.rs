@@ -97,7 +97,12 @@ async fn every_input_shape_opens_the_page() {
             !title.split("</title>").next().unwrap().contains('<'),
             "{title}"
         );
-        assert_eq!(resp.body.matches("<fieldset id=\"events\">").count(), 1);
+        assert_eq!(
+            resp.body
+                .matches("<details class=\"card\" id=\"events\"")
+                .count(),
+            1
+        );
         assert!(!session_of(&resp.body).is_empty());
         let token = format!("tok-{i}");
         assert!(
@@ -333,7 +338,7 @@ async fn domains_outside_the_allow_list_are_refused_without_any_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn oversized_bodies_413_wrong_types_415_and_get_405() {
+async fn oversized_bodies_413_wrong_types_415_put_405_and_get_without_a_view_403() {
     let r = rig(|c| c.server.max_body_bytes = 2048).await;
     let big = format!("{{\"domain\": \"{}\"}}", "a".repeat(4096));
     let resp = r
@@ -363,10 +368,34 @@ async fn oversized_bodies_413_wrong_types_415_and_get_405() {
     assert_eq!(resp.status, 415);
     let resp = r
         .app
-        .request("GET", IFRAME, &[("accept", "text/html")], None)
+        .request("PUT", IFRAME, &[("accept", "text/html")], None)
         .await;
     assert_eq!(resp.status, 405);
-    assert_eq!(resp.header("allow"), Some("POST"));
+    assert_eq!(resp.header("allow"), Some("GET, POST"));
+    // A GET is the page after a form's redirect: without a live view token it says to
+    // open the settings again, in the browser's language.
+    for (query, lang, text) in [
+        ("", "en", "open the settings again in Flowlu"),
+        ("?token=guessed", "ru", "откройте настройки снова во Flowlu"),
+    ] {
+        let resp = r
+            .app
+            .request(
+                "GET",
+                &format!("{IFRAME}{query}"),
+                &[("accept", "text/html"), ("accept-language", lang)],
+                None,
+            )
+            .await;
+        assert_eq!(resp.status, 403, "{}", resp.body);
+        assert!(resp.body.contains(text), "{}", resp.body);
+        assert!(
+            resp.body.contains(&format!("<html lang=\"{lang}\">")),
+            "{}",
+            resp.body
+        );
+        assert_eq!(resp.header("referrer-policy"), Some("no-referrer"));
+    }
     assert!(r.fake.requests().is_empty());
 }
 

@@ -68,21 +68,37 @@ async fn pbx_settings_are_owned_published_and_survive_a_restart() {
     assert!(!bad.body.contains("typed-secret"));
     assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
 
-    // A, the owner, saves; the supervisor's channel gets the settings.
+    // A, the owner, saves; Save tests the connection first, and a PBX that does not
+    // answer is refused, next to the PBX form's buttons, with nothing saved.
     let port = closed_port().to_string();
-    let saved = r
-        .act(
-            "pbx",
-            &a,
-            &[
-                ("pbx_type", "asterisk"),
-                ("pbx_host", "127.0.0.1"),
-                ("pbx_port", &port),
-                ("pbx_user", "appliance"),
-                ("pbx_secret", "s3cret"),
-            ],
-        )
-        .await;
+    let form = [
+        ("pbx_type", "asterisk"),
+        ("pbx_host", "127.0.0.1"),
+        ("pbx_port", port.as_str()),
+        ("pbx_user", "appliance"),
+        ("pbx_secret", "s3cret"),
+    ];
+    let refused = r.act("pbx", &a, &form).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let section = &refused.body[refused
+        .body
+        .find("<details class=\"card\" id=\"pbx\"")
+        .unwrap()..];
+    let section = &section[..section.find("</details>").unwrap()];
+    let notice = section
+        .split("id=\"notice\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{section}"));
+    assert!(notice.contains("The PBX is not reachable"), "{notice}");
+    assert!(notice.contains("previous settings are kept"), "{notice}");
+    assert!(section.find("id=\"save-pbx\"") < section.find("id=\"notice\""));
+    assert!(!refused.body.contains("s3cret"));
+    assert_eq!(r.count("SELECT count(*) FROM pbx_settings"), 0);
+    assert!(!watch.has_changed().unwrap(), "nothing was published");
+    // Confirmed with "save anyway": saved, and the supervisor's channel gets it.
+    let mut anyway = form.to_vec();
+    anyway.push(("save_anyway", "1"));
+    let saved = r.act("pbx", &a, &anyway).await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert!(!saved.body.contains("s3cret"));
     assert!(watch.has_changed().unwrap());
@@ -115,6 +131,7 @@ async fn pbx_settings_are_owned_published_and_survive_a_restart() {
                 ("pbx_port", &port),
                 ("pbx_user", "appliance"),
                 ("pbx_secret", ""),
+                ("save_anyway", "1"),
             ],
         )
         .await;

@@ -43,6 +43,7 @@ mod routing;
 mod server;
 mod server_limits;
 mod service;
+mod settings_page;
 mod smoke;
 mod webhook;
 mod webhook_calls;

@@ -135,9 +135,9 @@ async fn a_saved_secret_never_follows_a_new_address() {
     assert_eq!(fake.connections(), 1);
 
     // Saved: the supervisor connects, gets no further than the challenge, and says so.
-    let saved = r
-        .act("pbx", &session, &pbx_form(&new_port, TYPED_SECRET))
-        .await;
+    let mut anyway = pbx_form(&new_port, TYPED_SECRET);
+    anyway.push(("save_anyway", "1"));
+    let saved = r.act("pbx", &session, &anyway).await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     let health = eventually(10, "challenge_refused on /healthz", async || {
         let h = r.app.get("/healthz").await.json();

@@ -4,7 +4,9 @@
 //! The iframe POST is verified by the Flowlu side ([`crate::flowlu::setup::identify`]);
 //! the page then carries a signed session token ([`session`]) that every form sends
 //! back. All reads and writes are scoped to the integration named in that token; no form
-//! field can name another integration. Responses may be framed only by the account's
+//! field can name another integration. Each form answers with a redirect to a GET of
+//! the page ([`views`]: POST/redirect/GET without the session in the URL). Responses
+//! may be framed only by the account's
 //! Flowlu origin (see [`view::with_frame_headers`]). An account the operator did not
 //! admit gets the refusal page (403) instead, with the claim-code form ([`claim`]).
 
@@ -14,9 +16,11 @@ mod c2c;
 mod callbacks;
 mod claim;
 mod crm;
+mod lines;
 mod pbx;
 pub mod session;
 mod view;
+pub mod views;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -30,9 +34,10 @@ use crate::flowlu::{FlowluError, context, domain, setup, store};
 /// `POST /integration/settings`: Flowlu opens the iframe with the account context.
 pub async fn entry(state: &State, req: Request<Incoming>) -> Response {
     let mut origin = None;
-    match open(state, req, &mut origin).await {
+    let mut lang = view::accept_lang(req.headers());
+    match open(state, req, &mut origin, &mut lang).await {
         Ok(resp) => resp,
-        Err(e) => error_page(state, e, origin.as_deref()),
+        Err(e) => error_page(state, e, lang, origin.as_deref()),
     }
 }
 
@@ -40,12 +45,24 @@ async fn open(
     state: &State,
     req: Request<Incoming>,
     origin: &mut Option<String>,
+    lang: &mut &'static str,
 ) -> Result<Response, HttpError> {
     let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
     let offset = state.config.flowlu.expires_at_utc_offset_minutes;
     let ctx = match form::decode(&parts.headers, &body, true)? {
-        Decoded::Json(json) => context::from_json(&json, offset)?,
-        Decoded::Fields(fields) => context::from_fields(&fields, offset)?,
+        Decoded::Json(json) => {
+            let value = serde_json::from_slice::<serde_json::Value>(&json).ok();
+            if let Some(l) = value.as_ref().and_then(|v| v["language"].as_str()) {
+                *lang = view::lang(Some(l));
+            }
+            context::from_json(&json, offset)?
+        }
+        Decoded::Fields(fields) => {
+            if let Some(l) = form_field(&fields, "language") {
+                *lang = view::lang(Some(l));
+            }
+            context::from_fields(&fields, offset)?
+        }
     };
     // Frame the answer (even a 401) for the POSTing account only once its domain passed.
     if let Ok(target) = domain::target(&state.config.flowlu, &ctx.domain, ctx.https) {
@@ -79,6 +96,7 @@ async fn open(
             lang: ctx.language,
             session: &token,
             notice: None,
+            section: "",
             pbx_form: None,
             status: StatusCode::OK,
         },
@@ -89,9 +107,10 @@ async fn open(
 /// `POST /integration/settings/<action>`: one of the page's forms.
 pub async fn action(state: &State, name: &str, req: Request<Incoming>) -> Response {
     let mut origin = None;
-    match act(state, name, req, &mut origin).await {
+    let mut lang = view::accept_lang(req.headers());
+    match act(state, name, req, &mut origin, &mut lang).await {
         Ok(resp) => resp,
-        Err(e) => error_page(state, e, origin.as_deref()),
+        Err(e) => error_page(state, e, lang, origin.as_deref()),
     }
 }
 
@@ -100,22 +119,65 @@ async fn act(
     name: &str,
     req: Request<Incoming>,
     origin: &mut Option<String>,
+    lang: &mut &'static str,
 ) -> Result<Response, HttpError> {
     if name != "claim" && !actions::NAMES.contains(&name) && !callbacks::NAMES.contains(&name) {
         return Err(HttpError::not_found());
     }
     let fields = read_fields(state, req).await?;
+    if let Some(l) = form_field(&fields, "lang") {
+        *lang = view::lang(Some(l));
+    }
     if name == "claim" {
         // The refusal page's form: no session (the account is not admitted yet).
         return claim::redeem(state, &fields).await;
     }
-    let field = |k: &str| {
-        fields
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let token = field("session").unwrap_or("");
+    let lang = *lang;
+    let token = form_field(&fields, "session").unwrap_or("");
+    let (session, integration) = authorize(state, token, origin).await?;
+    let outcome = actions::run(state, name, &session, &integration, lang, &fields).await?;
+    let view_token = state.settings_views.put(views::View {
+        session: token.to_string(),
+        lang,
+        notice: Some(outcome.notice),
+        section: section_of(name),
+        pbx_form: outcome.pbx_form,
+        status: outcome.status,
+    });
+    let mut resp = respond::bytes(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    if let Ok(location) =
+        hyper::header::HeaderValue::from_str(&format!("/integration/settings?token={view_token}"))
+    {
+        resp.headers_mut().insert(hyper::header::LOCATION, location);
+    }
+    Ok(view::with_frame_headers(
+        resp,
+        &state.config.flowlu,
+        origin.as_deref(),
+    ))
+}
+
+/// The page section (its element id) a form belongs to.
+fn section_of(action: &str) -> &'static str {
+    match action {
+        "connect" | "disconnect" => "channel",
+        "calls" => "calls",
+        "pbx" | "pbx-test" => "pbx",
+        "mapping" => "mapping",
+        "crm" | "crm-rotate" => "crm",
+        "c2c" | "c2c-rotate" => "c2c",
+        "accounts-admit" => "accounts",
+        "events-retry" | "events-resend" => "events",
+        _ => "callbacks",
+    }
+}
+
+/// Checks a settings session token and that its account is still admitted.
+async fn authorize(
+    state: &State,
+    token: &str,
+    origin: &mut Option<String>,
+) -> Result<(session::Session, store::Integration), HttpError> {
     let session = session::verify(state.flowlu.session_key(), token, store::now()).map_err(
         |why| {
             log::warn!("settings form refused: session token {why:?}");
@@ -155,21 +217,52 @@ async fn act(
         // Revoked since the page was opened.
         return Err(FlowluError::NotAdmitted(integration.domain.clone()).into());
     }
-    let lang = view::lang(field("lang"));
-    let outcome = actions::run(state, name, &session, &integration, lang, &fields).await?;
-    Ok(view::page(
-        state,
-        view::PageRequest {
-            integration_id: id,
-            user_id: &session.user_id,
-            lang,
-            session: token,
-            notice: Some(outcome.notice),
-            pbx_form: outcome.pbx_form,
-            status: outcome.status,
-        },
-    )
-    .await?)
+    Ok((session, integration))
+}
+
+/// `GET /integration/settings?token=<view>`: the page after a form's redirect.
+pub async fn show(state: &State, req: Request<Incoming>) -> Response {
+    let mut origin = None;
+    let lang = view::accept_lang(req.headers());
+    let token = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    let Some(v) = state.settings_views.load(&token) else {
+        let e = HttpError::new(
+            StatusCode::FORBIDDEN,
+            "view_expired",
+            "this settings page has expired: close it and open the settings again in Flowlu",
+        );
+        return error_page(state, e, lang, None);
+    };
+    let lang = v.lang;
+    let result = async {
+        let (session, _) = authorize(state, &v.session, &mut origin).await?;
+        Ok::<_, HttpError>(
+            view::page(
+                state,
+                view::PageRequest {
+                    integration_id: session.integration_id,
+                    user_id: &session.user_id,
+                    lang,
+                    session: &v.session,
+                    notice: v.notice,
+                    section: v.section,
+                    pbx_form: v.pbx_form,
+                    status: v.status,
+                },
+            )
+            .await?,
+        )
+    }
+    .await;
+    result.unwrap_or_else(|e| error_page(state, e, lang, origin.as_deref()))
 }
 
 /// A form POST's fields (URL-encoded or multipart; JSON is refused).
@@ -184,8 +277,18 @@ async fn read_fields(
     Ok(fields)
 }
 
-/// An error as a small page the iframe may show.
-fn error_page(state: &State, e: HttpError, origin: Option<&str>) -> Response {
-    let resp = e.into_response(&state.pages, true);
+/// A field of a decoded form.
+fn form_field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// An error as a small page in `lang` the iframe may show.
+fn error_page(state: &State, e: HttpError, lang: &'static str, origin: Option<&str>) -> Response {
+    let page = view::error_html(&state.pages, &e, lang);
+    let mut resp = e.into_response(&state.pages, true);
+    *resp.body_mut() = respond::full(page);
     view::with_frame_headers(resp, &state.config.flowlu, origin)
 }

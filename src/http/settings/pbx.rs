@@ -118,20 +118,36 @@ pub(super) async fn form(
             });
         }
     };
+    // Save tests the connection first and keeps the old settings when the test fails,
+    // unless the admin ticked "save anyway".
+    let allow_plain = state.config.pbx.allow_plain_login;
+    let probe = pbx::probe_with(&settings, PROBE_TIMEOUT, allow_plain).await;
+    let (key, detail) = match &probe {
+        ProbeResult::Ok(d) => ("probe_ok", d),
+        ProbeResult::Down(d) => ("probe_down", d),
+        ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
+        ProbeResult::ChallengeRefused(d) => ("probe_challenge_refused", d),
+    };
+    let passed = matches!(probe, ProbeResult::Ok(_));
+    let text = format!("{}: {detail}", super::view::t(lang, key));
     if test_only {
-        let allow_plain = state.config.pbx.allow_plain_login;
-        let (key, detail) = match pbx::probe_with(&settings, PROBE_TIMEOUT, allow_plain).await {
-            ProbeResult::Ok(d) => ("probe_ok", d),
-            ProbeResult::Down(d) => ("probe_down", d),
-            ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
-            ProbeResult::ChallengeRefused(d) => ("probe_challenge_refused", d),
-        };
         return Ok(Outcome {
             notice: Notice {
-                text: format!("{}: {detail}", super::view::t(lang, key)),
-                error: key != "probe_ok",
+                text,
+                error: !passed,
             },
             status: StatusCode::OK,
+            pbx_form: Some(echo),
+        });
+    }
+    if !passed && field(fields, "save_anyway") != "1" {
+        log::info!("integration {id}: PBX connection not saved: the test failed ({key})");
+        return Ok(Outcome {
+            notice: Notice {
+                text: format!("{text}. {}", super::view::t(lang, "pbx_not_saved_test")),
+                error: true,
+            },
+            status: StatusCode::UNPROCESSABLE_ENTITY,
             pbx_form: Some(echo),
         });
     }
@@ -149,8 +165,32 @@ pub(super) async fn form(
         settings.host,
         settings.port
     );
+    let mut board = state.pbx.subscribe();
+    board.mark_unchanged();
     state.pbx_settings.send_replace(Some(settings));
+    wait_for_new_state(&mut board, passed).await;
     Ok(Outcome::ok(lang, "pbx_saved"))
+}
+
+/// Waits (at most [`PROBE_TIMEOUT`]) until the connection supervisor reports the new
+/// settings' state, so the page after a save does not show the old connection's state:
+/// `up` after a passed test, else any other state it reports once it has tried.
+async fn wait_for_new_state(board: &mut tokio::sync::watch::Receiver<pbx::PbxStatus>, up: bool) {
+    let wait = async {
+        while board.changed().await.is_ok() {
+            let now = board.borrow_and_update().state;
+            let done = match up {
+                true => now == pbx::LinkState::Up,
+                false => now != pbx::LinkState::Up && now != pbx::LinkState::NotConfigured,
+            };
+            if done {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(PROBE_TIMEOUT, wait).await.is_err() {
+        log::debug!("the PBX state after a save did not settle within {PROBE_TIMEOUT:?}");
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,53 @@ pub fn lang(raw: Option<&str>) -> &'static str {
     }
 }
 
+/// `ru` when the browser's `Accept-Language` prefers Russian (for pages answered before
+/// the request names its language), else `en`.
+pub fn accept_lang(headers: &hyper::HeaderMap) -> &'static str {
+    let first = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if first == "ru" || first.starts_with("ru-") || first.starts_with("ru;") {
+        "ru"
+    } else {
+        "en"
+    }
+}
+
+/// An error page in `lang`: the status and the error's text from the i18n files
+/// (`error_<status>`, `error_<code>`), the English message where no text exists.
+pub fn error_html(
+    pages: &crate::http::Pages,
+    e: &crate::http::HttpError,
+    lang: &'static str,
+) -> String {
+    let texts = texts(lang);
+    let status = e.status.as_u16();
+    let reason = texts
+        .get(&format!("error_{status}"))
+        .cloned()
+        .unwrap_or_else(|| e.status.canonical_reason().unwrap_or("").to_string());
+    let message = match texts.get(&format!("error_{}", e.code)) {
+        // English keeps the precise message; other languages get the translation.
+        Some(text) if lang != "en" => text.clone(),
+        _ => e.message.clone(),
+    };
+    pages.render(
+        "error.html",
+        minijinja::context! {
+            lang => lang,
+            status => status,
+            reason => reason,
+            message => message,
+            hint => texts.get("error_hint"),
+        },
+    )
+}
+
 /// A message at the top of the page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Notice {
@@ -85,6 +132,8 @@ pub struct PageRequest<'a> {
     pub lang: &'static str,
     pub session: &'a str,
     pub notice: Option<Notice>,
+    /// The section whose form produced the notice (shown there, open).
+    pub section: &'static str,
     /// The PBX form as submitted, to show after a failed save or a test.
     pub pbx_form: Option<PbxForm>,
     pub status: StatusCode,
@@ -117,6 +166,7 @@ struct Page<'a> {
     domain: String,
     user: UserView,
     notice: Option<Notice>,
+    section: &'static str,
     needs_reconnect: bool,
     reconnect_reason: Option<String>,
     channel: ChannelView,
@@ -125,6 +175,10 @@ struct Page<'a> {
     calls: CallSettings,
     pbx: PbxView,
     users: Vec<UserRow>,
+    /// The PBX's lines for the mapping section (settings::lines).
+    lines: super::lines::LinesView,
+    /// Live state by extension, for the mapped users.
+    line_state: BTreeMap<String, &'static str>,
     events: EventsView,
     /// Result callbacks (src/http/settings/callbacks.rs).
     callbacks: super::callbacks::CallbacksView,
@@ -230,6 +284,12 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         .map(|u| u.name.clone())
         .unwrap_or_default();
     let crm = super::crm::view(state, id).await?;
+    let lines = super::lines::view(state, id).await;
+    let line_state = users
+        .iter()
+        .filter_map(|u| u.extension.as_deref())
+        .filter_map(|ext| Some((ext.to_string(), lines.state_of(ext)?)))
+        .collect();
     let page = Page {
         lang: req.lang,
         t: texts(req.lang),
@@ -240,6 +300,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
             name: user_name,
         },
         notice: req.notice,
+        section: req.section,
         needs_reconnect: integration.needs_reconnect,
         reconnect_reason: integration.reconnect_reason.clone(),
         channel: ChannelView {
@@ -255,6 +316,8 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
             form,
         },
         users,
+        lines,
+        line_state,
         events,
         callbacks,
         crm,
@@ -313,6 +376,11 @@ pub fn with_frame_headers(
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A redirect's view token is in the page's URL: never send it on.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 

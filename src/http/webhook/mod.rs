@@ -12,7 +12,7 @@
 
 pub(super) mod calls;
 pub(super) mod replay;
-mod status;
+pub(in crate::http) mod status;
 
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;

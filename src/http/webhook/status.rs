@@ -16,6 +16,16 @@ use crate::pbx::{Extension, LineState, PbxStatus};
 /// out unless mapped; so are extensions another account has mapped. Mapped users whose
 /// extension the PBX does not list (or every one, while the PBX is down) are offline.
 pub async fn employees(state: &State, integration: i64) -> Result<Answer, WebhookError> {
+    let (items, pbx, live) = employee_lines(state, integration).await?;
+    Ok(ok(shapes::employees(&items, &pbx, live)))
+}
+
+/// The lines of [`employees`] (also shown on the settings page), the PBX state as this
+/// account may see it, and whether the PBX listed its extensions (false while it is down).
+pub async fn employee_lines(
+    state: &State,
+    integration: i64,
+) -> Result<(Vec<Employee>, PbxStatus, bool), WebhookError> {
     let (users, others) = state
         .db
         .run(move |c| {
@@ -79,7 +89,7 @@ pub async fn employees(state: &State, integration: i64) -> Result<Answer, Webhoo
         }
     }
     items.sort_by(|a, b| (a.extension.len(), &a.extension).cmp(&(b.extension.len(), &b.extension)));
-    Ok(ok(shapes::employees(&items, &pbx, live.is_some())))
+    Ok((items, pbx, live.is_some()))
 }
 
 /// The PBX's line state, made busy when the engine has the employee on a call.

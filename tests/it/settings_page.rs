@@ -1,0 +1,171 @@
+//! The settings page's POST/redirect/GET and the language of its error pages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::flowlu_support::{Ctx, Rig, rig, session_of, urlencode};
+
+/// POSTs a settings form without following the redirect: (status, Location, Referrer-Policy).
+async fn post_raw(r: &Rig, action: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+    let cert = ureq::tls::Certificate::from_pem(r.app.cert_pem.as_bytes())
+        .unwrap()
+        .to_owned();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![cert])))
+        .build();
+    let agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .new_agent();
+    let owned: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let url = format!("{}/integration/settings/{action}", r.app.base);
+    let body = urlencode(&owned);
+    tokio::task::spawn_blocking(move || {
+        let resp = agent
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(&body[..])
+            .unwrap();
+        let h = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        (resp.status().as_u16(), h("location"), h("referrer-policy"))
+    })
+    .await
+    .unwrap()
+}
+
+fn default_line(r: &Rig) -> String {
+    r.app
+        .db()
+        .query_row("SELECT default_line FROM flowlu_settings", [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_redirects_and_reloading_the_page_does_not_send_it_again() {
+    let r = rig(|_| {}).await;
+    r.fake.add_user("tok", "7", "Ann", "ann@example.com");
+    let session = r.session(&Ctx::new("100", "acme.flowlu.com", "tok")).await;
+    let calls = |line: &'static str| {
+        [
+            ("default_line", line),
+            ("default_country_code", "7"),
+            ("incoming_routing", "pbx"),
+        ]
+    };
+    let mut fields = vec![("session", session.as_str()), ("lang", "ru")];
+    fields.extend(calls("+100"));
+    let (status, location, referrer) = post_raw(&r, "calls", &fields).await;
+    assert_eq!(status, 303);
+    assert_eq!(referrer, "no-referrer");
+    let token = location
+        .strip_prefix("/integration/settings?token=")
+        .unwrap_or_else(|| panic!("{location}"));
+    assert_eq!(token.len(), 43);
+    assert!(
+        !location.contains(&session),
+        "the session stays out of URLs"
+    );
+    assert_eq!(default_line(&r), "+100");
+
+    let page = r.app.get(&location).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"notice\""), "{}", page.body);
+    assert!(page.body.contains("Сохранено"), "the notice, in Russian");
+    assert!(
+        page.body
+            .contains("<details class=\"card\" id=\"calls\" open>")
+    );
+    assert_eq!(
+        session_of(&page.body),
+        session,
+        "the page carries the session on"
+    );
+
+    // Another save changes the line; reloading the first page shows it and sends nothing.
+    let mut fields = vec![("session", session.as_str())];
+    fields.extend(calls("+200"));
+    assert_eq!(post_raw(&r, "calls", &fields).await.0, 303);
+    let reload = r.app.get(&location).await;
+    assert_eq!(reload.status, 200);
+    assert!(
+        !reload.body.contains("id=\"notice\""),
+        "the notice was shown once"
+    );
+    assert!(reload.body.contains("value=\"+200\""), "{}", reload.body);
+    assert_eq!(default_line(&r), "+200");
+
+    // A refused form: the redirect's page has the status and the notice in its section.
+    let mut fields = vec![("session", session.as_str())];
+    fields.extend(calls("no spaces allowed"));
+    let refused = r.act("calls", &session, &fields[1..]).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let calls_section = &refused.body[refused.body.find("id=\"calls\"").unwrap()..];
+    let calls_section = &calls_section[..calls_section.find("</details>").unwrap()];
+    assert!(calls_section.contains("id=\"notice\""), "{calls_section}");
+    assert_eq!(default_line(&r), "+200");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_speak_the_request_language() {
+    let r = rig(|_| {}).await;
+    // 403: a form without a valid session, Russian from its lang field.
+    let page = r
+        .post_form(
+            "/integration/settings/calls",
+            &[("session", "v1.forged"), ("lang", "ru")],
+        )
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("<html lang=\"ru\">"), "{}", page.body);
+    assert!(page.body.contains("403 Доступ запрещён"), "{}", page.body);
+    assert!(page.body.contains("Сессия этой страницы"), "{}", page.body);
+    // The same in English keeps the precise message.
+    let page = r
+        .post_form("/integration/settings/calls", &[("session", "v1.forged")])
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("403 Not allowed"), "{}", page.body);
+    assert!(page.body.contains("does not carry a valid session"));
+    // 422: a refused Flowlu domain, in the context's language.
+    let mut ctx = Ctx::new("100", "acme.evil.com", "tok");
+    ctx.language = "ru".into();
+    let page = r.open(&ctx).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("<html lang=\"ru\">"), "{}", page.body);
+    assert!(page.body.contains("не разрешён"), "{}", page.body);
+    // 401: Flowlu does not know the token (the fake refuses unknown tokens).
+    let mut ctx = Ctx::new("100", "acme.flowlu.com", "unknown-token");
+    ctx.language = "ru".into();
+    let page = r.open(&ctx).await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(page.body.contains("401 Вход не выполнен"), "{}", page.body);
+    // Before the request says anything: Accept-Language.
+    let page = r
+        .app
+        .request(
+            "POST",
+            "/integration/settings",
+            &[
+                ("content-type", "application/json"),
+                ("accept-language", "ru-RU,ru;q=0.9"),
+            ],
+            Some(b"[]".to_vec()),
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("Неверный запрос"), "{}", page.body);
+}
