@@ -391,6 +391,9 @@ fn summary(a: &Answers, checked: &Config, config: &Path, db: &Path, cert: &Path)
             "PBX login:     NOT TRIED, the PBX refuses the MD5 challenge and the secret is \
              never sent in clear text unless [pbx] allow_plain_login = true: {detail}"
         )),
+        Some(ProbeResult::UnsupportedVersion(detail)) => lines.push(format!(
+            "PBX login:     NOT TRIED, the PBX is too old to track: {detail}"
+        )),
         None => {}
     }
     match checked.public_url() {

@@ -125,6 +125,7 @@ pub(super) async fn form(
             ProbeResult::Down(d) => ("probe_down", d),
             ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
             ProbeResult::ChallengeRefused(d) => ("probe_challenge_refused", d),
+            ProbeResult::UnsupportedVersion(d) => ("probe_unsupported_version", d),
         };
         return Ok(Outcome {
             notice: Notice {
