@@ -47,11 +47,12 @@ struct BuildLabels {
     version: &'static str,
 }
 
-const PBX_STATES: [LinkState; 5] = [
+const PBX_STATES: [LinkState; 6] = [
     LinkState::NotConfigured,
     LinkState::Down,
     LinkState::AuthFailed,
     LinkState::ChallengeRefused,
+    LinkState::UnsupportedVersion,
     LinkState::Up,
 ];
 

@@ -271,6 +271,9 @@ fn login_refusal(a: &Answers) -> Option<String> {
         ProbeResult::ChallengeRefused(detail) => format!(
             "the manager refused the MD5 challenge and [pbx] allow_plain_login is off: {detail}"
         ),
+        ProbeResult::UnsupportedVersion(detail) => {
+            format!("this PBX version is not supported: {detail}")
+        }
     };
     Some(format!(
         "the {} login at {}:{port} failed ({why}); nothing was written. Fix --pbx-host, \
@@ -473,6 +476,9 @@ fn summary(a: &Answers, checked: &Config, config: &Path, db: &Path, cert: &Path)
         Some(ProbeResult::ChallengeRefused(detail)) => lines.push(format!(
             "PBX login:     NOT TRIED, the PBX refuses the MD5 challenge and the secret is \
              never sent in clear text unless [pbx] allow_plain_login = true: {detail}"
+        )),
+        Some(ProbeResult::UnsupportedVersion(detail)) => lines.push(format!(
+            "PBX login:     NOT TRIED, the PBX is too old to track: {detail}"
         )),
         None => {}
     }

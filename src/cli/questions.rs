@@ -88,6 +88,9 @@ pub(super) fn ask(cli: &Cli, mut a: Answers, runtime: &Runtime) -> Io<Answers> {
                 Some(ProbeResult::ChallengeRefused(detail)) => {
                     eprintln!("  the secret was not sent: {detail}")
                 }
+                Some(ProbeResult::UnsupportedVersion(detail)) => {
+                    eprintln!("  the PBX is too old to track: {detail}")
+                }
                 None => {}
             }
             let ok = matches!(result, Some(ProbeResult::Ok(_)));

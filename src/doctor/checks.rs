@@ -351,6 +351,10 @@ pub fn pbx(ctx: &Context) -> CheckFuture<'_> {
                 "pbx",
                 format!("challenge refused, the secret was not sent: {detail} ({from})"),
             )],
+            ProbeResult::UnsupportedVersion(detail) => vec![Finding::fail(
+                "pbx",
+                format!("unsupported PBX version: {detail} ({from})"),
+            )],
         }
     })
 }

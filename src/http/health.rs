@@ -25,7 +25,7 @@ pub struct Health {
     pub version: &'static str,
     /// "ok" or "error".
     pub database: &'static str,
-    /// not_configured, down, auth_failed or up.
+    /// not_configured, down, auth_failed, challenge_refused, unsupported_version or up.
     pub pbx: &'static str,
     pub pbx_detail: PbxStatus,
     /// Flowlu accounts served, as counts only (no account details).

@@ -85,6 +85,10 @@ pub enum LinkState {
     /// The Asterisk manager refuses the MD5 challenge and `[pbx] allow_plain_login` is
     /// off, so the secret was not sent: retried slowly.
     ChallengeRefused,
+    /// The PBX is Asterisk 11 or older (AMI 1.x), whose events (`Dial`, `Bridge`,
+    /// `Masquerade`, no `Linkedid`) the tracker cannot follow: not logged in, retried
+    /// slowly (an upgraded PBX then just works).
+    UnsupportedVersion,
     /// Connected and logged in.
     Up,
 }
@@ -96,6 +100,7 @@ impl LinkState {
             LinkState::Down => "down",
             LinkState::AuthFailed => "auth_failed",
             LinkState::ChallengeRefused => "challenge_refused",
+            LinkState::UnsupportedVersion => "unsupported_version",
             LinkState::Up => "up",
         }
     }
@@ -265,6 +270,8 @@ pub enum ProbeResult {
     AuthFailed(String),
     /// The manager refuses the MD5 challenge; the secret was not sent.
     ChallengeRefused(String),
+    /// Asterisk 11 or older (AMI 1.x): not logged in, its events cannot be tracked.
+    UnsupportedVersion(String),
 }
 
 /// Why a connection attempt failed.
@@ -277,6 +284,8 @@ pub(crate) enum ConnectError {
     /// The AMI refused the MD5 challenge and a clear-text login is not allowed: nothing
     /// secret was sent; retry slowly.
     ChallengeRefused(String),
+    /// The PBX is too old to track (Asterisk 11 or older): nothing was sent; retry slowly.
+    UnsupportedVersion(String),
 }
 
 /// Connects to the PBX once, logs in with the given credentials and logs off again:
@@ -305,6 +314,7 @@ pub async fn probe_with(
         Ok(Err(ConnectError::Down(why))) => ProbeResult::Down(why),
         Ok(Err(ConnectError::AuthFailed(why))) => ProbeResult::AuthFailed(why),
         Ok(Err(ConnectError::ChallengeRefused(why))) => ProbeResult::ChallengeRefused(why),
+        Ok(Err(ConnectError::UnsupportedVersion(why))) => ProbeResult::UnsupportedVersion(why),
         Err(_) => ProbeResult::Down(format!(
             "{addr}: no answer within {} ms",
             timeout.as_millis()

@@ -242,6 +242,12 @@ impl Supervisor {
                     attempt = 0;
                     opts.auth_retry
                 }
+                Err(ConnectError::UnsupportedVersion(why)) => {
+                    log::error!("PBX: {why}; next try in {} ms", opts.auth_retry.as_millis());
+                    self.status.set(LinkState::UnsupportedVersion, Some(why));
+                    attempt = 0;
+                    opts.auth_retry
+                }
                 Err(ConnectError::Down(why)) => {
                     attempt += 1;
                     let wait = backoff(attempt, opts.reconnect_min, opts.reconnect_max);

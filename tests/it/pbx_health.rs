@@ -74,3 +74,33 @@ async fn a_refused_login_shows_as_auth_failed() {
     assert!(detail.contains("Authentication failed"), "{detail}");
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_asterisk_11_is_refused_as_unsupported_and_reports_no_call() {
+    // The recorded busy call, with only its banner line changed to the one Asterisk 11
+    // sends (AMI 1.3): the appliance must not log in or track anything from it.
+    let fake = FakeAmi::start(vec![
+        Script::new("agent-busy").banner("Asterisk Call Manager/1.3"),
+    ])
+    .await;
+    let app =
+        TestApp::start_with(|c: &mut Config| c.pbx = pbx_config("asterisk", fake.port())).await;
+    let detail = eventually(10, "unsupported_version", async || {
+        let (state, detail) = pbx_state(&app).await;
+        (state == "unsupported_version").then_some(detail)
+    })
+    .await;
+    assert!(detail.contains("AMI 1.3"), "{detail}");
+    assert!(detail.contains("Asterisk 12 or newer"), "{detail}");
+    assert_eq!(app.get("/healthz").await.json()["status"], "degraded");
+    // Retried like any failure (an upgraded PBX then just works), never logged in to.
+    fake.wait_connections(2).await;
+    assert!(fake.sent_named("Login").is_empty(), "{:?}", fake.sent());
+    assert!(!String::from_utf8_lossy(&fake.received()).contains("s3cret"));
+    let calls: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(calls, 0, "no call from an unsupported PBX");
+    app.stop().await.unwrap();
+}

@@ -515,10 +515,12 @@ impl Tracker {
 
     pub(super) fn resync(&mut self, channels: &[ChannelSnapshot], now: i64, out: &mut Vec<Update>) {
         let live: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
+        // Seen created on this connection: alive unless the PBX says otherwise.
+        let fresh = self.fresh.take().unwrap_or_default();
         let gone: Vec<String> = self
             .legs
             .keys()
-            .filter(|id| !live.contains(id.as_str()))
+            .filter(|id| !live.contains(id.as_str()) && !fresh.contains(id.as_str()))
             .cloned()
             .collect();
         for leg in gone {

@@ -150,6 +150,10 @@ pub struct Tracker {
     /// Channels created Down that would open a call, until the PBX says who started it
     /// ([`origin`]).
     pending: HashMap<String, Channel>,
+    /// Between `Connected` and its `Resync`: the channels created live meanwhile. The
+    /// live-channel list may have been taken before them, so missing from it they did not
+    /// end while the connection was down.
+    fresh: Option<HashSet<String>>,
 }
 
 pub fn ms(at: std::time::SystemTime) -> i64 {
@@ -166,6 +170,7 @@ impl Tracker {
             legs: HashMap::new(),
             expected: HashMap::new(),
             pending: HashMap::new(),
+            fresh: None,
         }
     }
 
@@ -294,6 +299,16 @@ impl Tracker {
     pub fn handle(&mut self, ev: &PbxEvent) -> Vec<Update> {
         let now = ms(ev.at);
         let mut out = Vec::new();
+        match &ev.event {
+            Event::Connected { .. } => self.fresh = Some(HashSet::new()),
+            Event::Disconnected { .. } => self.fresh = None,
+            Event::ChannelCreated(ch) => {
+                if let Some(fresh) = &mut self.fresh {
+                    fresh.insert(ch.id.clone());
+                }
+            }
+            _ => {}
+        }
         self.settle_pending(&ev.event, now, &mut out);
         match &ev.event {
             Event::ChannelCreated(ch) => self.created(ch, now, &mut out),

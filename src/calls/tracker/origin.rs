@@ -41,8 +41,13 @@ impl Tracker {
             Event::HungUp { channel, .. } => {
                 self.pending.remove(channel);
             }
-            // The snapshot reports the live ones with what they run; the others are gone.
-            Event::Resync { .. } => self.pending.clear(),
+            // The snapshot reports the live ones with what they run; the others are gone,
+            // unless created since the login (the list may predate them).
+            Event::Resync { .. } => {
+                let fresh = self.fresh.as_ref();
+                self.pending
+                    .retain(|id, _| fresh.is_some_and(|f| f.contains(id)));
+            }
             _ => {}
         }
     }

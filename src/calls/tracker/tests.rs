@@ -522,3 +522,95 @@ fn the_outside_line_prefix_is_not_part_of_the_customers_number() {
         (Direction::Internal, "9101")
     );
 }
+
+#[test]
+fn a_call_starting_between_login_and_the_resync_list_is_kept_whole() {
+    // Logged in; before the live-channel list is complete, a customer's channel appears
+    // (Down, so not yet placed) and another starts ringing in. The list, taken before
+    // them, names neither: they did not end while the connection was down.
+    let connected = Event::Connected {
+        pbx: crate::config::PbxType::Asterisk,
+        server: "127.0.0.1:5038".into(),
+    };
+    let mut t = tracker();
+    let mut updates = run(
+        &mut t,
+        vec![
+            at(1, connected),
+            at(2, customer_in("c1", "A")),
+            at(2, customer_in("c2", "B")),
+            at(
+                2,
+                Event::CallingIn {
+                    channel: "c2".into(),
+                },
+            ),
+            at(3, Event::Resync { channels: vec![] }),
+        ],
+    );
+    assert!(
+        updates.iter().all(|u| u.call.ended_at.is_none()),
+        "{updates:?}"
+    );
+    updates.extend(run(
+        &mut t,
+        vec![
+            at(
+                4,
+                Event::CallingIn {
+                    channel: "c1".into(),
+                },
+            ),
+            at(5, agent_out("a1", "A", "PJSIP/101-00000002")),
+            at(
+                5,
+                Event::DialBegin {
+                    caller: Some("c1".into()),
+                    callee: "a1".into(),
+                    dial_string: "101".into(),
+                },
+            ),
+            at(
+                9,
+                Event::DialEnd {
+                    caller: Some("c1".into()),
+                    callee: "a1".into(),
+                    status: DialStatus::Answer,
+                },
+            ),
+            at(
+                9,
+                Event::Answered {
+                    channel: "a1".into(),
+                },
+            ),
+            at(30, hangup("a1", 16)),
+            at(30, hangup("c1", 16)),
+            at(31, hangup("c2", 16)),
+        ],
+    ));
+    let last = |pbx_call: &str| {
+        updates
+            .iter()
+            .rev()
+            .find(|u| u.call.pbx_call == pbx_call)
+            .map(|u| u.call.clone())
+            .unwrap()
+    };
+    let answered = last("A");
+    assert_eq!(answered.status, Some(CallStatus::Answered), "{answered:?}");
+    assert_eq!(answered.ended_at, Some(30_000));
+    assert_eq!(answered.extension.as_deref(), Some("101"));
+    let missed = last("B");
+    assert_eq!(missed.ended_at, Some(31_000), "{missed:?}");
+    for call in [answered, missed] {
+        assert!(
+            !call
+                .hangup_cause
+                .as_deref()
+                .unwrap_or("")
+                .contains("connection was down"),
+            "{call:?}"
+        );
+    }
+}

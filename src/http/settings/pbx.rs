@@ -127,6 +127,7 @@ pub(super) async fn form(
         ProbeResult::Down(d) => ("probe_down", d),
         ProbeResult::AuthFailed(d) => ("probe_auth_failed", d),
         ProbeResult::ChallengeRefused(d) => ("probe_challenge_refused", d),
+        ProbeResult::UnsupportedVersion(d) => ("probe_unsupported_version", d),
     };
     let passed = matches!(probe, ProbeResult::Ok(_));
     let text = format!("{}: {detail}", super::view::t(lang, key));

@@ -415,6 +415,7 @@ mod tests {
             "down",
             "auth_failed",
             "challenge_refused",
+            "unsupported_version",
             "not_configured",
         ] {
             assert!(texts("en").contains_key(&format!("pbx_state_{state}")));

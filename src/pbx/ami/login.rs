@@ -3,7 +3,9 @@
 //! the challenge the secret would have to travel in clear text (`Login` with `Secret`):
 //! that is done only with `[pbx] allow_plain_login = true`; otherwise nothing more is
 //! sent and the attempt is `ChallengeRefused`. A refused login is `AuthFailed`,
-//! anything else `Down`. What happens once logged in is `client`'s business.
+//! anything else `Down`. A banner of AMI 1.x (Asterisk 11 and older, whose `Dial`,
+//! `Bridge` and `Masquerade` events without `Linkedid` the tracker cannot follow) is
+//! `UnsupportedVersion`, before anything is sent. What happens once logged in is `client`'s business.
 
 use bytes::BytesMut;
 use md5::{Digest, Md5};
@@ -70,6 +72,21 @@ fn encode(name: &str, id: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, Con
     codec::encode_action(name, id, headers).map_err(|e| ConnectError::Down(e.to_string()))
 }
 
+/// Why the manager announcing AMI `version` cannot be tracked, if it cannot: AMI 1.x is
+/// Asterisk 11 and older (1.0 in Asterisk 1.4 up to 1.3 in Asterisk 11); Asterisk 12
+/// brought AMI 2.0 with `DialBegin`/`DialEnd`, bridges and `Linkedid`. A version that
+/// does not start with a number is let through (the events then tell).
+fn unsupported(version: &str) -> Option<String> {
+    let major: u32 = version.split('.').next()?.trim().parse().ok()?;
+    (major < 2).then(|| {
+        format!(
+            "the PBX announces AMI {version}, which is Asterisk 11 or older; its events \
+             (Dial, Bridge, Masquerade, no Linkedid) cannot be tracked, so the appliance \
+             does not log in: upgrade the PBX to Asterisk 12 or newer"
+        )
+    })
+}
+
 /// Connects, checks the banner and logs in. `events`: whether this session wants events
 /// (the supervisor does; a probe does not). `allow_plain`: `[pbx] allow_plain_login`.
 pub(crate) async fn open(
@@ -97,6 +114,10 @@ pub(crate) async fn open(
             }
         }
     };
+
+    if let Some(why) = unsupported(&version) {
+        return Err(ConnectError::UnsupportedVersion(format!("{addr}: {why}")));
+    }
 
     write(
         &mut stream,
@@ -165,4 +186,28 @@ pub(crate) async fn probe(
         "logged in to Asterisk (AMI {}) at {} as {:?}",
         session.version, session.addr, settings.user
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsupported;
+
+    #[test]
+    fn ami_1_is_asterisk_11_or_older_and_refused() {
+        for old in ["1.0", "1.1", "1.3", "1.3.1"] {
+            let why = unsupported(old).unwrap();
+            assert!(why.contains(&format!("AMI {old}")), "{why}");
+            assert!(why.contains("Asterisk 12 or newer"), "{why}");
+        }
+        for new in [
+            "2.0.0",
+            "2.10.0",
+            "5.0.1",
+            "11.0.0",
+            "99.1-custom",
+            "custom",
+        ] {
+            assert_eq!(unsupported(new), None, "{new}");
+        }
+    }
 }

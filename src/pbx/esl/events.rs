@@ -7,6 +7,12 @@
 //! partner's), whether it was dialled and answered (to synthesize `DialBegin`/`DialEnd`),
 //! and its last transfer source (to spot transfers). Legs are forgotten at
 //! `CHANNEL_HANGUP_COMPLETE`; a new connection starts a new mapper.
+//!
+//! FreeSWITCH may announce a loopback pair's `-b` half before its `-a` partner (both
+//! name each other in `variable_other_loopback_leg_uuid`). The `-b` half must take the
+//! call of its `-a`, so from such a `CHANNEL_CREATE` on every event waits (in arrival
+//! order) until the partner's `CHANNEL_CREATE`, which is mapped first; the wait ends
+//! unpaired when the `-b` half hangs up or [`HOLD_MAX`] events pile up.
 
 use std::collections::HashMap;
 
@@ -35,10 +41,23 @@ struct Leg {
     transfer: Option<String>,
 }
 
+/// How many events may wait for a loopback `-b` half's partner before they are mapped
+/// without it.
+pub const HOLD_MAX: usize = 256;
+
+/// Events waiting for the `-a` partner of the loopback `-b` half that opened them.
+#[derive(Debug)]
+struct Held {
+    leg: String,
+    partner: String,
+    events: Vec<EslEvent>,
+}
+
 /// Per-connection mapping state.
 #[derive(Debug, Default)]
 pub struct Mapper {
     legs: HashMap<String, Leg>,
+    held: Option<Held>,
 }
 
 /// `Event-Date-Timestamp`: microseconds since the epoch.
@@ -90,8 +109,47 @@ impl Mapper {
         self.legs.len()
     }
 
-    /// Maps one event. `BACKGROUND_JOB` is the connection's business, not ours.
+    /// Maps one event (or holds it while a loopback `-b` half waits for its partner, see
+    /// the module notes). `BACKGROUND_JOB` is the connection's business, not ours.
     pub fn map(&mut self, ev: &EslEvent, out: &mut Vec<PbxEvent>) {
+        let id = ev.headers.str("Unique-ID");
+        let create = ev.name() == "CHANNEL_CREATE";
+        if let Some(held) = &mut self.held {
+            if create && id == held.partner {
+                let held = self.held.take().expect("held");
+                self.map_now(ev, out);
+                for e in &held.events {
+                    self.map_now(e, out);
+                }
+                return;
+            }
+            held.events.push(ev.clone());
+            let gone = ev.name() == "CHANNEL_HANGUP_COMPLETE" && id == held.leg;
+            if gone || held.events.len() >= HOLD_MAX {
+                let held = self.held.take().expect("held");
+                for e in &held.events {
+                    self.map_now(e, out);
+                }
+            }
+            return;
+        }
+        if create
+            && ev.headers.str("Channel-Name").starts_with("loopback/")
+            && ev.headers.str("Channel-Name").ends_with("-b")
+            && let Some(partner) = opt(ev, "variable_other_loopback_leg_uuid")
+            && !self.legs.contains_key(&partner)
+        {
+            self.held = Some(Held {
+                leg: id.to_string(),
+                partner,
+                events: vec![ev.clone()],
+            });
+            return;
+        }
+        self.map_now(ev, out);
+    }
+
+    fn map_now(&mut self, ev: &EslEvent, out: &mut Vec<PbxEvent>) {
         let at = timestamp(ev);
         let mut push = |event: Event| out.push(PbxEvent::at_micros(at, event));
         let name = ev.name();

@@ -101,7 +101,7 @@ impl Session {
         let t = &library()[&script.fixture];
         let c = &t.connections[script.connection];
         Session {
-            out: c.banner.clone(),
+            out: script.banner.clone().unwrap_or_else(|| c.banner.clone()),
             messages: c.messages.clone(),
             actions: t.actions.clone(),
             call_ids: Vec::new(),

@@ -226,6 +226,8 @@ pub struct Script {
     /// Text replaced in everything sent (e.g. the caller's number as another PBX
     /// writes it).
     pub(super) rewrites: Vec<(String, String)>,
+    /// Sent instead of the recorded banner line (another PBX version).
+    pub(super) banner: Option<Vec<u8>>,
 }
 
 impl Script {
@@ -246,12 +248,20 @@ impl Script {
             interleave: HashSet::new(),
             deaf: false,
             rewrites: Vec::new(),
+            banner: None,
         }
     }
 
     /// Sends `to` wherever the recording has `from`.
     pub fn rewrite(mut self, from: &str, to: &str) -> Script {
         self.rewrites.push((from.into(), to.into()));
+        self
+    }
+
+    /// Greets with `line` (without its line end; CRLF is added) instead of the recorded
+    /// banner line; everything after it is the recording's.
+    pub fn banner(mut self, line: &str) -> Script {
+        self.banner = Some(format!("{line}\r\n").into_bytes());
         self
     }
 

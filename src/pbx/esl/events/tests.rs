@@ -328,3 +328,87 @@ fn snapshots_read_show_channels_as_json() {
     assert_eq!(rows[0].application, "bridge");
     assert!(snapshot("-ERR no reply").is_err());
 }
+
+/// The recorded `fixture`'s events, with the two `CHANNEL_CREATE`s of the loopback pair
+/// named `pair` (`loopback/100`) swapped when `swap` (FreeSWITCH sends them in either
+/// order); everything else as recorded.
+fn mapped_with_creates(fixture: &str, pair: &str, swap: bool) -> Vec<Event> {
+    let mut events = recorded_events(fixture);
+    let create = |half: &str| {
+        let name = format!("{pair}-{half}");
+        events
+            .iter()
+            .position(|e| e.name() == "CHANNEL_CREATE" && e.headers.str("Channel-Name") == name)
+            .unwrap()
+    };
+    let (a, b) = (create("a"), create("b"));
+    assert!(a < b, "recorded with -a first");
+    if swap {
+        events.swap(a, b);
+    }
+    let (mapper, out) = map_all(&events);
+    assert_eq!(mapper.live_legs(), 0);
+    out
+}
+
+fn recorded_events(fixture: &str) -> Vec<EslEvent> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/freeswitch")
+        .join(fixture);
+    parse_all(&std::fs::read(path).unwrap())
+        .unwrap()
+        .iter()
+        .filter_map(|env| event_of(env).unwrap())
+        .collect()
+}
+
+fn map_all(events: &[EslEvent]) -> (Mapper, Vec<Event>) {
+    let mut mapper = Mapper::new();
+    let mut out = Vec::new();
+    for ev in events {
+        mapper.map(ev, &mut out);
+    }
+    (mapper, out.into_iter().map(|e| e.event).collect())
+}
+
+#[test]
+fn a_loopback_b_half_announced_first_still_joins_its_a_partners_call() {
+    let recorded = mapped_with_creates("customer-busy.txt", "loopback/100", false);
+    let swapped = mapped_with_creates("customer-busy.txt", "loopback/100", true);
+    let calls = |events: &[Event]| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChannelCreated(c) => Some((c.name.clone(), c.call.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let b = calls(&recorded)
+        .into_iter()
+        .find(|(name, _)| name == "loopback/100-b")
+        .unwrap();
+    let a = calls(&recorded)
+        .into_iter()
+        .find(|(name, _)| name == "loopback/100-a")
+        .unwrap();
+    assert_eq!(a.1, b.1, "the -b half is in its -a partner's call");
+    assert_eq!(
+        swapped, recorded,
+        "the same events, whichever half came first"
+    );
+}
+
+#[test]
+fn a_held_b_half_is_released_when_it_hangs_up_unpaired() {
+    let mut events = recorded_events("customer-busy.txt");
+    // The -a half never announced (only its -b): nothing is lost, only unpaired.
+    events.retain(|e| {
+        !(e.name() == "CHANNEL_CREATE" && e.headers.str("Channel-Name") == "loopback/100-a")
+    });
+    let (mapper, out) = map_all(&events);
+    assert!(mapper.held.is_none());
+    assert!(out.iter().any(|e| matches!(e,
+        Event::ChannelCreated(c) if c.name == "loopback/100-b")));
+    assert!(out.iter().any(|e| matches!(e, Event::HungUp { .. })));
+}
