@@ -81,9 +81,14 @@ impl MariaDb {
         };
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // Its own temp dir: the server's temporary files in a shared /tmp can collide
+        // with another test's server (and are removed by whoever cleans /tmp).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let out = Command::new(install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -104,6 +109,7 @@ impl MariaDb {
         let child = Command::new(server)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!(
