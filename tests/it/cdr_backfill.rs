@@ -58,10 +58,18 @@ fn cdr_config(c: &mut appliance::Config, csv: &Path) {
     c.cdr.max_gap = "36500d".into();
 }
 
-async fn restart(r: Rig, csv: &Path) -> Rig {
-    let Rig { app, fake } = r;
+/// How a test points `[cdr]` at its source.
+pub(crate) type Configure = std::sync::Arc<dyn Fn(&mut appliance::Config) + Send + Sync>;
+
+fn csv_source(csv: &Path) -> Configure {
     let csv = csv.to_path_buf();
-    let app = app.restart_with(move |c| cdr_config(c, &csv)).await;
+    std::sync::Arc::new(move |c| cdr_config(c, &csv))
+}
+
+async fn restart(r: Rig, source: &Configure) -> Rig {
+    let Rig { app, fake } = r;
+    let source = source.clone();
+    let app = app.restart_with(move |c| source(c)).await;
     Rig { app, fake }
 }
 
@@ -81,10 +89,18 @@ fn by_call(events: &[Value]) -> std::collections::BTreeMap<String, Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_made_while_the_appliance_was_stopped_are_reported_once_at_start() {
-    let fake: Fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("Master.csv");
+    let write = |rows: &[Row]| append_csv(&csv, rows, 0);
+    reported_once_at_start(write, csv_source(&csv)).await;
+}
+
+/// The appliance last saw the PBX before three recorded calls and tracked one of them
+/// itself; `write` puts each call's rows into the source while it is stopped. At start
+/// Flowlu receives the two others, once, and a second restart sends nothing.
+pub(crate) async fn reported_once_at_start(write: impl Fn(&[Row]), source: Configure) {
+    let fake: Fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
+    let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
     // The appliance last saw the PBX shortly before the recorded calls, and it had
     // tracked the internal one itself.
     let agent_rows = fixture_rows("sip-agent-to-agent");
@@ -112,9 +128,9 @@ async fn calls_made_while_the_appliance_was_stopped_are_reported_once_at_start()
         "sip-agent-to-agent",
         "sip-click-to-call",
     ] {
-        append_csv(&csv, &fixture_rows(scenario), 0);
+        write(&fixture_rows(scenario));
     }
-    let r = restart(r, &csv).await;
+    let r = restart(r, &source).await;
     let events = eventually(20, "both missed calls completed", async || {
         let got: Vec<Value> = r.fake.requests_to(&hook).iter().map(|q| q.json()).collect();
         (got.iter()
@@ -165,7 +181,7 @@ async fn calls_made_while_the_appliance_was_stopped_are_reported_once_at_start()
     );
     // Restarted again over the same records: nothing is sent twice.
     let sent = r.fake.requests_to(&hook).len();
-    let r = restart(r, &csv).await;
+    let r = restart(r, &source).await;
     eventually(20, "the second back-fill", async || {
         (runs(&r) == 2).then_some(())
     })
@@ -194,7 +210,7 @@ async fn a_call_open_when_the_pbx_link_was_cut_gets_its_real_talk_time() {
                 .map_err(appliance::db::DbError::from)
         })
         .unwrap();
-    let r = restart(r, &csv).await;
+    let r = restart(r, &csv_source(&csv)).await;
     eventually(10, "PBX up", async || {
         (r.app.get("/healthz").await.json()["pbx"] == "up").then_some(())
     })
