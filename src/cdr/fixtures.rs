@@ -134,6 +134,32 @@ pub fn csv_line(row: &Row, columns: &[&str], numeric: &[&str]) -> String {
     fields.join(",") + "\n"
 }
 
+/// One Master.csv line exactly as `cdr_csv` writes it: `duration`, `billsec` and
+/// `sequence` bare, an unset time (`answer` of an unanswered row) an empty bare field,
+/// everything else quoted.
+pub fn asterisk_csv_line(row: &Row, columns: &[&str]) -> String {
+    let mut bare: Vec<&str> = ASTERISK_NUMERIC.to_vec();
+    for time in ["start", "answer", "end"] {
+        if row.get(&[time]).is_empty() {
+            bare.push(time);
+        }
+    }
+    csv_line(row, columns, &bare)
+}
+
+/// One Master.csv line as `mod_cdr_csv` writes a shipped template: every field quoted,
+/// the built-in template's `accountcode` after `, ` (13 columns).
+pub fn freeswitch_csv_line(row: &Row, columns: &[&str]) -> String {
+    let line = csv_line(row, columns, &[]);
+    match columns.len() {
+        13 => match line.rfind(",\"") {
+            Some(at) => format!("{}, {}", &line[..at], &line[at + 1..]),
+            None => line,
+        },
+        _ => line,
+    }
+}
+
 /// Asterisk Master.csv columns (default layout, or `newcdrcolumns`).
 pub fn asterisk_columns(new_columns: bool) -> Vec<&'static str> {
     let mut c = super::asterisk::CSV_DEFAULT.to_vec();

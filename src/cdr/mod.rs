@@ -119,9 +119,15 @@ pub struct Record {
     pub callee: Option<Party>,
     /// What the caller dialled (`dst`, `destination_number`).
     pub dialled: String,
+    /// When the backend keeps no `dst`: the number the caller's Dial() rang (Asterisk
+    /// `lastdata`), what an employee dialled.
+    pub dial_target: String,
     /// The DID, when the backend keeps one apart (FreePBX `did`).
     pub did: String,
     pub recording: Option<String>,
+    /// One leg's own record (FreeSWITCH): when no other leg of the call is logged
+    /// (`legs = a`), its answer is the call's.
+    pub single_leg: bool,
 }
 
 /// The non-empty ids among `ids`, each once, in order; `None` when there is none.

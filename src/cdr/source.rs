@@ -46,10 +46,7 @@ impl Source {
                 "/var/log/freeswitch/cdr-csv/Master.csv",
             ),
             "freeswitch-xml" => (Kind::FreeswitchXml, "/var/log/freeswitch/xml_cdr"),
-            "freeswitch-sqlite" => (
-                Kind::FreeswitchSqlite,
-                "/var/log/freeswitch/cdr-sqlite/cdr.db",
-            ),
+            "freeswitch-sqlite" => (Kind::FreeswitchSqlite, "/var/lib/freeswitch/db/cdr.db"),
             other => return Err(CdrError::Config(format!("unknown [cdr] source {other:?}"))),
         };
         let path = if c.path.is_empty() { default } else { &c.path };

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use appliance::calls::{Call, CallState, CallStatus, Direction, store};
 use appliance::cdr::Row;
-use appliance::cdr::fixtures::{ASTERISK_NUMERIC, asterisk_columns, asterisk_rows, csv_line};
+use appliance::cdr::fixtures::{asterisk_columns, asterisk_csv_line, asterisk_rows};
 use appliance::flowlu::store::IncomingRouting;
 use serde_json::Value;
 
@@ -42,7 +42,7 @@ pub(crate) fn append_csv(path: &Path, rows: &[Row], shift_secs: i64) {
                     .insert(col.into(), t.strftime("%Y-%m-%d %H:%M:%S").to_string());
             }
         }
-        f.write_all(csv_line(&row, &asterisk_columns(true), ASTERISK_NUMERIC).as_bytes())
+        f.write_all(asterisk_csv_line(&row, &asterisk_columns(true)).as_bytes())
             .unwrap();
     }
 }
