@@ -12,11 +12,14 @@
 //! - [`group`]: rows → one call per real call (Asterisk `linkedid`/`uniqueid`, FreeSWITCH
 //!   call UUIDs), classified with the live tracker's own rules
 //!   (`calls::tracker::Rules::{role, placed_by}`, `calls::tracker::from_dial`).
+//! - [`detect`]: the sources `--init` finds on this host, and one read of a source to
+//!   show it works (its newest record, rows that name no call).
 //! - [`store`]: the back-fill bookkeeping (last PBX event seen, past runs) and matching
 //!   records to calls already stored.
 
 pub mod asterisk;
 pub mod backfill;
+pub mod detect;
 pub mod fixtures;
 pub mod freeswitch;
 pub mod group;
@@ -183,18 +186,15 @@ pub fn doctor_finding(config: &crate::config::Config) -> crate::doctor::Finding 
         }
         Err(e) => return Finding::fail(CHECK, e.to_string()),
     };
-    match source.newest() {
-        Ok(Some(ms)) => Finding::ok(
+    match detect::survey(&source) {
+        Ok(survey) if survey.newest.is_none() || survey.unusable > 0 => Finding::warn(
             CHECK,
-            format!(
-                "{}: newest record {}",
-                source.describe(),
-                crate::flowlu::events::rfc3339(Some(ms))
-                    .as_str()
-                    .unwrap_or("")
-            ),
+            format!("{}: {}", source.describe(), survey.describe()),
         ),
-        Ok(None) => Finding::warn(CHECK, format!("{}: no records yet", source.describe())),
+        Ok(survey) => Finding::ok(
+            CHECK,
+            format!("{}: {}", source.describe(), survey.describe()),
+        ),
         Err(e) => Finding::fail(CHECK, format!("{}: {e}", source.describe())),
     }
 }

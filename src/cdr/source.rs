@@ -78,7 +78,7 @@ impl Source {
         )
     }
 
-    fn record(&self, row: &Row) -> Option<Record> {
+    pub(super) fn record(&self, row: &Row) -> Option<Record> {
         if self.asterisk() {
             asterisk::record(row, &self.tz)
         } else {
@@ -109,7 +109,7 @@ impl Source {
             .max())
     }
 
-    fn rows(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Row>, CdrError> {
+    pub(super) fn rows(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Row>, CdrError> {
         match &self.kind {
             Kind::Mysql(o) => o.rows(from_ms, to_ms),
             Kind::AsteriskCsv => csv_rows(&self.path, asterisk::csv_row),

@@ -26,6 +26,8 @@ fn wizard(dir: &Path, ami_addr: &str, esl_addr: &str, manager_conf: &Path) -> Pt
         .arg(manager_conf)
         .arg("--freepbx-conf")
         .arg(dir.join("no-freepbx.conf"))
+        .arg("--cdr-root")
+        .arg(dir.join("no-pbx-files"))
         .env_remove("RUST_LOG")
         .env_remove("APPLIANCE_PBX__SECRET");
     Pty::spawn(cmd)
