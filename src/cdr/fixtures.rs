@@ -222,3 +222,33 @@ pub fn xml_file(row: &Row) -> String {
         text("channel_name"),
     )
 }
+
+/// Moves a FreeSWITCH row of variables (from [`freeswitch_rows`]) `secs` later: the
+/// `*_uepoch`, `*_epoch` and `*_stamp` times (stamps read as UTC).
+pub fn shift_freeswitch(row: &mut Row, secs: i64) {
+    let utc = jiff::tz::TimeZone::UTC;
+    for (key, value) in row.0.iter_mut() {
+        let shifted = if key.ends_with("_uepoch") {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| (n + secs * 1_000_000).to_string())
+        } else if key.ends_with("_epoch") {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| (n + secs).to_string())
+        } else if key.ends_with("_stamp") {
+            super::local_ms(value, &utc)
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms + secs * 1000).ok())
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        } else {
+            None
+        };
+        if let Some(v) = shifted {
+            *value = v;
+        }
+    }
+}
