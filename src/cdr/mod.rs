@@ -12,6 +12,8 @@
 //! - [`group`]: rows → one call per real call (Asterisk `linkedid`/`uniqueid`, FreeSWITCH
 //!   call UUIDs), classified with the live tracker's own rules
 //!   (`calls::tracker::Rules::{role, placed_by}`, `calls::tracker::from_dial`).
+//! - [`correct`]: a back-fill's corrections reach the result callbacks (the pending
+//!   `call.completed` rewritten, else a `call.corrected` delivery).
 //! - [`detect`]: the sources `--init` finds on this host, and one read of a source to
 //!   show it works (its newest record, rows that name no call).
 //! - [`store`]: the back-fill bookkeeping (last PBX event seen, past runs) and matching
@@ -19,6 +21,7 @@
 
 pub mod asterisk;
 pub mod backfill;
+pub mod correct;
 pub mod detect;
 pub mod fixtures;
 pub mod freeswitch;

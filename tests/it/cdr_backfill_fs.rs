@@ -15,7 +15,8 @@ use crate::call_events::setup;
 use crate::cdr_backfill::Configure;
 use crate::fake_pbx::Fake;
 use crate::fake_pbx::esl::{EslScript, FakeEsl};
-use crate::flowlu_support::Rig;
+use crate::fake_receiver::Receiver;
+use crate::flowlu_support::{Ctx, Rig};
 use crate::harness::eventually;
 
 fn rows(scenario: &str) -> Vec<Row> {
@@ -251,7 +252,33 @@ async fn a_freeswitch_call_open_when_the_event_socket_was_cut_gets_its_real_talk
                 .map_err(appliance::db::DbError::from)
         })
         .unwrap();
-    let r = restart(r, &backend.configure(dir.path())).await;
+    let source = backend.configure(dir.path());
+    let with_callbacks: Configure = std::sync::Arc::new(move |c: &mut appliance::Config| {
+        source(c);
+        c.callbacks.allow_http_loopback = true;
+    });
+    let r = restart(r, &with_callbacks).await;
+    // The account sends finished calls to a result callback too.
+    let receiver = Receiver::start().await;
+    let s = r
+        .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
+        .await;
+    let added = r
+        .act(
+            "callback-add",
+            &s,
+            &[
+                ("url", &receiver.url),
+                ("auth_header", ""),
+                ("auth_value", ""),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(
+        r.act("callbacks", &s, &[("enabled", "1")]).await.status,
+        200
+    );
     eventually(10, "PBX up", async || {
         (r.app.get("/healthz").await.json()["pbx"] == "up").then_some(())
     })
@@ -315,4 +342,31 @@ async fn a_freeswitch_call_open_when_the_event_socket_was_cut_gets_its_real_talk
         1,
         "never reported as a second call"
     );
+    // The result callback ends up with the corrected record too: its blind
+    // call.completed rewritten before it went out, or followed by call.corrected.
+    let got = eventually(20, "the corrected record at the callback", async || {
+        let got: Vec<Value> = receiver
+            .received()
+            .iter()
+            .map(|g| g.json())
+            .filter(|b| b["call"]["id"] == call_id.as_str())
+            .collect();
+        got.last()
+            .is_some_and(|b| b["call"]["duration"] == 7)
+            .then_some(got)
+    })
+    .await;
+    let last = &got.last().unwrap()["call"];
+    assert_eq!(last["ended_at"], fixed["ended_at"], "{got:#?}");
+    assert_eq!(last["backfilled"], true);
+    let first = &got[0];
+    match got.len() {
+        1 => assert_eq!(first["event"], "call.completed", "rewritten: {got:#?}"),
+        2 => {
+            assert_eq!(first["event"], "call.completed");
+            assert_ne!(first["call"]["duration"], 7, "the blind close first");
+            assert_eq!(got[1]["event"], "call.corrected");
+        }
+        _ => panic!("one completion and at most one correction: {got:#?}"),
+    }
 }
