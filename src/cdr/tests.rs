@@ -441,3 +441,31 @@ fn local_times_follow_the_zone() {
     assert_eq!(local_ms("", &utc()), None);
     assert!(time_zone("Mars/Olympus").is_err());
 }
+
+#[test]
+fn doctor_shows_the_newest_record_and_rows_that_name_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("Master.csv");
+    let rows = fixtures::asterisk_rows(&fixture("asterisk/sip-inbound-answered.txt"));
+    let mut config = Config::defaults();
+    config.cdr = config_for("asterisk-csv", &csv);
+    let line = |columns: &[&str]| asterisk_csv_line(&rows[0], columns);
+    std::fs::write(&csv, line(&asterisk_columns(true))).unwrap();
+    let ok = super::doctor_finding(&config);
+    assert_eq!(ok.status, crate::doctor::Status::Ok, "{}", ok.detail);
+    assert!(
+        ok.detail.ends_with("newest record 2026-11-23T06:46:08Z"),
+        "{}",
+        ok.detail
+    );
+    // A second line without uniqueid or linkedid (loguniqueid off, no newcdrcolumns).
+    let both = line(&asterisk_columns(true)) + &line(&asterisk::CSV_DEFAULT[..16]);
+    std::fs::write(&csv, both).unwrap();
+    let warn = super::doctor_finding(&config);
+    assert_eq!(warn.status, crate::doctor::Status::Warn);
+    assert!(
+        warn.detail.contains("1 of 2 rows name no call"),
+        "{}",
+        warn.detail
+    );
+}

@@ -253,3 +253,77 @@ fn an_unreadable_freepbx_database_gives_way_to_a_readable_source() {
     );
     assert!(!out.contains("s3cret-pw"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wizard_lists_the_sources_found_and_writes_the_one_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    put(
+        &root,
+        "var/log/asterisk/cdr-csv/Master.csv",
+        &master_csv(&["sip-inbound-answered"], &asterisk_columns(true)),
+    );
+    for row in freeswitch_rows(&fixture("freeswitch/sip-inbound-answered.txt")) {
+        put(
+            &root,
+            &format!("var/log/freeswitch/xml_cdr/{}.cdr.xml", row.get(&["uuid"])),
+            &xml_file(&row),
+        );
+    }
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let mut cmd = std::process::Command::new(crate::smoke::BIN);
+    cmd.args(["--init", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--detect-ami", &closed(), "--detect-esl", &closed()])
+        .arg("--manager-conf")
+        .arg(dir.path().join("no-manager.conf"))
+        .arg("--freepbx-conf")
+        .arg(dir.path().join("no-freepbx.conf"))
+        .arg("--cdr-root")
+        .arg(&root)
+        .env_remove("RUST_LOG");
+    let (code, transcript) = tokio::task::spawn_blocking(move || {
+        let mut t = crate::pty::Pty::spawn(cmd);
+        t.expect("PBX type (asterisk/freeswitch/none) [asterisk]: ");
+        t.send_line("none");
+        t.expect("Looking for the PBX's call records");
+        t.expect("Asterisk cdr_csv ");
+        t.expect(": newest record 2026-11-23T06:46:08Z");
+        t.expect("FreeSWITCH mod_xml_cdr ");
+        t.expect("Back-fill calls from (asterisk-csv/freeswitch-xml/none) [asterisk-csv]: ");
+        t.send_line("freeswitch-xml");
+        t.expect("Public HTTPS URL");
+        t.send_line("https://localhost:8443");
+        t.expect("Listen address");
+        t.send_line("127.0.0.1:0");
+        t.expect("TLS certificate");
+        t.send_line("self-signed");
+        t.expect("Data directory [");
+        t.send_line("");
+        t.expect("Flowlu account to admit");
+        t.send_line("");
+        t.wait()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{transcript}");
+    let text = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    let cdr = config["cdr"].as_table().unwrap();
+    assert_eq!(key(cdr, "source"), "freeswitch-xml");
+    assert_eq!(
+        key(cdr, "path"),
+        root.join("var/log/freeswitch/xml_cdr")
+            .display()
+            .to_string()
+    );
+    assert!(
+        transcript.contains("Call records:  FreeSWITCH mod_xml_cdr"),
+        "{transcript}"
+    );
+}
