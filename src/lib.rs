@@ -45,7 +45,8 @@
 //!   call rows and outbox events; click-to-call, routing decisions, call metrics.
 //! - [`cdr`]: the PBX's own call records (CDR: FreePBX/MySQL, Asterisk and FreeSWITCH
 //!   CSV, SQLite, XML): back-fill of the calls missed while stopped or disconnected, and
-//!   `history import`; grouped and classified with the tracker's rules.
+//!   `history import`; grouped and classified with the tracker's rules; the sources
+//!   `--init` finds on the host; corrections reaching the result callbacks.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
 //! - [`housekeeping`]: the hourly sweep of delivered events older than
 //!   `[outbox] keep_delivered` (and of the CRM-rule records they leave behind).

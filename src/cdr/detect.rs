@@ -197,34 +197,38 @@ pub fn candidates(root: &Path, pbx: Option<PbxType>) -> Vec<Candidate> {
         }
     }
     if pbx != Some(PbxType::Asterisk) {
-        let xml = under(root, "/var/log/freeswitch/xml_cdr");
-        if xml.is_dir() {
-            out.push(found(
+        // (source, where, what it is, a directory), the first of a source's places only.
+        let places: &[(&'static str, &str, &str, bool)] = &[
+            (
                 "freeswitch-xml",
-                xml,
-                "FreeSWITCH mod_xml_cdr".into(),
-            ));
-        }
-        let csv = under(root, "/var/log/freeswitch/cdr-csv/Master.csv");
-        if csv.is_file() {
-            out.push(found(
+                "/var/log/freeswitch/xml_cdr",
+                "mod_xml_cdr",
+                true,
+            ),
+            (
                 "freeswitch-csv",
-                csv,
-                "FreeSWITCH mod_cdr_csv".into(),
-            ));
-        }
-        for db in [
-            "/var/lib/freeswitch/db/cdr.db",
-            "/usr/local/freeswitch/db/cdr.db",
-        ] {
-            let db = under(root, db);
-            if db.is_file() {
-                out.push(found(
-                    "freeswitch-sqlite",
-                    db,
-                    "FreeSWITCH mod_cdr_sqlite".into(),
-                ));
-                break;
+                "/var/log/freeswitch/cdr-csv/Master.csv",
+                "mod_cdr_csv",
+                false,
+            ),
+            (
+                "freeswitch-sqlite",
+                "/var/lib/freeswitch/db/cdr.db",
+                "mod_cdr_sqlite",
+                false,
+            ),
+            (
+                "freeswitch-sqlite",
+                "/usr/local/freeswitch/db/cdr.db",
+                "mod_cdr_sqlite",
+                false,
+            ),
+        ];
+        for (source, place, module, dir) in places {
+            let path = under(root, place);
+            let present = if *dir { path.is_dir() } else { path.is_file() };
+            if present && !out.iter().any(|c: &Candidate| c.source == *source) {
+                out.push(found(source, path, format!("FreeSWITCH {module}")));
             }
         }
     }

@@ -50,8 +50,8 @@ const CSV_SNOM: &[&str] = &[
 ];
 
 /// The shipped `asterisk` template: Asterisk's Master.csv order in FreeSWITCH's
-/// variables (18).
-const CSV_ASTERISK: &[&str] = &[
+/// variables (18): these, the built-in's times to cause, then `CSV_ASTERISK_TAIL`.
+const CSV_ASTERISK_HEAD: &[&str] = &[
     "accountcode",
     "caller_id_number",
     "destination_number",
@@ -61,16 +61,8 @@ const CSV_ASTERISK: &[&str] = &[
     "bridge_channel",
     "last_app",
     "last_arg",
-    "start_stamp",
-    "answer_stamp",
-    "end_stamp",
-    "duration",
-    "billsec",
-    "hangup_cause",
-    "amaflags",
-    "uuid",
-    "userfield",
 ];
+const CSV_ASTERISK_TAIL: &[&str] = &["amaflags", "uuid", "userfield"];
 
 /// The columns of the shipped template with `n` of them.
 pub fn csv_layout(n: usize) -> Option<Vec<&'static str>> {
@@ -79,7 +71,10 @@ pub fn csv_layout(n: usize) -> Option<Vec<&'static str>> {
         13 => {}
         15 => names.extend(CSV_EXAMPLE_CODECS),
         17 => names.extend(CSV_EXAMPLE_CODECS.iter().chain(CSV_LINKSYS)),
-        18 => return Some(CSV_ASTERISK.to_vec()),
+        18 => {
+            let times_to_cause = &CSV_BUILTIN[4..10];
+            return Some([CSV_ASTERISK_HEAD, times_to_cause, CSV_ASTERISK_TAIL].concat());
+        }
         20 => names.extend(CSV_EXAMPLE_CODECS.iter().chain(CSV_SNOM)),
         _ => return None,
     }

@@ -5,18 +5,20 @@
 
 use std::path::{Path, PathBuf};
 
-use appliance::calls::{Call, CallState, CallStatus, Direction, store};
 use appliance::cdr::Row;
 use appliance::cdr::fixtures::{freeswitch_csv_line, freeswitch_rows, shift_freeswitch, xml_file};
 use appliance::flowlu::store::IncomingRouting;
 use serde_json::Value;
 
 use crate::call_events::setup;
-use crate::cdr_backfill::Configure;
+use crate::cdr_backfill::{
+    Configure, corrected_after_cut, restart, restart_sends_nothing, runs, seen_and_tracked,
+    start_after_outage,
+};
 use crate::fake_pbx::Fake;
 use crate::fake_pbx::esl::{EslScript, FakeEsl};
 use crate::fake_receiver::Receiver;
-use crate::flowlu_support::{Ctx, Rig};
+use crate::flowlu_support::Ctx;
 use crate::harness::eventually;
 
 fn rows(scenario: &str) -> Vec<Row> {
@@ -97,17 +99,6 @@ impl Backend {
     }
 }
 
-async fn restart(r: Rig, source: &Configure) -> Rig {
-    let Rig { app, fake } = r;
-    let source = source.clone();
-    let app = app.restart_with(move |c| source(c)).await;
-    Rig { app, fake }
-}
-
-fn runs(r: &Rig) -> i64 {
-    r.count("SELECT count(*) FROM cdr_runs WHERE finished_at IS NOT NULL")
-}
-
 /// The events Flowlu received, by call id.
 fn by_call(events: &[Value]) -> std::collections::BTreeMap<String, Vec<Value>> {
     let mut out = std::collections::BTreeMap::<String, Vec<Value>>::new();
@@ -127,24 +118,10 @@ async fn reported_once_at_start(backend: Backend) {
     let (r, id, hook) = setup("freeswitch", &fake, IncomingRouting::Pbx).await;
     let dir = tempfile::tempdir().unwrap();
     let internal = rows("sip-agent-to-agent");
-    r.app
-        .state
-        .db
-        .with_conn(|c| {
-            appliance::cdr::store::set_seen(c, utc_ms("2026-11-23 06:40:00"))
-                .map_err(appliance::db::DbError::from)?;
-            let tracked = Call {
-                integration_id: Some(id),
-                pbx_call: internal[0].get(&["call_uuid", "uuid"]).to_string(),
-                phone: "1001".into(),
-                extension: Some("1000".into()),
-                state: CallState::Ended,
-                status: Some(CallStatus::Answered),
-                ..Call::new(Direction::Internal, utc_ms("2026-11-23 06:48:00"))
-            };
-            store::save(c, &tracked, 0).map_err(appliance::db::DbError::from)
-        })
-        .unwrap();
+    let tracked = internal[0].get(&["call_uuid", "uuid"]);
+    let started = utc_ms("2026-11-23 06:48:00");
+    let tracked = (id, tracked, ("1000", "1001"), started);
+    seen_and_tracked(&r, utc_ms("2026-11-23 06:40:00"), Some(tracked));
     // While it is stopped, FreeSWITCH writes each leg's record as it hangs up.
     for scenario in [
         "sip-inbound-answered",
@@ -154,20 +131,7 @@ async fn reported_once_at_start(backend: Backend) {
         backend.write(dir.path(), &rows(scenario), 0);
     }
     let source = backend.configure(dir.path());
-    let r = restart(r, &source).await;
-    let events = eventually(20, "both missed calls completed", async || {
-        let got: Vec<Value> = r.fake.requests_to(&hook).iter().map(|q| q.json()).collect();
-        (got.iter()
-            .filter(|e| e["event"] == "call.completed")
-            .count()
-            >= 2)
-            .then_some(got)
-    })
-    .await;
-    eventually(10, "the back-fill run recorded", async || {
-        (runs(&r) == 1).then_some(())
-    })
-    .await;
+    let (r, events) = start_after_outage(r, &source, &hook, 2).await;
     let calls = by_call(&events);
     assert_eq!(calls.len(), 2, "not the tracked internal call: {events:#?}");
     let done: Vec<&Value> = calls
@@ -209,22 +173,7 @@ async fn reported_once_at_start(backend: Backend) {
         assert_eq!(answered["line"], "74950000000");
         assert_eq!(answered["wait"], 5);
     }
-    // Restarted again over the same records: nothing is sent twice.
-    let sent = r.fake.requests_to(&hook).len();
-    let r = restart(r, &source).await;
-    eventually(20, "the second back-fill", async || {
-        (runs(&r) == 2).then_some(())
-    })
-    .await;
-    assert_eq!(
-        r.count("SELECT reported FROM cdr_runs ORDER BY id DESC LIMIT 1"),
-        0
-    );
-    assert_eq!(r.fake.requests_to(&hook).len(), sent);
-    assert_eq!(
-        r.count("SELECT count(*) FROM calls WHERE backfilled = 1"),
-        2
-    );
+    restart_sends_nothing(r, &source, &hook, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,14 +193,8 @@ async fn a_freeswitch_call_open_when_the_event_socket_was_cut_gets_its_real_talk
     let backend = Backend::Xml;
     std::fs::create_dir_all(backend.path(dir.path())).unwrap();
     let (r, _id, hook) = setup("freeswitch", &fake, IncomingRouting::Pbx).await;
-    r.app
-        .state
-        .db
-        .with_conn(|c| {
-            appliance::cdr::store::set_seen(c, appliance::outbox::now_ms())
-                .map_err(appliance::db::DbError::from)
-        })
-        .unwrap();
+    // The appliance saw the PBX just now.
+    seen_and_tracked(&r, appliance::outbox::now_ms(), None);
     let source = backend.configure(dir.path());
     let with_callbacks: Configure = std::sync::Arc::new(move |c: &mut appliance::Config| {
         source(c);
@@ -263,26 +206,12 @@ async fn a_freeswitch_call_open_when_the_event_socket_was_cut_gets_its_real_talk
     let s = r
         .session(&Ctx::new("acc-1", "acme.flowlu.com", "tok-1"))
         .await;
-    let added = r
-        .act(
-            "callback-add",
-            &s,
-            &[
-                ("url", &receiver.url),
-                ("auth_header", ""),
-                ("auth_value", ""),
-            ],
-        )
-        .await;
-    assert_eq!(added.status, 200, "{}", added.body);
+    crate::callbacks::add_callback(&r, &s, &receiver.url, None).await;
     assert_eq!(
         r.act("callbacks", &s, &[("enabled", "1")]).await.status,
         200
     );
-    eventually(10, "PBX up", async || {
-        (r.app.get("/healthz").await.json()["pbx"] == "up").then_some(())
-    })
-    .await;
+    // After the start's resync (the PBX is up), its back-fill.
     eventually(20, "the start's back-fill", async || {
         (runs(&r) >= 1).then_some(())
     })
@@ -290,58 +219,15 @@ async fn a_freeswitch_call_open_when_the_event_socket_was_cut_gets_its_real_talk
     let before = runs(&r);
     // The call is answered and bridged, then the event socket drops before it ends.
     assert!(fake.release_until("Event-Name: CHANNEL_BRIDGE").await);
-    let started = eventually(20, "the call connected", async || {
-        r.fake
-            .requests_to(&hook)
-            .iter()
-            .map(|q| q.json())
-            .find(|e| e["event"] == "call.connected")
-    })
-    .await;
-    let call_id = started["call"]["id"].as_str().unwrap().to_string();
-    // The call ends while the socket is down, and FreeSWITCH writes its legs' records.
     let legs = rows("sip-inbound-answered");
-    let ended = appliance::outbox::now_ms() - 1000;
-    let shift = (ended - 1_795_416_613_184) / 1000;
-    backend.write(dir.path(), &legs, shift);
-    assert!(fake.kill().await);
-    eventually(20, "the reconnect's back-fill", async || {
-        (runs(&r) > before).then_some(())
+    let fixed = corrected_after_cut(&r, &fake, &hook, before, 7, || {
+        // The call ends while the socket is down, and FreeSWITCH writes its legs' records.
+        let ended = appliance::outbox::now_ms() - 1000;
+        let shift = (ended - 1_795_416_613_184) / 1000;
+        backend.write(dir.path(), &legs, shift);
     })
     .await;
-    let events: Vec<Value> = eventually(20, "the correction", async || {
-        let got: Vec<Value> = r.fake.requests_to(&hook).iter().map(|q| q.json()).collect();
-        got.iter()
-            .rposition(|e| e["event"] == "call.completed")
-            .is_some_and(|done| got[done + 1..].iter().any(|e| e["event"] == "call.state"))
-            .then_some(got)
-    })
-    .await;
-    let completed = events
-        .iter()
-        .rfind(|e| e["event"] == "call.completed")
-        .unwrap();
-    assert!(
-        completed["call"]["hangup_cause"]
-            .as_str()
-            .unwrap()
-            .contains("PBX connection was down"),
-        "closed blindly at the outage first: {completed}"
-    );
-    let fixed = &events.last().unwrap()["call"];
-    assert_eq!(
-        fixed["id"],
-        call_id.as_str(),
-        "the same call, not a new one"
-    );
-    assert_eq!(fixed["duration"], 7, "the real talk time from the CDR");
-    assert_eq!(fixed["status"], "answered");
-    assert_eq!(fixed["backfilled"], true);
-    assert_eq!(
-        r.count("SELECT count(*) FROM calls"),
-        1,
-        "never reported as a second call"
-    );
+    let call_id = fixed["id"].as_str().unwrap().to_string();
     // The result callback ends up with the corrected record too: its blind
     // call.completed rewritten before it went out, or followed by call.corrected.
     let got = eventually(20, "the corrected record at the callback", async || {

@@ -297,16 +297,7 @@ async fn the_wizard_lists_the_sources_found_and_writes_the_one_chosen() {
         t.expect("FreeSWITCH mod_xml_cdr ");
         t.expect("Back-fill calls from (asterisk-csv/freeswitch-xml/none) [asterisk-csv]: ");
         t.send_line("freeswitch-xml");
-        t.expect("Public HTTPS URL");
-        t.send_line("https://localhost:8443");
-        t.expect("Listen address");
-        t.send_line("127.0.0.1:0");
-        t.expect("TLS certificate");
-        t.send_line("self-signed");
-        t.expect("Data directory [");
-        t.send_line("");
-        t.expect("Flowlu account to admit");
-        t.send_line("");
+        crate::wizard::finish_self_signed(&mut t);
         t.wait()
     })
     .await
