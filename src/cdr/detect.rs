@@ -295,6 +295,15 @@ pub fn choose(proposals: &[Proposal], wanted: &str, root: &Path) -> Option<Propo
                     amportal_conf: freepbx("/etc/amportal.conf"),
                     why: "asked for (--cdr)".into(),
                 };
+                // A file source at its usual place (under `root`).
+                let mut candidate = candidate;
+                if let Ok(Some(usual)) = Source::from_config(&candidate.config())
+                    && !matches!(usual.kind, super::source::Kind::Mysql(_))
+                {
+                    candidate.path = under(root, &usual.path.display().to_string())
+                        .display()
+                        .to_string();
+                }
                 let (describe, read) = check(&candidate.config());
                 Some(Proposal {
                     candidate,

@@ -176,6 +176,22 @@ fn nothing_found_writes_no_source_and_says_where_to_look() {
     let (_, out, cdr) = init(dir.path(), &root, "freeswitch", &[]);
     assert_eq!(key(&cdr, "source"), "");
     assert!(out.contains("Call records:  none found"), "{out}");
+    // Asked for one that is not there (yet): written at its usual place, with why it
+    // cannot be read.
+    let other = tempfile::tempdir().unwrap();
+    let (_, out, cdr) = init(
+        other.path(),
+        &root,
+        "asterisk",
+        &["--cdr", "asterisk-sqlite"],
+    );
+    assert_eq!(key(&cdr, "source"), "asterisk-sqlite");
+    let db = root.join("var/log/asterisk/master.db");
+    assert_eq!(key(&cdr, "path"), db.display().to_string());
+    assert!(
+        out.contains("asterisk-sqlite: cannot be read") && out.contains("back-fill will fail"),
+        "{out}"
+    );
 }
 
 #[test]
