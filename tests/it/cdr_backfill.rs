@@ -105,10 +105,14 @@ pub(crate) fn runs(r: &Rig) -> i64 {
     r.count("SELECT count(*) FROM cdr_runs WHERE finished_at IS NOT NULL")
 }
 
-fn by_call(events: &[Value]) -> std::collections::BTreeMap<String, Vec<Value>> {
+/// The events Flowlu received, by the call's `key` (`phone`, `id`).
+pub(crate) fn by_call(
+    events: &[Value],
+    key: &str,
+) -> std::collections::BTreeMap<String, Vec<Value>> {
     let mut out = std::collections::BTreeMap::<String, Vec<Value>>::new();
     for e in events {
-        out.entry(e["call"]["phone"].as_str().unwrap_or("").to_string())
+        out.entry(e["call"][key].as_str().unwrap_or("").to_string())
             .or_default()
             .push(e.clone());
     }
@@ -145,7 +149,7 @@ pub(crate) async fn reported_once_at_start(write: impl Fn(&[Row]), source: Confi
         write(&fixture_rows(scenario));
     }
     let (r, events) = start_after_outage(r, &source, &hook, 2).await;
-    let calls = by_call(&events);
+    let calls = by_call(&events, "phone");
     assert_eq!(
         calls.keys().collect::<Vec<_>>(),
         ["79161234567", "79990001122"],

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::call_events::setup;
 use crate::cdr_backfill::{
-    Configure, corrected_after_cut, restart, restart_sends_nothing, runs, seen_and_tracked,
-    start_after_outage,
+    Configure, by_call, corrected_after_cut, restart, restart_sends_nothing, runs,
+    seen_and_tracked, start_after_outage,
 };
 use crate::fake_pbx::Fake;
 use crate::fake_pbx::esl::{EslScript, FakeEsl};
@@ -99,17 +99,6 @@ impl Backend {
     }
 }
 
-/// The events Flowlu received, by call id.
-fn by_call(events: &[Value]) -> std::collections::BTreeMap<String, Vec<Value>> {
-    let mut out = std::collections::BTreeMap::<String, Vec<Value>>::new();
-    for e in events {
-        out.entry(e["call"]["id"].as_str().unwrap_or("").to_string())
-            .or_default()
-            .push(e.clone());
-    }
-    out
-}
-
 /// The appliance last saw FreeSWITCH before three recorded calls and tracked the
 /// internal one itself; the calls happen while it is stopped. At start Flowlu receives
 /// the two others, once, and a second restart sends nothing.
@@ -132,7 +121,7 @@ async fn reported_once_at_start(backend: Backend) {
     }
     let source = backend.configure(dir.path());
     let (r, events) = start_after_outage(r, &source, &hook, 2).await;
-    let calls = by_call(&events);
+    let calls = by_call(&events, "id");
     assert_eq!(calls.len(), 2, "not the tracked internal call: {events:#?}");
     let done: Vec<&Value> = calls
         .values()

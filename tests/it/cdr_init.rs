@@ -34,8 +34,9 @@ fn master_csv(scenarios: &[&str], columns: &[&str]) -> String {
         .collect()
 }
 
-/// `--init` for `pbx` with the call records under `root`; (exit code, stdout, `[cdr]`).
-fn init(dir: &Path, root: &Path, pbx: &str, extra: &[&str]) -> (i32, String, toml::Table) {
+/// `--init` for `pbx` with the call records under `root`, which must succeed; (stdout,
+/// `[cdr]`).
+fn init(dir: &Path, root: &Path, pbx: &str, extra: &[&str]) -> (String, toml::Table) {
     let out = std::process::Command::new(crate::smoke::BIN)
         .args(["--init", "--non-interactive", "--plain-http"])
         .args(["--listen", "127.0.0.1:0", "--config"])
@@ -60,7 +61,13 @@ fn init(dir: &Path, root: &Path, pbx: &str, extra: &[&str]) -> (i32, String, tom
     assert_eq!(code, 0, "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(dir.join("config.toml")).unwrap();
     let config: toml::Table = toml::from_str(&text).unwrap();
-    (code, stdout, config["cdr"].as_table().unwrap().clone())
+    (stdout, config["cdr"].as_table().unwrap().clone())
+}
+
+/// [`init`] into a directory of its own: (stdout, `[cdr]`).
+fn init_fresh(root: &Path, pbx: &str, extra: &[&str]) -> (String, toml::Table) {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), root, pbx, extra)
 }
 
 fn key<'a>(cdr: &'a toml::Table, key: &str) -> &'a str {
@@ -86,7 +93,7 @@ fn an_asterisk_master_csv_is_proposed_with_the_zone_cdr_conf_names() {
         "[general]\n;enable=yes\n\n[csv]\nusegmtime=yes    ; log date/time in GMT.  Default is \"no\"\n\
          loguniqueid=yes  ; log uniqueid.  Default is \"no\"\n",
     );
-    let (_, out, cdr) = init(dir.path(), &root, "asterisk", &[]);
+    let (out, cdr) = init(dir.path(), &root, "asterisk", &[]);
     assert_eq!(key(&cdr, "source"), "asterisk-csv");
     let csv = root.join("var/log/asterisk/cdr-csv/Master.csv");
     assert_eq!(key(&cdr, "path"), csv.display().to_string());
@@ -101,11 +108,9 @@ fn an_asterisk_master_csv_is_proposed_with_the_zone_cdr_conf_names() {
 
     // Without usegmtime the host's zone stays; `--cdr none` writes no source.
     std::fs::remove_file(root.join("etc/asterisk/cdr.conf")).unwrap();
-    let other = tempfile::tempdir().unwrap();
-    let (_, _, cdr) = init(other.path(), &root, "asterisk", &[]);
+    let (_, cdr) = init_fresh(&root, "asterisk", &[]);
     assert_eq!(key(&cdr, "timezone"), "");
-    let none = tempfile::tempdir().unwrap();
-    let (_, out, cdr) = init(none.path(), &root, "asterisk", &["--cdr", "none"]);
+    let (out, cdr) = init_fresh(&root, "asterisk", &["--cdr", "none"]);
     assert_eq!(key(&cdr, "source"), "");
     assert!(
         out.contains("Call records:  not read (--cdr none)"),
@@ -123,7 +128,7 @@ fn rows_that_name_no_call_are_pointed_out() {
         &appliance::cdr::asterisk::CSV_DEFAULT[..16],
     );
     put(&root, "var/log/asterisk/cdr-csv/Master.csv", &csv);
-    let (_, out, cdr) = init(dir.path(), &root, "asterisk", &[]);
+    let (out, cdr) = init(dir.path(), &root, "asterisk", &[]);
     assert_eq!(key(&cdr, "source"), "asterisk-csv");
     assert!(
         out.contains("no records yet; 2 of 2 rows name no call")
@@ -145,7 +150,7 @@ fn freeswitch_xml_cdr_files_come_before_its_master_csv() {
         );
     }
     put(&root, "var/log/freeswitch/cdr-csv/Master.csv", "");
-    let (_, out, cdr) = init(dir.path(), &root, "freeswitch", &[]);
+    let (out, cdr) = init(dir.path(), &root, "freeswitch", &[]);
     assert_eq!(key(&cdr, "source"), "freeswitch-xml");
     let xml = root.join("var/log/freeswitch/xml_cdr");
     assert_eq!(key(&cdr, "path"), xml.display().to_string());
@@ -154,13 +159,7 @@ fn freeswitch_xml_cdr_files_come_before_its_master_csv() {
         "{out}"
     );
     // Asked for the CSV instead: it is written, and shown empty.
-    let other = tempfile::tempdir().unwrap();
-    let (_, out, cdr) = init(
-        other.path(),
-        &root,
-        "freeswitch",
-        &["--cdr", "freeswitch-csv"],
-    );
+    let (out, cdr) = init_fresh(&root, "freeswitch", &["--cdr", "freeswitch-csv"]);
     assert_eq!(key(&cdr, "source"), "freeswitch-csv");
     assert!(
         out.contains("mod_cdr_csv") && out.contains("no records yet"),
@@ -173,18 +172,12 @@ fn nothing_found_writes_no_source_and_says_where_to_look() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("empty-root");
     std::fs::create_dir_all(&root).unwrap();
-    let (_, out, cdr) = init(dir.path(), &root, "freeswitch", &[]);
+    let (out, cdr) = init(dir.path(), &root, "freeswitch", &[]);
     assert_eq!(key(&cdr, "source"), "");
     assert!(out.contains("Call records:  none found"), "{out}");
     // Asked for one that is not there (yet): written at its usual place, with why it
     // cannot be read.
-    let other = tempfile::tempdir().unwrap();
-    let (_, out, cdr) = init(
-        other.path(),
-        &root,
-        "asterisk",
-        &["--cdr", "asterisk-sqlite"],
-    );
+    let (out, cdr) = init_fresh(&root, "asterisk", &["--cdr", "asterisk-sqlite"]);
     assert_eq!(key(&cdr, "source"), "asterisk-sqlite");
     let db = root.join("var/log/asterisk/master.db");
     assert_eq!(key(&cdr, "path"), db.display().to_string());
@@ -215,7 +208,7 @@ fn freepbx_is_proposed_from_its_conf_and_read_from_a_real_mariadb() {
     );
     // FreePBX also keeps cdr_csv's Master.csv: its database comes first.
     put(&root, "var/log/asterisk/cdr-csv/Master.csv", "");
-    let (_, out, cdr) = init(dir.path(), &root, "asterisk", &[]);
+    let (out, cdr) = init(dir.path(), &root, "asterisk", &[]);
     assert_eq!(key(&cdr, "source"), "freepbx");
     assert_eq!(
         key(&cdr, "freepbx_conf"),
@@ -257,11 +250,10 @@ fn an_unreadable_freepbx_database_gives_way_to_a_readable_source() {
         "var/log/asterisk/cdr-csv/Master.csv",
         &master_csv(&["sip-inbound-answered"], &asterisk_columns(false)),
     );
-    let (_, out, cdr) = init(dir.path(), &root, "asterisk", &[]);
+    let (out, cdr) = init(dir.path(), &root, "asterisk", &[]);
     assert_eq!(key(&cdr, "source"), "asterisk-csv", "{out}");
     // Asked for it anyway: written, with the reason it cannot be read yet.
-    let other = tempfile::tempdir().unwrap();
-    let (_, out, cdr) = init(other.path(), &root, "asterisk", &["--cdr", "freepbx"]);
+    let (out, cdr) = init_fresh(&root, "asterisk", &["--cdr", "freepbx"]);
     assert_eq!(key(&cdr, "source"), "freepbx");
     assert!(
         out.contains("freepbx: cannot be read: MySQL") && out.contains("back-fill will fail"),
