@@ -89,6 +89,7 @@ pub mod sdnotify;
 pub mod secret;
 pub mod sysuser;
 pub mod tls;
+pub mod util;
 
 pub use app::run;
 pub use config::Config;

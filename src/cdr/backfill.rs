@@ -23,7 +23,7 @@ use super::{CdrError, Source};
 use crate::app::State;
 use crate::calls::tracker::{Emit, Rules, Update};
 use crate::calls::{Call, CallState, CallStatus};
-use crate::outbox::now_ms;
+use crate::util::now_ms;
 
 /// The tracker's words for a call it closed without seeing its end (`tracker::legs`;
 /// the cause may lead with a code, `0 ended while…`).

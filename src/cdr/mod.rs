@@ -183,9 +183,7 @@ pub fn doctor_finding(config: &crate::config::Config) -> crate::doctor::Finding 
             format!(
                 "{}: newest record {}",
                 source.describe(),
-                crate::flowlu::events::rfc3339(Some(ms))
-                    .as_str()
-                    .unwrap_or("")
+                crate::util::rfc3339(Some(ms)).as_str().unwrap_or("")
             ),
         ),
         Ok(None) => Finding::warn(CHECK, format!("{}: no records yet", source.describe())),

@@ -183,7 +183,7 @@ impl EngineHandle {
             line: req.line.clone().unwrap_or_default(),
             extension: Some(req.extension.clone()),
             user_id: req.user_id.clone(),
-            ..Call::new(Direction::Outgoing, crate::outbox::now_ms())
+            ..Call::new(Direction::Outgoing, crate::util::now_ms())
         };
         let adopted = call.clone();
         self.ask(|reply| Input::Adopt {
@@ -367,7 +367,7 @@ impl Core {
     async fn events(&mut self, state: &State, batch: Vec<PbxEvent>) {
         let updates: Vec<Update> = batch.iter().flat_map(|e| self.tracker.handle(e)).collect();
         // Back-fill (issue 14): note the PBX alive; after a resync, read the gap's records.
-        let now = crate::outbox::now_ms();
+        let now = crate::util::now_ms();
         let gone = batch
             .iter()
             .any(|e| matches!(e.event, Event::Disconnected { .. }));

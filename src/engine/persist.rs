@@ -16,7 +16,8 @@ use super::{EngineError, RouteTicket};
 use crate::calls::tracker::{Emit, Update};
 use crate::calls::{Call, Direction, store};
 use crate::flowlu::store::{IncomingRouting, settings, user_for_extension};
-use crate::outbox::{NewEvent, enqueue_reserved, now_ms};
+use crate::outbox::{NewEvent, enqueue_reserved};
+use crate::util::now_ms;
 
 /// Events of calls not yet attributed to an account, by call id.
 #[derive(Debug, Default)]
