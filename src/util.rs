@@ -1,6 +1,7 @@
-//! Small helpers every layer uses: the one clock reading in milliseconds and the one
-//! time format of every JSON document we send. Imports nothing of the crate, so any
-//! module may import it without an arrow back.
+//! Small helpers several layers use: the one clock reading in milliseconds, the one
+//! time format of every JSON document we send, what counts as a host name, and time
+//! zones by name. Imports nothing of the crate, so any module may import it without an
+//! arrow back.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,39 @@ pub fn rfc3339(ms: Option<i64>) -> Value {
                 .ok()
         })
         .map_or(Value::Null, Value::String)
+}
+
+/// True for a lower-case DNS host name: dot-separated labels of `a-z`, `0-9` and `-`
+/// (not at either end of a label), at most 253 characters, and not an IPv4 literal.
+pub fn is_host_name(s: &str) -> bool {
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let labels: Vec<&str> = s.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !labels.iter().all(label_ok) {
+        return false;
+    }
+    // No top-level domain is all digits, so this refuses 127.0.0.1, 2130706433 and
+    // other numeric spellings of addresses.
+    let tld = labels.last().expect("split yields at least one label");
+    !tld.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A time zone by name ("UTC", "Europe/Moscow"), or this host's for "".
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    match name {
+        "" => Ok(jiff::tz::TimeZone::system()),
+        "UTC" | "utc" | "GMT" => Ok(jiff::tz::TimeZone::UTC),
+        name => jiff::tz::TimeZone::get(name).map_err(|e| e.to_string()),
+    }
 }
 
 #[cfg(test)]

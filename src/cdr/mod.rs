@@ -135,14 +135,8 @@ pub fn links(ids: &[&str]) -> Option<Vec<String>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// A time zone by name ("UTC", "Europe/Moscow"), or this host's for "".
-pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
-    match name {
-        "" => Ok(jiff::tz::TimeZone::system()),
-        "UTC" | "utc" | "GMT" => Ok(jiff::tz::TimeZone::UTC),
-        name => jiff::tz::TimeZone::get(name).map_err(|e| e.to_string()),
-    }
-}
+/// A time zone by name (`crate::util`'s: `config` checks `[cdr] timezone` with it too).
+pub use crate::util::time_zone;
 
 /// `2026-11-23 06:46:08` (also with `T`, fractions, or `%20`/`%3A` escapes as FreeSWITCH
 /// URL-encodes them) in `tz` as unix milliseconds; `None` for an empty or zero time.

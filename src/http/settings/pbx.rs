@@ -11,10 +11,10 @@ use super::view::{Notice, PbxForm};
 use crate::app::State;
 use crate::config::PbxType;
 use crate::db::pbx_settings;
-use crate::flowlu::domain::is_host_name;
 use crate::http::HttpError;
 use crate::pbx::{self, ConnectionSettings, ProbeResult};
 use crate::secret::Secret;
+use crate::util::is_host_name;
 
 /// How long "test connection" waits for the PBX.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
