@@ -83,6 +83,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pbx;
 pub mod recordings;
+pub mod redact;
 pub mod reload;
 pub mod routing;
 pub mod sdnotify;

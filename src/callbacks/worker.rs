@@ -310,7 +310,7 @@ fn describe(e: &ureq::Error, url: &str, timeout: Duration) -> String {
         ureq::Error::ConnectionFailed => "connection refused or unreachable".into(),
         ureq::Error::Io(io) => format!("network error: {}", io.kind()),
         other => {
-            crate::http::redact_text(&other.to_string().replace(url, &target::display_url(url)))
+            crate::redact::redact_text(&other.to_string().replace(url, &target::display_url(url)))
         }
     }
 }
