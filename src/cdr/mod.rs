@@ -155,32 +155,3 @@ pub fn epoch_ms(text: &str, micros: bool) -> Option<i64> {
     let n: i64 = text.trim().parse().ok()?;
     (n > 0).then(|| if micros { n / 1000 } else { n * 1000 })
 }
-
-/// `appliance doctor`'s finding: the source can be read, and its newest record.
-pub fn doctor_finding(config: &crate::config::Config) -> crate::doctor::Finding {
-    use crate::doctor::Finding;
-    const CHECK: &str = "call records";
-    let source = match Source::from_config(&config.cdr) {
-        Ok(Some(source)) => source,
-        Ok(None) => {
-            return Finding::warn(
-                CHECK,
-                "[cdr] source is empty: calls made while the appliance is stopped or \
-                 disconnected are not back-filled (README, \"Call history and back-fill\")",
-            );
-        }
-        Err(e) => return Finding::fail(CHECK, e.to_string()),
-    };
-    match source.newest() {
-        Ok(Some(ms)) => Finding::ok(
-            CHECK,
-            format!(
-                "{}: newest record {}",
-                source.describe(),
-                crate::util::rfc3339(Some(ms)).as_str().unwrap_or("")
-            ),
-        ),
-        Ok(None) => Finding::warn(CHECK, format!("{}: no records yet", source.describe())),
-        Err(e) => Finding::fail(CHECK, format!("{}: {e}", source.describe())),
-    }
-}
