@@ -386,6 +386,7 @@ pub async fn serve_with(
             state.engine_deps(),
             inbox,
             events,
+            Box::new(crate::cdr::backfill::Seen::default()),
             until_stopped(stopped.clone()),
         )));
     }

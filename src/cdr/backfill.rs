@@ -188,6 +188,25 @@ impl Seen {
     }
 }
 
+/// The engine's side of the back-fill: notes the PBX alive, and after a resync reads
+/// the gap's records.
+impl crate::engine::Backfill for Seen {
+    fn batch<'a>(
+        &'a mut self,
+        deps: &'a Deps,
+        now: i64,
+        gone: bool,
+        resynced: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            self.note(deps, now, gone, resynced).await;
+            if resynced {
+                spawn_after_resync(deps, now);
+            }
+        })
+    }
+}
+
 /// After a resync at `until`: back-fills the gap in the background.
 pub fn spawn_after_resync(deps: &Deps, until: i64) {
     if !deps.config.cdr.enabled() {

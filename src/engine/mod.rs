@@ -56,6 +56,21 @@ impl Deps {
     }
 }
 
+/// What the engine tells the back-fill of the PBX's own records (`cdr::backfill`,
+/// installed by `app`): every event batch, so it knows when the PBX was last seen alive
+/// and when a resync closed a gap to read.
+pub trait Backfill: Send {
+    /// A batch came in at `now` (`gone`: the connection just ended; `resynced`: the PBX's
+    /// channels were just read again). Called after the batch's updates are written.
+    fn batch<'a>(
+        &'a mut self,
+        deps: &'a Deps,
+        now: i64,
+        gone: bool,
+        resynced: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
 /// A call written by [`write_recorded`]: its record and final status.
 pub struct Recorded {
     pub call: Call,
@@ -301,6 +316,7 @@ pub async fn run(
     deps: Deps,
     inbox: EngineInbox,
     mut events: PbxEvents,
+    backfill: Box<dyn Backfill>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut inbox = inbox.0;
@@ -309,7 +325,7 @@ pub async fn run(
         pending: Pending::default(),
         init_rows: HashMap::new(),
         waiters: Vec::new(),
-        seen: Default::default(),
+        backfill,
     };
     match deps
         .db
@@ -366,8 +382,8 @@ struct Core {
     /// The reserved `call.init` rows of incoming calls routed through the CRM.
     init_rows: HashMap<String, RouteTicket>,
     waiters: Vec<(String, Option<String>, oneshot::Sender<Option<RouteTicket>>)>,
-    /// When the PBX was last seen alive, for the back-fill (`crate::cdr`).
-    seen: crate::cdr::backfill::Seen,
+    /// Told of every batch: when the PBX was last seen alive, when it resynced.
+    backfill: Box<dyn Backfill>,
 }
 
 impl Core {
@@ -411,10 +427,7 @@ impl Core {
             .iter()
             .any(|e| matches!(e.event, Event::Resync { .. }));
         self.events_written(deps, updates).await;
-        self.seen.note(deps, now, gone, resynced).await;
-        if resynced {
-            crate::cdr::backfill::spawn_after_resync(deps, now);
-        }
+        self.backfill.batch(deps, now, gone, resynced).await;
     }
 
     async fn events_written(&mut self, deps: &Deps, updates: Vec<Update>) {
