@@ -13,10 +13,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::acme;
 use crate::config::{Config, PbxConfig};
-use crate::db::{Db, DbError, pbx_settings};
+use crate::db::{Db, DbError};
 use crate::engine::{EngineHandle, EngineInbox};
 use crate::flowlu::Flowlu;
 use crate::flowlu::events::EventTransport;
+use crate::flowlu::pbx_settings;
 use crate::http::Pages;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, RetryPolicy};

@@ -9,6 +9,8 @@
 //! Public API for the rest of the appliance:
 //! - [`admission`]: which accounts (host names) the operator admitted, the one-time
 //!   claim code, and which account owns the PBX connection.
+//! - [`pbx_settings`]: the PBX connection saved from the settings page, and which
+//!   account may change it.
 //! - [`store`]: integrations by id or webhook secret, per-account [`store::settings`],
 //!   the user <-> extension mapping ([`store::extension_for_user`],
 //!   [`store::user_for_extension`], [`store::mappings`]).
@@ -30,6 +32,7 @@ pub mod crm;
 pub mod domain;
 pub mod events;
 pub mod json;
+pub mod pbx_settings;
 pub mod setup;
 pub mod store;
 pub mod tokens;
