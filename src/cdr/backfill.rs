@@ -22,7 +22,7 @@ use super::store::{self, Run};
 use super::{CdrError, Source};
 use crate::calls::tracker::{Emit, Rules, Update};
 use crate::calls::{Call, CallState, CallStatus};
-use crate::engine::Deps;
+use crate::engine::{Batch, Deps};
 use crate::util::now_ms;
 
 /// The tracker's words for a call it closed without seeing its end (`tracker::legs`;
@@ -191,17 +191,11 @@ impl Seen {
 /// The engine's side of the back-fill: notes the PBX alive, and after a resync reads
 /// the gap's records.
 impl crate::engine::Backfill for Seen {
-    fn batch<'a>(
-        &'a mut self,
-        deps: &'a Deps,
-        now: i64,
-        gone: bool,
-        resynced: bool,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    fn batch<'a>(&'a mut self, deps: &'a Deps, b: Batch) -> crate::engine::BatchFuture<'a> {
         Box::pin(async move {
-            self.note(deps, now, gone, resynced).await;
-            if resynced {
-                spawn_after_resync(deps, now);
+            self.note(deps, b.at, b.gone, b.resynced).await;
+            if b.resynced {
+                spawn_after_resync(deps, b.at);
             }
         })
     }

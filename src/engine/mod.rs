@@ -60,16 +60,23 @@ impl Deps {
 /// installed by `app`): every event batch, so it knows when the PBX was last seen alive
 /// and when a resync closed a gap to read.
 pub trait Backfill: Send {
-    /// A batch came in at `now` (`gone`: the connection just ended; `resynced`: the PBX's
-    /// channels were just read again). Called after the batch's updates are written.
-    fn batch<'a>(
-        &'a mut self,
-        deps: &'a Deps,
-        now: i64,
-        gone: bool,
-        resynced: bool,
-    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    /// A batch came in; called after its updates are written.
+    fn batch<'a>(&'a mut self, deps: &'a Deps, batch: Batch) -> BatchFuture<'a>;
 }
+
+/// What one batch of PBX events says about the link.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// When it came in (unix ms).
+    pub at: i64,
+    /// The connection just ended.
+    pub gone: bool,
+    /// The PBX's channels were just read again (after a connect).
+    pub resynced: bool,
+}
+
+/// What [`Backfill::batch`] returns.
+pub type BatchFuture<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// A call written by [`write_recorded`]: its record and final status.
 pub struct Recorded {
@@ -427,7 +434,12 @@ impl Core {
             .iter()
             .any(|e| matches!(e.event, Event::Resync { .. }));
         self.events_written(deps, updates).await;
-        self.backfill.batch(deps, now, gone, resynced).await;
+        let batch = Batch {
+            at: now,
+            gone,
+            resynced,
+        };
+        self.backfill.batch(deps, batch).await;
     }
 
     async fn events_written(&mut self, deps: &Deps, updates: Vec<Update>) {
