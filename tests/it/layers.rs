@@ -324,8 +324,8 @@ fn every_import_is_an_arrow_of_the_module_map() {
         for target in imports {
             if !used.contains(&(module.clone(), target.clone())) {
                 offences.push(format!(
-                    "lib.rs's module map lists {module} → {target}, but no file under \
-                     src/{module} imports {target}: remove the arrow"
+                    "lib.rs's module map lists {module} → {target}, but no file of {module} \
+                     imports {target}: remove the arrow"
                 ));
             }
         }
