@@ -291,7 +291,15 @@ fn every_import_is_an_arrow_of_the_module_map() {
     let modules: BTreeSet<&String> = table.modules.keys().collect();
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
     let mut offences = Vec::new();
-    for (top, depth, rel, path) in sources() {
+    let sources = sources();
+    for module in &modules {
+        if !sources.iter().any(|(top, ..)| top == *module) {
+            offences.push(format!(
+                "lib.rs's module map lists {module}, which has no file"
+            ));
+        }
+    }
+    for (top, depth, rel, path) in sources {
         let Some((_, allowed)) = table.modules.get(&top) else {
             offences.push(format!(
                 "{rel}: module `{top}` is not in lib.rs's module map"
