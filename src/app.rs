@@ -45,7 +45,7 @@ pub struct AppState {
     /// The PBX connection supervisor, started by [`serve`].
     pub pbx_supervisor: Mutex<Option<Supervisor>>,
     pub pages: Pages,
-    /// Flowlu client, settings-session key, per-integration locks.
+    /// The Flowlu handle: client, `[flowlu]`, settings-session key, per-integration locks.
     pub flowlu: Arc<Flowlu>,
     /// Reloads the TLS certificate from disk (SIGHUP, certificate renewal).
     pub tls: Option<Arc<ReloadableCert>>,
@@ -98,7 +98,7 @@ impl AppState {
 
 // TEMPORARY, for `flowlu/events.rs` only (helper i17b replaces its `Weak<AppState>`):
 // it hands the whole state where `flowlu::tokens` and `flowlu::crm::send` take the
-// Flowlu handle. Remove both with that file's `app` allowance in tests/layers.rs.
+// Flowlu handle. Remove both with that file's TEMPORARY line in lib.rs's module map.
 impl AsRef<Flowlu> for AppState {
     fn as_ref(&self) -> &Flowlu {
         &self.flowlu
