@@ -13,10 +13,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::acme;
 use crate::config::{Config, PbxConfig};
-use crate::db::{Db, DbError, pbx_settings};
+use crate::db::{Db, DbError};
 use crate::engine::{EngineHandle, EngineInbox};
 use crate::flowlu::Flowlu;
 use crate::flowlu::events::EventTransport;
+use crate::flowlu::pbx_settings;
 use crate::http::Pages;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, RetryPolicy};
@@ -44,12 +45,12 @@ pub struct AppState {
     /// The PBX connection supervisor, started by [`serve`].
     pub pbx_supervisor: Mutex<Option<Supervisor>>,
     pub pages: Pages,
-    /// Flowlu client, settings-session key, per-integration locks.
-    pub flowlu: Flowlu,
+    /// The Flowlu handle: client, `[flowlu]`, settings-session key, per-integration locks.
+    pub flowlu: Arc<Flowlu>,
     /// Reloads the TLS certificate from disk (SIGHUP, certificate renewal).
     pub tls: Option<Arc<ReloadableCert>>,
     /// Prometheus instruments (`GET /metrics`).
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Durable delivery of call events to Flowlu.
     pub outbox: Outbox,
     /// The call engine (click-to-call, routing questions, live-call queries).
@@ -69,9 +70,46 @@ pub struct AppState {
     pub c2c: crate::http::c2c::Limiter,
     /// The settings page's redirect-after-POST view tokens (in memory only).
     pub settings_views: crate::http::settings::views::Views,
+    /// Call recordings' links (publishing them, serving them).
+    pub recordings: crate::recordings::Recordings,
 }
 
 pub type State = Arc<AppState>;
+
+impl AppState {
+    /// The configuration in force: the start-up one with every reload's live sections.
+    pub fn current(&self) -> Arc<Config> {
+        self.live.borrow().clone()
+    }
+
+    /// What the call engine (and the back-fill) works with.
+    pub fn engine_deps(&self) -> crate::engine::Deps {
+        crate::engine::Deps {
+            db: self.db.clone(),
+            outbox: self.outbox.clone(),
+            callbacks: self.callbacks.clone(),
+            metrics: self.metrics.clone(),
+            recordings: self.recordings.clone(),
+            config: self.config.clone(),
+            live: self.live.subscribe(),
+        }
+    }
+}
+
+// TEMPORARY, for `flowlu/events.rs` only (helper i17b replaces its `Weak<AppState>`):
+// it hands the whole state where `flowlu::tokens` and `flowlu::crm::send` take the
+// Flowlu handle. Remove both with that file's TEMPORARY line in lib.rs's module map.
+impl AsRef<Flowlu> for AppState {
+    fn as_ref(&self) -> &Flowlu {
+        &self.flowlu
+    }
+}
+
+impl AsRef<Flowlu> for Arc<AppState> {
+    fn as_ref(&self) -> &Flowlu {
+        &self.flowlu
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -181,35 +219,48 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let callbacks_worker = crate::callbacks::Callbacks::new(db.clone(), &config.callbacks);
     let pbx = StatusBoard::new(&pbx_config);
     let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
-    let (engine, engine_inbox) = crate::engine::channel();
+    let (engine, engine_inbox) = crate::engine::channel(pbx_handle.clone(), pbx.clone());
     let config = Arc::new(config);
-    let state = Arc::new_cyclic(|weak| AppState {
-        engine,
-        engine_inbox: Mutex::new(Some(engine_inbox)),
-        webhook: Default::default(),
-        c2c: Default::default(),
-        settings_views: Default::default(),
-        outbox: Outbox::new(
+    let live = watch::channel(config.clone()).0;
+    let recordings = crate::recordings::Recordings::new(db.clone(), live.subscribe());
+    let state = Arc::new_cyclic(|weak| {
+        let outbox = Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),
             policy,
             max_in_flight,
-        ),
-        pbx,
-        pbx_settings,
-        pbx_handle,
-        pbx_events: Mutex::new(Some(pbx_events)),
-        pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
-        flowlu: Flowlu::new(&config.flowlu, session_key),
-        live: watch::channel(config.clone()).0,
-        config,
-        db,
-        pages: Pages::new(),
-        tls: tls_reloader,
-        metrics: Metrics::new(),
-        routing: RoutingStatus::default(),
-        routing_decider: Mutex::new(None),
-        callbacks: callbacks_worker,
+        );
+        let flowlu = Flowlu::new(
+            &config.flowlu,
+            config.public_url(),
+            db.clone(),
+            outbox.clone(),
+            session_key,
+        );
+        AppState {
+            engine,
+            engine_inbox: Mutex::new(Some(engine_inbox)),
+            webhook: Default::default(),
+            c2c: Default::default(),
+            settings_views: Default::default(),
+            outbox,
+            pbx,
+            pbx_settings,
+            pbx_handle,
+            pbx_events: Mutex::new(Some(pbx_events)),
+            pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
+            flowlu: Arc::new(flowlu),
+            live,
+            config,
+            db,
+            pages: Pages::new(),
+            tls: tls_reloader,
+            metrics: Arc::new(Metrics::new()),
+            routing: RoutingStatus::default(),
+            routing_decider: Mutex::new(None),
+            callbacks: callbacks_worker,
+            recordings,
+        }
     });
     state
         .outbox
@@ -299,7 +350,7 @@ pub async fn serve_with(
         );
     }
     workers.push(tokio::spawn(crate::flowlu::tokens::run_refresher(
-        state.clone(),
+        state.flowlu.clone(),
         stopped.clone(),
     )));
     let outbox = state.outbox.clone();
@@ -333,9 +384,10 @@ pub async fn serve_with(
     let inbox = state.engine_inbox.lock().expect("engine lock").take();
     if let (Some(events), Some(inbox)) = (events, inbox) {
         workers.push(tokio::spawn(crate::engine::run(
-            state.clone(),
+            state.engine_deps(),
             inbox,
             events,
+            Box::new(crate::cdr::backfill::Seen::default()),
             until_stopped(stopped.clone()),
         )));
     }
@@ -367,9 +419,11 @@ async fn serve_routing(state: State, stop: watch::Receiver<bool>) {
         .expect("routing lock")
         .take()
         .unwrap_or_else(|| {
-            Arc::new(crate::engine::route::CrmDecider::new(Arc::downgrade(
-                &state,
-            )))
+            Arc::new(crate::engine::route::CrmDecider::new(
+                state.engine_deps(),
+                state.engine.clone(),
+                state.pbx_settings.subscribe(),
+            ))
         });
     let (settings, status) = (
         RoutingSettings::from_config(&state.config),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::db::{Db, DbError};
-use crate::outbox::now_ms;
+use crate::util::now_ms;
 
 const EVERY: Duration = Duration::from_secs(3600);
 

@@ -1,13 +1,48 @@
 //! appliance: connects an Asterisk or FreeSWITCH PBX on this host to Flowlu CRM.
 //!
-//! Module map (data flows left to right):
+//! Data flows in from Flowlu (iframe, webhook: `http` → `flowlu`) and from the PBX
+//! (`pbx` → `calls`, driven by `engine`), through one SQLite database (`db`), and out
+//! to Flowlu through the durable `outbox`.
+//!
+//! Module map: which module may import which (`crate::X`), top layer first. A module
+//! imports only modules on lower layers, except that `app` and `http` (layer 7) import
+//! each other (`http`'s handlers take `app`'s `State`). `AppState` is known to `app`,
+//! `http` and `cli` only; every subsystem below them is built from the handles it uses.
+//! `tests/it/layers.rs` reads `src/` and this table: it fails on an import the table
+//! does not list (naming the file and the `use`) and on an arrow no file uses.
 //!
 //! ```text
-//!  Flowlu iframe / webhook_url ──► http ──► flowlu (calls Flowlu's REST API)
-//!                                    │
-//!  PBX (AMI / ESL) ──► pbx ──► calls (pure state machine) ──► outbox ──► Flowlu hook
-//!                                    │                          │
-//!                                    └────────► db ◄────────────┘
+//! 8  cli           → app doctor cdr flowlu reload outbox pbx recordings config redact db
+//!                    sdnotify secret sysuser tls util
+//! 7  app           → http cdr engine housekeeping callbacks flowlu calls metrics routing
+//!                    acme outbox pbx recordings config db tls
+//! 7  doctor        → cdr flowlu pbx config db secret sysuser tls
+//! 7  http          → app cdr engine callbacks flowlu calls metrics routing outbox pbx
+//!                    recordings config redact db secret tls util
+//! 6  cdr           → engine callbacks calls pbx config db secret util
+//! 5  engine        → callbacks flowlu calls metrics routing outbox pbx recordings config
+//!                    db secret util
+//! 5  housekeeping  → flowlu outbox config db util
+//! 4  callbacks     → calls outbox config redact db secret util
+//! 4  flowlu        → calls outbox pbx config redact db secret util
+//! 3  calls         → pbx config db secret
+//! 3  metrics       → pbx config
+//! 3  reload        → outbox config
+//! 3  routing       → pbx config
+//! 2  acme          → config tls
+//! 2  outbox        → config db util
+//! 2  pbx           → config secret
+//! 2  recordings    → config db secret
+//! 1  config        → secret util
+//! 1  redact        → secret
+//! 0  db            (imports nothing of the crate)
+//! 0  sdnotify      (imports nothing of the crate)
+//! 0  secret        (imports nothing of the crate)
+//! 0  sysuser       (imports nothing of the crate)
+//! 0  tls           (imports nothing of the crate)
+//! 0  util          (imports nothing of the crate)
+//!
+//!    TEMPORARY  src/flowlu/events.rs → app  (its `Weak<AppState>`; issue 17 removes it)
 //! ```
 //!
 //! - [`cli`]: command-line surface (clap): `run`, `--init` (the setup wizard),
@@ -21,8 +56,10 @@
 //!   blocking-pool helper every async caller uses.
 //! - [`flowlu`]: everything Flowlu-specific: the settings iframe's context, the domain
 //!   allow-list, `flowlu::admission` (issue 12: which accounts the operator admitted, the
-//!   one-time claim code, which account owns the PBX), REST calls (user lookup, channel registration, token refresh), OAuth
-//!   token upkeep, and the tables for accounts, users, tokens, settings and extensions;
+//!   one-time claim code, which account owns the PBX), REST calls (user lookup, channel
+//!   registration, token refresh), OAuth token upkeep (`flowlu::Flowlu`, the handle they
+//!   share), and the tables for accounts, users, tokens, settings, extensions and the
+//!   PBX connection saved from the settings page (`flowlu::pbx_settings`);
 //!   `flowlu::crm` (issue 8): Flowlu's entity webhooks → a cache of CRM contacts'
 //!   numbers and managers, and the call-handling rules' CRM requests (via the outbox).
 //! - [`http`]: the HTTPS (or, behind a proxy, plain HTTP) server: accept loop, limits,
@@ -33,8 +70,8 @@
 //!   `http::webhook`: click-to-call, call lists, employees, redirect, health; and the
 //!   click-to-call URL, `http::c2c`, which places calls through the webhook's call.make).
 //! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:
-//!   codecs, a supervisor that keeps one connection logged in (following
-//!   `state.pbx_settings`), the command handle (`PbxHandle`), the normalized event stream
+//!   codecs, a supervisor that keeps one connection logged in (following the PBX
+//!   settings in force, a `watch` channel), the command handle (`PbxHandle`), the normalized event stream
 //!   (`PbxEvents`) for the call tracker, and the connection state for `/healthz`.
 //! - [`routing`]: the dialplan's question "who takes this incoming call?": the Asterisk
 //!   FastAGI and FreeSWITCH outbound event socket servers (`routing::serve_all`), the
@@ -42,7 +79,8 @@
 //! - [`calls`]: the call record, its table, and the tracker: PBX events in, calls out;
 //!   `calls::phone`, the one normalization of customer numbers (E.164).
 //! - [`engine`]: the task that owns the tracker: PBX events → calls → one transaction of
-//!   call rows and outbox events; click-to-call, routing decisions, call metrics.
+//!   call rows and outbox events; click-to-call, routing decisions, call metrics. Built
+//!   from `engine::Deps`; the back-fill (`cdr`) plugs in as `engine::Backfill`.
 //! - [`cdr`]: the PBX's own call records (CDR: FreePBX/MySQL, Asterisk and FreeSWITCH
 //!   CSV, SQLite, XML): back-fill of the calls missed while stopped or disconnected, and
 //!   `history import`; grouped and classified with the tracker's rules; the sources
@@ -56,7 +94,11 @@
 //!   for Flowlu, and the rule of which files may ever be served (`GET /recordings/<token>`
 //!   is in [`http`]).
 //! - [`app`]: wires the pieces together; [`app::run`] is the in-process entry point.
-//! - [`reload`]: `systemctl reload` (SIGHUP): the configuration's live sections re-read.
+//! - [`reload`]: `systemctl reload` (SIGHUP): the configuration's live sections re-read
+//!   and published (`reload::Targets`: the live configuration, the outbox, the log level).
+//! - [`redact`]: secrets in paths, URLs and messages become `***` before they are logged.
+//! - [`util`]: small helpers several layers use (`now_ms`, `rfc3339`, `is_host_name`,
+//!   `time_zone`).
 //! - [`secret`]: the `Secret` type (prints `***`) and random tokens.
 //! - [`tls`]: loading, checking and generating certificates; hot-reloadable server keys.
 //! - [`acme`]: ACME (Let's Encrypt) issuance and background renewal into [`tls`].
@@ -84,12 +126,14 @@ pub mod metrics;
 pub mod outbox;
 pub mod pbx;
 pub mod recordings;
+pub mod redact;
 pub mod reload;
 pub mod routing;
 pub mod sdnotify;
 pub mod secret;
 pub mod sysuser;
 pub mod tls;
+pub mod util;
 
 pub use app::run;
 pub use config::Config;

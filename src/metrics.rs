@@ -62,7 +62,7 @@ const DELIVERY_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
 ];
 
-/// All instruments, registered once at start-up. Shared through `AppState::metrics`.
+/// All instruments, registered once at start-up and shared (`Arc`) by whoever counts.
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,

@@ -3,16 +3,20 @@
 //!
 //! Applied live ([`LIVE`]): `[log] level`, `[calls]` (the call tracker's rules),
 //! `[outbox]` (retry schedule, throttling, parallel deliveries, `keep_delivered`),
-//! `[recordings]`, `[webhook]` and `[c2c]`; their users read [`AppState::current`]
-//! (or follow [`AppState::live`]) instead of the start-up `state.config`. Every other
+//! `[recordings]`, `[webhook]` and `[c2c]`; their users read the configuration in force
+//! (or follow it: the `watch` channel handed to [`reload`]) instead of the start-up
+//! one. Every other
 //! section needs a restart: a reload that changes one of them logs it and keeps the
 //! running values, so the configuration in force is always one the service can serve.
 //! A file that does not load (syntax, unknown key, invalid value) changes nothing.
 
 use std::sync::Arc;
 
-use crate::app::AppState;
+use log::LevelFilter;
+use tokio::sync::watch;
+
 use crate::config::{self, Config, LoadOptions};
+use crate::outbox::Outbox;
 
 /// The sections a reload applies.
 pub const LIVE: &[&str] = &["log", "calls", "outbox", "recordings", "webhook", "c2c"];
@@ -28,18 +32,19 @@ pub struct Outcome {
     pub refused: Option<String>,
 }
 
-impl AppState {
-    /// The configuration in force: the start-up one with every reload's live sections.
-    pub fn current(&self) -> Arc<Config> {
-        self.live.borrow().clone()
-    }
+/// What a reload changes: the configuration in force (`live`), the outbox's schedule
+/// and, through `set_log_level` (false when `RUST_LOG` is in charge), `[log] level`.
+pub struct Targets<'a> {
+    pub live: &'a watch::Sender<Arc<Config>>,
+    pub outbox: &'a Outbox,
+    pub set_log_level: fn(LevelFilter) -> bool,
 }
 
 /// Loads the configuration as at start-up (`options`: file, environment, flags) and
 /// applies it; logs the outcome.
-pub fn reload(state: &AppState, options: &LoadOptions) -> Outcome {
+pub fn reload(targets: &Targets<'_>, options: &LoadOptions) -> Outcome {
     let outcome = match config::load(options) {
-        Ok((new, _)) => apply(state, new),
+        Ok((new, _)) => apply(targets, new),
         Err(e) => Outcome {
             refused: Some(e.to_string()),
             ..Outcome::default()
@@ -50,8 +55,8 @@ pub fn reload(state: &AppState, options: &LoadOptions) -> Outcome {
 }
 
 /// Applies `new`'s live sections; the others stay as they run.
-pub fn apply(state: &AppState, new: Config) -> Outcome {
-    let old = state.current();
+pub fn apply(targets: &Targets<'_>, new: Config) -> Outcome {
+    let old = targets.live.borrow().clone();
     let (old_v, new_v) = (sections(&old), sections(&new));
     let mut outcome = Outcome::default();
     for (section, new_keys) in &new_v {
@@ -80,17 +85,17 @@ pub fn apply(state: &AppState, new: Config) -> Outcome {
     if merged.log.level != old.log.level
         && let Ok(level) = merged.log.level.parse()
     {
-        if crate::cli::logging::set_level(level) {
+        if (targets.set_log_level)(level) {
             log::debug!("reload: log level now {level}");
         } else {
             log::info!("reload: RUST_LOG is set, so [log] level does not apply");
         }
     }
-    state.outbox.set_policy(
+    targets.outbox.set_policy(
         crate::outbox::RetryPolicy::from_config(&merged.outbox),
         merged.outbox.max_in_flight as usize,
     );
-    state.live.send_replace(Arc::new(merged));
+    targets.live.send_replace(Arc::new(merged));
     outcome
 }
 

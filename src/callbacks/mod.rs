@@ -65,7 +65,7 @@ pub fn enqueue_call(
         call,
         uuid.as_deref(),
         recording_url,
-        crate::outbox::now_ms(),
+        crate::util::now_ms(),
     )
     .to_string();
     for cb in &callbacks {

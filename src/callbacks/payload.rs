@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::calls::{Call, CallStatus};
-use crate::flowlu::events::rfc3339;
+use crate::util::rfc3339;
 
 /// `call.completed` (the call ended) or `call.recording` (its recording was published
 /// later): the complete record of the call as it stands.

@@ -5,8 +5,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use crate::outbox::now_ms;
 use crate::secret::Secret;
+use crate::util::now_ms;
 
 /// Callbacks one account may have.
 pub const MAX_PER_ACCOUNT: usize = 5;

@@ -114,7 +114,7 @@ pub fn display_url(url: &str) -> String {
             if u.query().is_some() {
                 u.set_query(Some("***"));
             }
-            let path = crate::http::redact_path(u.path(), None);
+            let path = crate::redact::redact_path(u.path(), None);
             u.set_path(&path);
             u.to_string()
         }

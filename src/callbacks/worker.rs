@@ -13,7 +13,7 @@ use super::store::{self, Attempt, Lease, Outcome};
 use super::{CallbackError, payload, sign, target};
 use crate::config::CallbacksConfig;
 use crate::db::Db;
-use crate::outbox::now_ms;
+use crate::util::now_ms;
 
 /// Longer than any attempt; cleared at start-up so a crash never delays a retry by it.
 const LEASE_MS: i64 = 5 * 60 * 1000;
@@ -310,7 +310,7 @@ fn describe(e: &ureq::Error, url: &str, timeout: Duration) -> String {
         ureq::Error::ConnectionFailed => "connection refused or unreachable".into(),
         ureq::Error::Io(io) => format!("network error: {}", io.kind()),
         other => {
-            crate::http::redact_text(&other.to_string().replace(url, &target::display_url(url)))
+            crate::redact::redact_text(&other.to_string().replace(url, &target::display_url(url)))
         }
     }
 }

@@ -21,10 +21,10 @@ use rusqlite::Connection;
 use super::group::{Group, classify, group};
 use super::store::{self, Run};
 use super::{CdrError, Source};
-use crate::app::State;
 use crate::calls::tracker::{Emit, Rules, Update};
 use crate::calls::{Call, CallState, CallStatus};
-use crate::outbox::now_ms;
+use crate::engine::{Batch, Deps};
+use crate::util::now_ms;
 
 /// The tracker's words for a call it closed without seeing its end (`tracker::legs`;
 /// the cause may lead with a code, `0 ended while…`).
@@ -167,8 +167,8 @@ impl Seen {
 
     /// An event batch came in at `now` (`gone`: the connection just ended; `resynced`:
     /// the PBX's channels were just read again, and the back-fill is taking the gap).
-    pub async fn note(&mut self, state: &State, now: i64, gone: bool, resynced: bool) {
-        if !state.config.cdr.enabled() {
+    pub async fn note(&mut self, deps: &Deps, now: i64, gone: bool, resynced: bool) {
+        if !deps.config.cdr.enabled() {
             return;
         }
         if resynced {
@@ -181,7 +181,7 @@ impl Seen {
         }
         self.live &= !gone;
         self.written = now;
-        if let Err(e) = state
+        if let Err(e) = deps
             .db
             .run(move |c| store::set_seen(c, now).map_err(crate::db::DbError::from))
             .await
@@ -191,26 +191,39 @@ impl Seen {
     }
 }
 
+/// The engine's side of the back-fill: notes the PBX alive, and after a resync reads
+/// the gap's records.
+impl crate::engine::Backfill for Seen {
+    fn batch<'a>(&'a mut self, deps: &'a Deps, b: Batch) -> crate::engine::BatchFuture<'a> {
+        Box::pin(async move {
+            self.note(deps, b.at, b.gone, b.resynced).await;
+            if b.resynced {
+                spawn_after_resync(deps, b.at);
+            }
+        })
+    }
+}
+
 /// After a resync at `until`: back-fills the gap in the background.
-pub fn spawn_after_resync(state: &State, until: i64) {
-    if !state.config.cdr.enabled() {
+pub fn spawn_after_resync(deps: &Deps, until: i64) {
+    if !deps.config.cdr.enabled() {
         return;
     }
-    let state = state.clone();
+    let deps = deps.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_gap(&state, until).await {
+        if let Err(e) = run_gap(&deps, until).await {
             log::warn!("back-fill: {e}");
         }
     });
 }
 
-async fn run_gap(state: &State, until: i64) -> Result<(), CdrError> {
-    let Some(source) = Source::from_config(&state.config.cdr)? else {
+async fn run_gap(deps: &Deps, until: i64) -> Result<(), CdrError> {
+    let Some(source) = Source::from_config(&deps.config.cdr)? else {
         return Ok(());
     };
-    let cdr = state.config.cdr.clone();
-    let rules = Rules::new(&state.config.calls);
-    let outcome = state
+    let cdr = deps.config.cdr.clone();
+    let rules = Rules::new(&deps.config.calls);
+    let outcome = deps
         .db
         .run(move |conn| {
             let Some(seen) = store::last_seen(conn)? else {
@@ -228,7 +241,7 @@ async fn run_gap(state: &State, until: i64) -> Result<(), CdrError> {
             plan.new.len(),
             plan.corrected.len()
         );
-        crate::engine::after_recorded(state, written);
+        crate::engine::after_recorded(deps, written);
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::callbacks::{payload, store};
 use crate::calls::Call;
-use crate::outbox::now_ms;
+use crate::util::now_ms;
 
 /// The event name of a correction delivered after its `call.completed`.
 pub const CORRECTED: &str = "call.corrected";

@@ -59,9 +59,7 @@ impl Survey {
         let mut text = match self.newest {
             Some(ms) => format!(
                 "newest record {}",
-                crate::flowlu::events::rfc3339(Some(ms))
-                    .as_str()
-                    .unwrap_or("")
+                crate::util::rfc3339(Some(ms)).as_str().unwrap_or("")
             ),
             None => "no records yet".to_string(),
         };

@@ -147,14 +147,8 @@ pub fn links(ids: &[&str]) -> Option<Vec<String>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// A time zone by name ("UTC", "Europe/Moscow"), or this host's for "".
-pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
-    match name {
-        "" => Ok(jiff::tz::TimeZone::system()),
-        "UTC" | "utc" | "GMT" => Ok(jiff::tz::TimeZone::UTC),
-        name => jiff::tz::TimeZone::get(name).map_err(|e| e.to_string()),
-    }
-}
+/// A time zone by name (`crate::util`'s: `config` checks `[cdr] timezone` with it too).
+pub use crate::util::time_zone;
 
 /// `2026-11-23 06:46:08` (also with `T`, fractions, or `%20`/`%3A` escapes as FreeSWITCH
 /// URL-encodes them) in `tz` as unix milliseconds; `None` for an empty or zero time.
@@ -172,32 +166,4 @@ pub fn local_ms(text: &str, tz: &jiff::tz::TimeZone) -> Option<i64> {
 pub fn epoch_ms(text: &str, micros: bool) -> Option<i64> {
     let n: i64 = text.trim().parse().ok()?;
     (n > 0).then(|| if micros { n / 1000 } else { n * 1000 })
-}
-
-/// `appliance doctor`'s finding: the source can be read, and its newest record.
-pub fn doctor_finding(config: &crate::config::Config) -> crate::doctor::Finding {
-    use crate::doctor::Finding;
-    const CHECK: &str = "call records";
-    let source = match Source::from_config(&config.cdr) {
-        Ok(Some(source)) => source,
-        Ok(None) => {
-            return Finding::warn(
-                CHECK,
-                "[cdr] source is empty: calls made while the appliance is stopped or \
-                 disconnected are not back-filled (README, \"Call history and back-fill\")",
-            );
-        }
-        Err(e) => return Finding::fail(CHECK, e.to_string()),
-    };
-    match detect::survey(&source) {
-        Ok(survey) if survey.newest.is_none() || survey.unusable > 0 => Finding::warn(
-            CHECK,
-            format!("{}: {}", source.describe(), survey.describe()),
-        ),
-        Ok(survey) => Finding::ok(
-            CHECK,
-            format!("{}: {}", source.describe(), survey.describe()),
-        ),
-        Err(e) => Finding::fail(CHECK, format!("{}: {e}", source.describe())),
-    }
 }

@@ -443,29 +443,26 @@ fn local_times_follow_the_zone() {
 }
 
 #[test]
-fn doctor_shows_the_newest_record_and_rows_that_name_no_call() {
+fn a_survey_shows_the_newest_record_and_rows_that_name_no_call() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("Master.csv");
     let rows = fixtures::asterisk_rows(&fixture("asterisk/sip-inbound-answered.txt"));
-    let mut config = Config::defaults();
-    config.cdr = config_for("asterisk-csv", &csv);
+    let cdr = config_for("asterisk-csv", &csv);
     let line = |columns: &[&str]| asterisk_csv_line(&rows[0], columns);
     std::fs::write(&csv, line(&asterisk_columns(true))).unwrap();
-    let ok = super::doctor_finding(&config);
-    assert_eq!(ok.status, crate::doctor::Status::Ok, "{}", ok.detail);
-    assert!(
-        ok.detail.ends_with("newest record 2026-11-23T06:46:08Z"),
-        "{}",
-        ok.detail
-    );
+    let (what, survey) = super::detect::check(&cdr);
+    let survey = survey.unwrap();
+    assert!(what.contains("Master.csv"), "{what}");
+    assert_eq!((survey.rows, survey.unusable), (Some(1), 0));
+    assert_eq!(survey.describe(), "newest record 2026-11-23T06:46:08Z");
     // A second line without uniqueid or linkedid (loguniqueid off, no newcdrcolumns).
     let both = line(&asterisk_columns(true)) + &line(&asterisk::CSV_DEFAULT[..16]);
     std::fs::write(&csv, both).unwrap();
-    let warn = super::doctor_finding(&config);
-    assert_eq!(warn.status, crate::doctor::Status::Warn);
+    let survey = super::detect::check(&cdr).1.unwrap();
+    assert_eq!((survey.rows, survey.unusable), (Some(2), 1));
     assert!(
-        warn.detail.contains("1 of 2 rows name no call"),
+        survey.describe().contains("1 of 2 rows name no call"),
         "{}",
-        warn.detail
+        survey.describe()
     );
 }

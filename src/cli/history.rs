@@ -53,7 +53,7 @@ pub fn run(cli: &Cli, command: &HistoryCommand) -> ExitCode {
         Ok(db) => db,
         Err(e) => return fail(1, e),
     };
-    let now = crate::outbox::now_ms();
+    let now = crate::util::now_ms();
     let imported = db.with_conn(|c| {
         crate::cdr::import::run(c, &config, since.as_millis() as i64, now, *dry_run)
     });
@@ -61,7 +61,7 @@ pub fn run(cli: &Cli, command: &HistoryCommand) -> ExitCode {
         Ok(done) => done,
         Err(e) => return fail(1, e),
     };
-    let rfc = |ms: i64| crate::flowlu::events::rfc3339(Some(ms));
+    let rfc = |ms: i64| crate::util::rfc3339(Some(ms));
     if *dry_run {
         for c in &plan.new {
             println!(

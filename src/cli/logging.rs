@@ -27,7 +27,7 @@ static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// `RUST_LOG` wins when set; otherwise `[log] level` applies to our crate and `warn`
 /// to dependencies.
 pub fn init_logging(config: &Config) {
-    use crate::http::RedactingLog;
+    use crate::redact::RedactingLog;
     let journal = stderr_is_journal();
     let mut builder = env_logger::Builder::new();
     let from_env = match std::env::var("RUST_LOG") {

@@ -66,8 +66,15 @@ async fn serve(config: Config, options: LoadOptions) -> ExitCode {
                 }
             }
             let (state, options) = (reloading.clone(), options.clone());
-            let _ =
-                tokio::task::spawn_blocking(move || crate::reload::reload(&state, &options)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let targets = crate::reload::Targets {
+                    live: &state.live,
+                    outbox: &state.outbox,
+                    set_log_level: super::logging::set_level,
+                };
+                crate::reload::reload(&targets, &options)
+            })
+            .await;
         }
     });
     let listeners = Listeners {

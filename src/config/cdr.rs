@@ -80,7 +80,7 @@ impl Config {
                 return bad(key, why);
             }
         }
-        if !c.timezone.is_empty() && crate::cdr::time_zone(&c.timezone).is_err() {
+        if !c.timezone.is_empty() && crate::util::time_zone(&c.timezone).is_err() {
             return bad(
                 "cdr.timezone",
                 format!(

@@ -13,7 +13,7 @@ impl Config {
             );
         }
         for suffix in &f.allowed_domains {
-            if !crate::flowlu::domain::is_host_name(suffix) || !suffix.contains('.') {
+            if !crate::util::is_host_name(suffix) || !suffix.contains('.') {
                 return bad(
                     "flowlu.allowed_domains",
                     format!("{suffix:?} is not a lower-case domain suffix such as \"flowlu.com\""),

@@ -6,7 +6,6 @@
 
 pub mod backup;
 pub mod migrate;
-pub mod pbx_settings;
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;

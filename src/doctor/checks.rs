@@ -359,19 +359,48 @@ pub fn pbx(ctx: &Context) -> CheckFuture<'_> {
     })
 }
 
-/// The service user can read every configured recording directory that exists.
 /// The PBX's call records (`[cdr]`, issue 14): readable, and their newest record.
 pub fn cdr(ctx: &Context) -> CheckFuture<'_> {
     Box::pin(async move {
         let Some(config) = config_of(ctx).cloned() else {
             return Vec::new();
         };
-        tokio::task::spawn_blocking(move || vec![crate::cdr::doctor_finding(&config)])
+        tokio::task::spawn_blocking(move || vec![cdr_finding(&config)])
             .await
             .unwrap_or_default()
     })
 }
 
+/// `appliance doctor`'s finding: the source can be read, and its newest record.
+fn cdr_finding(config: &Config) -> Finding {
+    use crate::cdr::Source;
+    const CHECK: &str = "call records";
+    let source = match Source::from_config(&config.cdr) {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            return Finding::warn(
+                CHECK,
+                "[cdr] source is empty: calls made while the appliance is stopped or \
+                 disconnected are not back-filled (README, \"Call history and back-fill\")",
+            );
+        }
+        Err(e) => return Finding::fail(CHECK, e.to_string()),
+    };
+    // Its newest record, and rows no call can be made of (`cdr::detect::Survey`).
+    match crate::cdr::detect::survey(&source) {
+        Ok(survey) => {
+            let detail = format!("{}: {}", source.describe(), survey.describe());
+            if survey.newest.is_none() || survey.unusable > 0 {
+                Finding::warn(CHECK, detail)
+            } else {
+                Finding::ok(CHECK, detail)
+            }
+        }
+        Err(e) => Finding::fail(CHECK, format!("{}: {e}", source.describe())),
+    }
+}
+
+/// The service user can read every configured recording directory that exists.
 pub fn recordings(ctx: &Context) -> CheckFuture<'_> {
     use std::os::unix::fs::MetadataExt;
     Box::pin(async move {

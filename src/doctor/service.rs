@@ -10,8 +10,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{CheckFuture, Context, Finding};
 use crate::config::Config;
-use crate::db::pbx_settings;
 use crate::flowlu::client::Client;
+use crate::flowlu::pbx_settings;
 use crate::flowlu::store::{self, Integration};
 use crate::pbx::ConnectionSettings;
 use crate::secret::Secret;

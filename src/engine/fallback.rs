@@ -3,7 +3,7 @@
 //! switched it on, the manager has an extension, and the engine does not have that
 //! extension on a call. Anything missing is "no decision": the PBX's own routing goes on.
 
-use crate::app::AppState;
+use super::route::Router;
 use crate::calls::phone;
 use crate::engine::RouteTicket;
 use crate::flowlu::crm::store as crm;
@@ -11,13 +11,14 @@ use crate::flowlu::store::{extension_for_user, settings};
 use crate::routing::RouteDecision;
 
 pub async fn responsible_manager(
-    state: &AppState,
+    router: &Router,
     ticket: &RouteTicket,
     caller: &str,
 ) -> Option<RouteDecision> {
     let integration = ticket.integration_id;
     let caller = caller.to_string();
-    let found = state
+    let found = router
+        .deps
         .db
         .run(move |c| {
             if !crm::rules(c, integration)?.fallback_routing {
@@ -44,14 +45,14 @@ pub async fn responsible_manager(
             return None;
         }
     };
-    if state.engine.agent_busy(&extension).await {
+    if router.engine.agent_busy(&extension).await {
         log::info!(
             "routing: {}'s responsible manager {manager} ({extension}) is busy; the PBX routes it",
             ticket.call_id
         );
         return None;
     }
-    let decision = super::route::dial_to(state, &extension)?;
+    let decision = super::route::dial_to(router, &extension)?;
     log::info!(
         "routing: {} goes to {extension}, the caller's responsible manager {manager} (fallback)",
         ticket.call_id

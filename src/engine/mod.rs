@@ -15,16 +15,68 @@ pub mod route;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::app::State;
+use crate::callbacks::Callbacks;
 use crate::calls::tracker::{Tracker, Update};
 use crate::calls::{Call, Direction, store};
-use crate::db::DbError;
-use crate::pbx::{Event, OriginateRequest, PbxError, PbxEvent, PbxEvents};
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::pbx::{Event, OriginateRequest, PbxError, PbxEvent, PbxEvents, PbxHandle, StatusBoard};
+use crate::recordings::Recordings;
 
 pub use persist::Pending;
+
+/// What the engine works with (and the back-fill, which writes as the engine does),
+/// handed over by `app`. Cheap to clone.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: Db,
+    /// Wakes after each write: the call events it queued.
+    pub outbox: Outbox,
+    /// Wakes after each finished call: its result callbacks.
+    pub callbacks: Callbacks,
+    pub metrics: Arc<Metrics>,
+    /// Publishes a finished call's recording.
+    pub recordings: Recordings,
+    /// The configuration the service started with (`[routing]`, `[pbx]`, `[cdr]`).
+    pub config: Arc<Config>,
+    /// The configuration in force: the tracker's `[calls]` rules follow reloads.
+    pub live: watch::Receiver<Arc<Config>>,
+}
+
+impl Deps {
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.live.borrow().clone()
+    }
+}
+
+/// What the engine tells the back-fill of the PBX's own records (`cdr::backfill`,
+/// installed by `app`): every event batch, so it knows when the PBX was last seen alive
+/// and when a resync closed a gap to read.
+pub trait Backfill: Send {
+    /// A batch came in; called after its updates are written.
+    fn batch<'a>(&'a mut self, deps: &'a Deps, batch: Batch) -> BatchFuture<'a>;
+}
+
+/// What one batch of PBX events says about the link.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// When it came in (unix ms).
+    pub at: i64,
+    /// The connection just ended.
+    pub gone: bool,
+    /// The PBX's channels were just read again (after a connect).
+    pub resynced: bool,
+}
+
+/// What [`Backfill::batch`] returns.
+pub type BatchFuture<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// A call written by [`write_recorded`]: its record and final status.
 pub struct Recorded {
@@ -58,16 +110,16 @@ pub fn write_recorded(
 
 /// After [`write_recorded`] in the service: wakes the workers, counts the calls and
 /// publishes their recordings.
-pub fn after_recorded(state: &State, written: Vec<Recorded>) {
-    state.outbox.wake();
-    state.callbacks.wake();
+pub fn after_recorded(deps: &Deps, written: Vec<Recorded>) {
+    deps.outbox.wake();
+    deps.callbacks.wake();
     for done in written {
         if let Some(status) = done.finished {
-            state.metrics.call_finished(status);
-            state.metrics.call_backfilled();
+            deps.metrics.call_finished(status);
+            deps.metrics.call_backfilled();
             if done.call.recording_path.is_some() && done.call.integration_id.is_some() {
-                let state = state.clone();
-                tokio::spawn(async move { persist::report_recording(&state, done.call).await });
+                let deps = deps.clone();
+                tokio::spawn(async move { persist::report_recording(&deps, done.call).await });
             }
         }
     }
@@ -147,14 +199,23 @@ enum Input {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Input>,
+    /// Where click-to-calls are placed, and whether the PBX is up.
+    pbx: PbxHandle,
+    pbx_status: StatusBoard,
 }
 
 /// The receiving side, taken once by [`run`].
 pub struct EngineInbox(mpsc::Receiver<Input>);
 
-pub fn channel() -> (EngineHandle, EngineInbox) {
+/// The engine's handle (placing click-to-calls through `pbx`) and its receiving side.
+pub fn channel(pbx: PbxHandle, pbx_status: StatusBoard) -> (EngineHandle, EngineInbox) {
     let (tx, rx) = mpsc::channel(256);
-    (EngineHandle { tx }, EngineInbox(rx))
+    let handle = EngineHandle {
+        tx,
+        pbx,
+        pbx_status,
+    };
+    (handle, EngineInbox(rx))
 }
 
 impl EngineHandle {
@@ -168,13 +229,11 @@ impl EngineHandle {
     /// to ring the employee. Returns as soon as the PBX accepted the originate; what
     /// happens next arrives as PBX events and becomes Flowlu events. When the PBX refuses,
     /// the call is ended as failed (and reported so) and the error returned.
-    pub async fn click_to_call(
-        &self,
-        state: &State,
-        req: ClickToCall,
-    ) -> Result<Call, EngineError> {
-        if !state.pbx_handle.is_up() {
-            return Err(PbxError::Unavailable(state.pbx.get().detail.unwrap_or_default()).into());
+    pub async fn click_to_call(&self, req: ClickToCall) -> Result<Call, EngineError> {
+        if !self.pbx.is_up() {
+            return Err(
+                PbxError::Unavailable(self.pbx_status.get().detail.unwrap_or_default()).into(),
+            );
         }
         let call = Call {
             integration_id: Some(req.integration_id),
@@ -183,7 +242,7 @@ impl EngineHandle {
             line: req.line.clone().unwrap_or_default(),
             extension: Some(req.extension.clone()),
             user_id: req.user_id.clone(),
-            ..Call::new(Direction::Outgoing, crate::outbox::now_ms())
+            ..Call::new(Direction::Outgoing, crate::util::now_ms())
         };
         let adopted = call.clone();
         self.ask(|reply| Input::Adopt {
@@ -202,7 +261,7 @@ impl EngineHandle {
             ring: None,
             line: req.line,
         };
-        match state.pbx_handle.originate(&originate).await {
+        match self.pbx.originate(&originate).await {
             Ok(accepted) => {
                 let _ = self
                     .tx
@@ -261,20 +320,21 @@ impl EngineHandle {
 /// Runs the engine until `shutdown`: restores open calls from the database, then
 /// consumes PBX events and requests.
 pub async fn run(
-    state: State,
+    deps: Deps,
     inbox: EngineInbox,
     mut events: PbxEvents,
+    backfill: Box<dyn Backfill>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut inbox = inbox.0;
     let mut core = Core {
-        tracker: Tracker::new(&state.current().calls),
+        tracker: Tracker::new(&deps.current().calls),
         pending: Pending::default(),
         init_rows: HashMap::new(),
         waiters: Vec::new(),
-        seen: Default::default(),
+        backfill,
     };
-    match state
+    match deps
         .db
         .run(|c| Ok::<_, EngineError>(store::open_calls(c)?))
         .await
@@ -292,11 +352,10 @@ pub async fn run(
         }
         Err(e) => log::error!("engine: cannot read open calls: {e}"),
     }
-    state
-        .metrics
+    deps.metrics
         .set_active_calls(core.tracker.live_calls() as i64);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut reloaded = state.live.subscribe();
+    let mut reloaded = deps.live.clone();
     loop {
         tokio::select! {
             biased;
@@ -305,7 +364,7 @@ pub async fn run(
                 let calls = reloaded.borrow_and_update().calls.clone();
                 core.tracker.set_rules(crate::calls::tracker::Rules::new(&calls));
             }
-            Some(input) = inbox.recv() => core.input(&state, input).await,
+            Some(input) = inbox.recv() => core.input(&deps, input).await,
             Some(event) = events.recv() => {
                 let mut batch = vec![event];
                 while batch.len() < BATCH {
@@ -314,7 +373,7 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                core.events(&state, batch).await;
+                core.events(&deps, batch).await;
             }
             else => break,
         }
@@ -330,19 +389,19 @@ struct Core {
     /// The reserved `call.init` rows of incoming calls routed through the CRM.
     init_rows: HashMap<String, RouteTicket>,
     waiters: Vec<(String, Option<String>, oneshot::Sender<Option<RouteTicket>>)>,
-    /// When the PBX was last seen alive, for the back-fill (`crate::cdr`).
-    seen: crate::cdr::backfill::Seen,
+    /// Told of every batch: when the PBX was last seen alive, when it resynced.
+    backfill: Box<dyn Backfill>,
 }
 
 impl Core {
-    async fn input(&mut self, state: &State, input: Input) {
+    async fn input(&mut self, deps: &Deps, input: Input) {
         match input {
             Input::Adopt { call, uuid, reply } => {
                 if let Some(uuid) = uuid {
                     self.pending.uuid(&call.id, uuid);
                 }
                 let update = self.tracker.adopt(call, None);
-                let result = self.write(state, vec![update]).await;
+                let result = self.write(deps, vec![update]).await;
                 let _ = reply.send(result);
             }
             Input::Expect { call_id, channel } => self.tracker.expect_channel(&call_id, channel),
@@ -360,55 +419,56 @@ impl Core {
                 self.waiters.push((channel, group, reply));
                 self.answer_waiters();
             }
-            Input::Event(event) => self.events(state, vec![event]).await,
+            Input::Event(event) => self.events(deps, vec![event]).await,
         }
     }
 
-    async fn events(&mut self, state: &State, batch: Vec<PbxEvent>) {
+    async fn events(&mut self, deps: &Deps, batch: Vec<PbxEvent>) {
         let updates: Vec<Update> = batch.iter().flat_map(|e| self.tracker.handle(e)).collect();
         // Back-fill (issue 14): note the PBX alive; after a resync, read the gap's records.
-        let now = crate::outbox::now_ms();
+        let now = crate::util::now_ms();
         let gone = batch
             .iter()
             .any(|e| matches!(e.event, Event::Disconnected { .. }));
         let resynced = batch
             .iter()
             .any(|e| matches!(e.event, Event::Resync { .. }));
-        self.events_written(state, updates).await;
-        self.seen.note(state, now, gone, resynced).await;
-        if resynced {
-            crate::cdr::backfill::spawn_after_resync(state, now);
-        }
+        self.events_written(deps, updates).await;
+        let batch = Batch {
+            at: now,
+            gone,
+            resynced,
+        };
+        self.backfill.batch(deps, batch).await;
     }
 
-    async fn events_written(&mut self, state: &State, updates: Vec<Update>) {
+    async fn events_written(&mut self, deps: &Deps, updates: Vec<Update>) {
         if updates.is_empty() {
             return;
         }
-        if let Err(e) = self.write(state, updates).await {
+        if let Err(e) = self.write(deps, updates).await {
             // The PBX keeps no copy: a lost write is lost events. Log loudly; the next
             // resync (reconnect or restart) reconciles what it can.
             log::error!("engine: cannot store call updates: {e}");
         }
-        state
-            .metrics
+        deps.metrics
             .set_active_calls(self.tracker.live_calls() as i64);
         self.answer_waiters();
     }
 
     /// Writes updates in one transaction and hands their consequences on.
-    async fn write(&mut self, state: &State, updates: Vec<Update>) -> Result<(), EngineError> {
+    async fn write(&mut self, deps: &Deps, updates: Vec<Update>) -> Result<(), EngineError> {
         let pending = std::mem::take(&mut self.pending);
-        let reserve = state.config.routing.decision_timeout() + std::time::Duration::from_secs(2);
-        let rules = crate::calls::tracker::Rules::new(&state.current().calls);
-        let (pending, written) = state
+        let reserve = deps.config.routing.decision_timeout() + std::time::Duration::from_secs(2);
+        let rules = crate::calls::tracker::Rules::new(&deps.current().calls);
+        let (pending, written) = deps
             .db
             .run(move |c| persist::write(c, updates, pending, reserve, &rules))
             .await?;
         self.pending = pending;
-        state.outbox.wake();
+        deps.outbox.wake();
         if written.iter().any(|w| w.finished.is_some()) {
-            state.callbacks.wake();
+            deps.callbacks.wake();
         }
         for done in written {
             if let Some(integration) = done.call.integration_id {
@@ -420,12 +480,12 @@ impl Core {
             }
             if let Some(status) = done.finished {
                 self.init_rows.remove(&done.call.id);
-                state.metrics.call_finished(status);
+                deps.metrics.call_finished(status);
                 if done.call.recording_path.is_some() && done.call.integration_id.is_some() {
                     // The file is finished only shortly after the hang-up: wait for it off
                     // the engine's path.
-                    let state = state.clone();
-                    tokio::spawn(async move { persist::report_recording(&state, done.call).await });
+                    let deps = deps.clone();
+                    tokio::spawn(async move { persist::report_recording(&deps, done.call).await });
                 }
             }
         }

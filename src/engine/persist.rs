@@ -16,7 +16,8 @@ use super::{EngineError, RouteTicket};
 use crate::calls::tracker::{Emit, Update};
 use crate::calls::{Call, Direction, store};
 use crate::flowlu::store::{IncomingRouting, settings, user_for_extension};
-use crate::outbox::{NewEvent, enqueue_reserved, now_ms};
+use crate::outbox::{NewEvent, enqueue_reserved};
+use crate::util::now_ms;
 
 /// Events of calls not yet attributed to an account, by call id.
 #[derive(Debug, Default)]
@@ -136,18 +137,18 @@ pub fn write(
 
 /// After a recorded call ended: when the account reports recordings, waits until the
 /// file is complete, publishes an expiring URL for it and queues `call.recording`.
-pub async fn report_recording(state: &crate::app::AppState, call: Call) {
+pub async fn report_recording(deps: &super::Deps, call: Call) {
     let (Some(integration), Some(path)) = (call.integration_id, call.recording_path.clone()) else {
         return;
     };
-    let wanted = state
+    let wanted = deps
         .db
         .run(move |c| Ok::<_, EngineError>(settings(c, integration)?.record_calls))
         .await;
     if !matches!(wanted, Ok(true)) {
         return;
     }
-    let published = match crate::recordings::publish(state, &call.id, &path).await {
+    let published = match crate::recordings::publish(&deps.recordings, &call.id, &path).await {
         Ok(published) => published,
         Err(e) => {
             log::warn!("recording of call {}: {e}", call.id);
@@ -155,7 +156,7 @@ pub async fn report_recording(state: &crate::app::AppState, call: Call) {
         }
     };
     let url = published.url.expose().to_string();
-    let queued = state
+    let queued = deps
         .db
         .run(move |c| {
             // Result callbacks get the record again, now with its recording URL.
@@ -181,8 +182,8 @@ pub async fn report_recording(state: &crate::app::AppState, call: Call) {
         .await;
     match queued {
         Ok(()) => {
-            state.outbox.wake();
-            state.callbacks.wake();
+            deps.outbox.wake();
+            deps.callbacks.wake();
         }
         Err(e) => log::error!("recording event not queued: {e}"),
     }

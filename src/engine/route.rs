@@ -8,26 +8,48 @@
 //! usable decision in time (no answer, an error, no employee), the caller's responsible manager from the contact cache may
 //! take the call instead (`engine::fallback`, switched on per account).
 
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::AppState;
+use tokio::sync::watch;
+
+use super::{Deps, EngineHandle};
 use crate::calls::tracker::Rules;
 use crate::flowlu::events::{RouteChoice, route_from_answer};
 use crate::flowlu::store::{
     IncomingRouting, extension_for_user, extensions_of_other_accounts, settings, user_for_extension,
 };
+use crate::pbx::ConnectionSettings;
 use crate::routing::{Decider, DecisionFuture, RouteDecision, RouteRequest};
 
-/// Asks Flowlu through `call.init`. Holds the state weakly: the state owns the routing
-/// servers that hold the decider.
+/// Asks Flowlu through `call.init`.
 pub struct CrmDecider {
-    state: Weak<AppState>,
+    router: Arc<Router>,
+}
+
+/// What a routing decision uses.
+pub(super) struct Router {
+    pub(super) deps: Deps,
+    /// Finds the call and its reserved `call.init`; says which employees are busy.
+    pub(super) engine: EngineHandle,
+    /// The PBX connection in force (the settings page's, else `[pbx]`): its dial string.
+    pbx_settings: watch::Receiver<Option<ConnectionSettings>>,
 }
 
 impl CrmDecider {
-    pub fn new(state: Weak<AppState>) -> CrmDecider {
-        CrmDecider { state }
+    pub fn new(
+        deps: Deps,
+        engine: EngineHandle,
+        pbx_settings: watch::Receiver<Option<ConnectionSettings>>,
+    ) -> CrmDecider {
+        let router = Router {
+            deps,
+            engine,
+            pbx_settings,
+        };
+        CrmDecider {
+            router: Arc::new(router),
+        }
     }
 }
 
@@ -36,15 +58,15 @@ const SEND_WAIT: Duration = Duration::from_secs(15);
 
 impl Decider for CrmDecider {
     fn decide(&self, request: RouteRequest) -> DecisionFuture {
-        let state = self.state.clone();
+        let router = self.router.clone();
         Box::pin(async move {
-            let state = state.upgrade()?;
-            let ticket = state
+            let ticket = router
                 .engine
                 .route_ticket(&request.channel_id, request.group_id.as_deref())
                 .await?;
             let integration = ticket.integration_id;
-            let routing = state
+            let routing = router
+                .deps
                 .db
                 .run(move |c| settings(c, integration))
                 .await
@@ -54,12 +76,12 @@ impl Decider for CrmDecider {
                 return None;
             }
             // Leave time for the cached fallback before the routing server's deadline.
-            let limit = state.config.routing.decision_timeout();
+            let limit = router.deps.config.routing.decision_timeout();
             let budget = limit.saturating_sub(FALLBACK_RESERVE.min(limit / 4));
-            match tokio::time::timeout(budget, ask_flowlu(&state, &ticket)).await {
+            match tokio::time::timeout(budget, ask_flowlu(&router, &ticket)).await {
                 Ok(Some(decision)) => Some(decision),
                 Ok(None) => {
-                    super::fallback::responsible_manager(&state, &ticket, &request.caller).await
+                    super::fallback::responsible_manager(&router, &ticket, &request.caller).await
                 }
                 Err(_) => {
                     log::info!(
@@ -67,7 +89,7 @@ impl Decider for CrmDecider {
                         ticket.call_id,
                         budget.as_millis()
                     );
-                    super::fallback::responsible_manager(&state, &ticket, &request.caller).await
+                    super::fallback::responsible_manager(&router, &ticket, &request.caller).await
                 }
             }
         })
@@ -80,12 +102,13 @@ const FALLBACK_RESERVE: Duration = Duration::from_millis(500);
 
 /// Flowlu's choice for an incoming call; `None`: no answer, an error, or no usable
 /// employee in the answer (the cached responsible manager may then take the call).
-async fn ask_flowlu(
-    state: &AppState,
-    ticket: &crate::engine::RouteTicket,
-) -> Option<RouteDecision> {
+async fn ask_flowlu(router: &Router, ticket: &crate::engine::RouteTicket) -> Option<RouteDecision> {
     let integration = ticket.integration_id;
-    let reply = state.outbox.deliver_now(ticket.init_row, SEND_WAIT).await?;
+    let reply = router
+        .deps
+        .outbox
+        .deliver_now(ticket.init_row, SEND_WAIT)
+        .await?;
     if !(200..300).contains(&reply.status) {
         log::info!(
             "routing: Flowlu answered call.init of {} with HTTP {}",
@@ -97,7 +120,8 @@ async fn ask_flowlu(
     let extension = match route_from_answer(&reply.body)? {
         RouteChoice::Extension(ext) => ext,
         RouteChoice::User(user) => {
-            let found = state
+            let found = router
+                .deps
                 .db
                 .run(move |c| extension_for_user(c, integration, &user))
                 .await
@@ -112,7 +136,7 @@ async fn ask_flowlu(
             found?
         }
     };
-    if !routable(state, integration, &extension).await {
+    if !routable(router, integration, &extension).await {
         log::info!(
             "routing: Flowlu chose {extension} for {}, which is not one of this account's \
              employees; the PBX's own routing stands",
@@ -120,7 +144,7 @@ async fn ask_flowlu(
         );
         return None;
     }
-    let decision = dial_to(state, &extension)?;
+    let decision = dial_to(router, &extension)?;
     log::info!(
         "routing: {} goes to {extension} (Flowlu's choice)",
         ticket.call_id
@@ -133,9 +157,10 @@ async fn ask_flowlu(
 /// `[calls]` rules that is no trunk and that no other account has mapped. Never an
 /// outside number (a FreePBX `from-internal` would dial it out) nor another account's
 /// employee.
-async fn routable(state: &AppState, integration: i64, extension: &str) -> bool {
+async fn routable(router: &Router, integration: i64, extension: &str) -> bool {
     let ext = extension.to_string();
-    let (mine, others) = match state
+    let (mine, others) = match router
+        .deps
         .db
         .run(move |c| {
             Ok::<_, crate::db::DbError>((
@@ -151,26 +176,27 @@ async fn routable(state: &AppState, integration: i64, extension: &str) -> bool {
             return false;
         }
     };
-    let calls = &state.config.calls;
+    let calls = &router.deps.config.calls;
     mine || (Rules::new(calls).is_extension(extension)
         && !calls.trunk_endpoints.iter().any(|t| t == extension)
         && !others.iter().any(|o| o == extension))
 }
 
 /// The decision for `extension`: checked, with the dial string of the PBX in force.
-pub(super) fn dial_to(state: &AppState, extension: &str) -> Option<RouteDecision> {
+pub(super) fn dial_to(router: &Router, extension: &str) -> Option<RouteDecision> {
     if !extension.bytes().all(|b| b.is_ascii_alphanumeric()) || extension.len() > 32 {
         log::warn!("routing: ignoring an unusable extension");
         return None;
     }
     // The PBX in force: saved on the settings page, else [pbx] type.
-    let kind = state
+    let kind = router
         .pbx_settings
         .borrow()
         .as_ref()
         .map(|s| s.kind)
-        .or(state.config.pbx.kind())?;
-    let dial = state
+        .or(router.deps.config.pbx.kind())?;
+    let dial = router
+        .deps
         .config
         .pbx
         .agent_channel(kind)

@@ -161,7 +161,7 @@ impl Client {
             .map_err(|e| FlowluError::Invalid(format!("cannot build a request to {path}: {e}")))?;
         let agent = self.agent.clone();
         // For logs and errors: a path's query may name a customer's number or a secret.
-        let what = crate::http::redact_text(&format!("{method} {}{path}", target.domain));
+        let what = crate::redact::redact_text(&format!("{method} {}{path}", target.domain));
         let joined = tokio::task::spawn_blocking(move || {
             let mut resp = agent.run(request)?;
             let status = resp.status().as_u16();
@@ -187,7 +187,7 @@ impl Client {
                 return Err(FlowluError::TimedOut(what));
             }
             Ok(Err(e)) => {
-                let why = crate::http::redact_text(&e.to_string());
+                let why = crate::redact::redact_text(&e.to_string());
                 return Err(FlowluError::Unavailable(format!("{what}: {why}")));
             }
             Err(e) => return Err(FlowluError::Unavailable(format!("{what}: {e}"))),

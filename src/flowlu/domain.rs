@@ -28,29 +28,8 @@ pub struct CrmTarget {
     pub overridden: bool,
 }
 
-/// True for a lower-case DNS host name: dot-separated labels of `a-z`, `0-9` and `-`
-/// (not at either end of a label), at most 253 characters, and not an IPv4 literal.
-pub fn is_host_name(s: &str) -> bool {
-    if s.is_empty() || s.len() > 253 {
-        return false;
-    }
-    let labels: Vec<&str> = s.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    if !labels.iter().all(label_ok) {
-        return false;
-    }
-    // No top-level domain is all digits, so this refuses 127.0.0.1, 2130706433 and
-    // other numeric spellings of addresses.
-    let tld = labels.last().expect("split yields at least one label");
-    !tld.bytes().all(|b| b.is_ascii_digit())
-}
+/// What counts as a host name (`crate::util`'s: `config` and `http` check with it too).
+pub use crate::util::is_host_name;
 
 /// The allow-listed suffix `domain` sits under (strictly below it), if any.
 pub fn allowed_suffix<'a>(domain: &str, allowed: &'a [String]) -> Option<&'a str> {

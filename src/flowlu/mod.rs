@@ -9,6 +9,8 @@
 //! Public API for the rest of the appliance:
 //! - [`admission`]: which accounts (host names) the operator admitted, the one-time
 //!   claim code, and which account owns the PBX connection.
+//! - [`pbx_settings`]: the PBX connection saved from the settings page, and which
+//!   account may change it.
 //! - [`store`]: integrations by id or webhook secret, per-account [`store::settings`],
 //!   the user <-> extension mapping ([`store::extension_for_user`],
 //!   [`store::user_for_extension`], [`store::mappings`]).
@@ -30,6 +32,7 @@ pub mod crm;
 pub mod domain;
 pub mod events;
 pub mod json;
+pub mod pbx_settings;
 pub mod setup;
 pub mod store;
 pub mod tokens;
@@ -39,7 +42,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::FlowluConfig;
-use crate::db::DbError;
+use crate::db::{Db, DbError};
+use crate::outbox::Outbox;
 
 /// Flowlu's paths, in one place.
 pub mod paths {
@@ -129,25 +133,54 @@ impl From<rusqlite::Error> for FlowluError {
     }
 }
 
-/// The Flowlu side of [`AppState`](crate::app::AppState): the HTTP client, the key that
-/// signs settings-page sessions, per-integration locks and the refresh worker's wake-up.
+/// The Flowlu side of the appliance: the HTTP client, `[flowlu]`, the database, the
+/// outbox (to release an account's held deliveries once it can take them again), the
+/// key that signs settings-page sessions, per-integration locks and the refresh
+/// worker's wake-up. What [`tokens`], [`setup`] and [`crm::send`] work with.
 pub struct Flowlu {
     pub client: client::Client,
+    /// `[flowlu]` as the service started (a reload does not change it).
+    pub config: FlowluConfig,
+    /// `[server] public_url` without a trailing `/`; `None` when not set.
+    public_url: Option<String>,
+    db: Db,
+    outbox: Outbox,
     session_key: Vec<u8>,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Notified when new tokens arrive, so the refresh worker recomputes its schedule.
     pub refresh_wake: tokio::sync::Notify,
 }
 
+impl AsRef<Flowlu> for Flowlu {
+    fn as_ref(&self) -> &Flowlu {
+        self
+    }
+}
+
 impl Flowlu {
-    pub fn new(config: &FlowluConfig, session_key: Vec<u8>) -> Flowlu {
+    pub fn new(
+        config: &FlowluConfig,
+        public_url: Option<&str>,
+        db: Db,
+        outbox: Outbox,
+        session_key: Vec<u8>,
+    ) -> Flowlu {
         assert!(session_key.len() >= 32, "session key too short");
         Flowlu {
             client: client::Client::new(config),
+            config: config.clone(),
+            public_url: public_url.map(str::to_string),
+            db,
+            outbox,
             session_key,
             locks: Mutex::new(HashMap::new()),
             refresh_wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// `[server] public_url` (no trailing `/`), the base of the webhook URL we register.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     /// The HMAC key for settings-page session tokens (kept in the `meta` table).

@@ -1,14 +1,13 @@
 //! The settings iframe's Flowlu side: identifying who opened it (the two-way lookup),
 //! storing their tokens, and registering or forgetting the telephony channel.
 
-use super::FlowluError;
 use super::admission;
 use super::client::ChannelRequest;
 use super::context::IframeContext;
 use super::domain::{self, CrmTarget};
 use super::store::{self, Integration};
 use super::tokens::fast_hash;
-use crate::app::AppState;
+use super::{Flowlu, FlowluError};
 use crate::secret;
 
 /// Channel name sent to telephony/create when the admin gave none.
@@ -30,28 +29,24 @@ pub struct Identified {
 /// anywhere unless the domain passed the allow-list and the account is admitted
 /// ([`admission`]; an admitted account renamed in Flowlu is followed once its token
 /// confirms the rename).
-pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identified, FlowluError> {
-    let config = &state.config.flowlu;
+pub async fn identify(flowlu: &Flowlu, ctx: &IframeContext) -> Result<Identified, FlowluError> {
+    let config = &flowlu.config;
     let target = domain::target(config, &ctx.domain, ctx.https)?;
-    let renamed_from = check_admitted(state, ctx, &target).await?;
+    let renamed_from = check_admitted(flowlu, ctx, &target).await?;
     let hash = fast_hash(&ctx.access_token, &target.domain, &ctx.app_version);
 
-    if let Some(found) = fast_path(state, ctx, &target, hash.clone()).await? {
+    if let Some(found) = fast_path(flowlu, ctx, &target, hash.clone()).await? {
         return Ok(found);
     }
 
-    let user = state
-        .flowlu
-        .client
-        .get_user(&target, &ctx.access_token)
-        .await?;
+    let user = flowlu.client.get_user(&target, &ctx.access_token).await?;
     let existing = {
         let (platform, account, app) = (
             target.platform.clone(),
             ctx.account_id.clone(),
             ctx.app_id.clone(),
         );
-        state
+        flowlu
             .db
             .run(move |c| store::find_integration(c, &platform, &account, &app))
             .await?
@@ -59,7 +54,7 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
     if let Some(existing) = &existing
         && existing.domain != target.domain
     {
-        confirm_domain_change(state, ctx, existing, &user.id).await?;
+        confirm_domain_change(flowlu, ctx, existing, &user.id).await?;
     }
     if renamed_from.is_some() && existing.is_none() {
         // The integration went away in the meantime: nothing confirms the rename.
@@ -69,7 +64,7 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
     let ctx2 = ctx.clone();
     let target2 = target.clone();
     let user2 = user.clone();
-    let (integration, removed) = state
+    let (integration, removed) = flowlu
         .db
         .run(move |c| {
             let tx = c.transaction()?;
@@ -123,9 +118,9 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
             String::new()
         }
     );
-    state.flowlu.refresh_wake.notify_one();
+    flowlu.refresh_wake.notify_one();
     // Fresh tokens: events held while the account needed a reconnect can go now.
-    state.outbox.release(integration.id).await;
+    flowlu.outbox.release(integration.id).await;
     Ok(Identified {
         integration,
         user_id: user.id,
@@ -137,7 +132,7 @@ pub async fn identify(state: &AppState, ctx: &IframeContext) -> Result<Identifie
 /// `Some(old domain)` when the account is not admitted under this domain but its stored
 /// integration is, under `old`: a renamed subdomain, which the caller must confirm.
 async fn check_admitted(
-    state: &AppState,
+    flowlu: &Flowlu,
     ctx: &IframeContext,
     target: &CrmTarget,
 ) -> Result<Option<String>, FlowluError> {
@@ -147,7 +142,7 @@ async fn check_admitted(
         ctx.account_id.clone(),
         ctx.app_id.clone(),
     );
-    let verdict = state
+    let verdict = flowlu
         .db
         .run(move |c| {
             if admission::is_admitted(c, &domain)? {
@@ -176,14 +171,14 @@ async fn check_admitted(
 /// user is known without calling Flowlu. Updates only what the POST says about the
 /// installation (placement, language, rate limit), never the tokens.
 async fn fast_path(
-    state: &AppState,
+    flowlu: &Flowlu,
     ctx: &IframeContext,
     target: &CrmTarget,
     hash: String,
 ) -> Result<Option<Identified>, FlowluError> {
     let ctx = ctx.clone();
     let target = target.clone();
-    state
+    flowlu
         .db
         .run(move |c| {
             let Some(row) = store::find_by_fast_hash(c, &hash)? else {
@@ -219,7 +214,7 @@ async fn fast_path(
 /// stranger quoting someone else's account id: the token must also work at the old
 /// domain, for the same user. Otherwise the stored integration is left alone.
 async fn confirm_domain_change(
-    state: &AppState,
+    flowlu: &Flowlu,
     ctx: &IframeContext,
     existing: &Integration,
     user_id: &str,
@@ -232,9 +227,9 @@ async fn confirm_domain_change(
             existing.account_id, existing.domain, ctx.domain, existing.domain
         ))
     };
-    let old = domain::target(&state.config.flowlu, &existing.domain, existing.https)
-        .map_err(|_| refuse())?;
-    match state.flowlu.client.get_user(&old, &ctx.access_token).await {
+    let old =
+        domain::target(&flowlu.config, &existing.domain, existing.https).map_err(|_| refuse())?;
+    match flowlu.client.get_user(&old, &ctx.access_token).await {
         Ok(user) if user.id == user_id => {
             log::info!(
                 "integration {}: domain changed from {} to {}",
@@ -262,19 +257,18 @@ pub enum Connected {
 /// two at once) finds the stored uuid and sends nothing. The connecting user's token
 /// becomes the one the appliance uses.
 pub async fn connect(
-    state: &AppState,
+    flowlu: &Flowlu,
     integration_id: i64,
     user_id: &str,
 ) -> Result<Connected, FlowluError> {
-    let public_url = state
-        .config
+    let public_url = flowlu
         .public_url()
         .ok_or(FlowluError::NoPublicUrl)?
         .to_string();
-    let lock = state.flowlu.lock(integration_id);
+    let lock = flowlu.lock(integration_id);
     let _guard = lock.lock().await;
     let uid = user_id.to_string();
-    let (integration, token, settings) = state
+    let (integration, token, settings) = flowlu
         .db
         .run(move |c| {
             let integration = store::integration(c, integration_id)?
@@ -288,7 +282,7 @@ pub async fn connect(
         return Ok(Connected::AlreadyRegistered(uuid));
     }
     let token = token.ok_or(FlowluError::NoToken(integration_id))?;
-    let target = integration.target(&state.config.flowlu)?;
+    let target = integration.target(&flowlu.config)?;
     let name = match settings.channel_name.trim() {
         "" => DEFAULT_CHANNEL_NAME.to_string(),
         name => name.to_string(),
@@ -304,13 +298,12 @@ pub async fn connect(
         can_redirect: true,
         manifest_id: integration.placement_id.clone(),
     };
-    let uuid = state
-        .flowlu
+    let uuid = flowlu
         .client
         .create_channel(&target, &token.access_token, &request)
         .await?;
     let (uuid2, uid) = (uuid.clone(), user_id.to_string());
-    state
+    flowlu
         .db
         .run(move |c| {
             let tx = c.transaction()?;
@@ -321,17 +314,17 @@ pub async fn connect(
         })
         .await?;
     log::info!("integration {integration_id}: telephony channel registered");
-    state.outbox.release(integration_id).await;
-    state.flowlu.refresh_wake.notify_one();
+    flowlu.outbox.release(integration_id).await;
+    flowlu.refresh_wake.notify_one();
     Ok(Connected::Registered(uuid))
 }
 
 /// Forgets the registered channel (and replaces the webhook secret, so the old channel
 /// can no longer reach us). Returns whether there was one.
-pub async fn disconnect(state: &AppState, integration_id: i64) -> Result<bool, FlowluError> {
-    let lock = state.flowlu.lock(integration_id);
+pub async fn disconnect(flowlu: &Flowlu, integration_id: i64) -> Result<bool, FlowluError> {
+    let lock = flowlu.lock(integration_id);
     let _guard = lock.lock().await;
-    state
+    flowlu
         .db
         .run(move |c| {
             let had = store::integration(c, integration_id)?

@@ -21,10 +21,9 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use tokio::sync::watch;
 
-use super::FlowluError;
 use super::domain::CrmTarget;
 use super::store::{self, Integration, TokenRow, now};
-use crate::app::AppState;
+use super::{Flowlu, FlowluError};
 use crate::secret::{self, Secret};
 
 /// Used when a refresh answer gives no expiry [ours].
@@ -76,47 +75,49 @@ pub struct Credentials {
 /// `NeedsReconnect` while the integration waits for an admin; hold the work and retry
 /// later.
 pub async fn access_token(
-    state: &AppState,
+    flowlu: &impl AsRef<Flowlu>,
     integration_id: i64,
 ) -> Result<Credentials, FlowluError> {
-    let (integration, row) = current(state, integration_id).await?;
+    let flowlu = flowlu.as_ref();
+    let (integration, row) = current(flowlu, integration_id).await?;
     if row.expires_at > now() + 30 {
-        return credentials(state, integration, row);
+        return credentials(flowlu, integration, row);
     }
-    let lock = state.flowlu.lock(integration_id);
+    let lock = flowlu.lock(integration_id);
     let _guard = lock.lock().await;
-    let (integration, row) = current(state, integration_id).await?;
+    let (integration, row) = current(flowlu, integration_id).await?;
     if row.expires_at > now() + 30 {
-        return credentials(state, integration, row);
+        return credentials(flowlu, integration, row);
     }
-    refresh_row(state, &integration, row).await
+    refresh_row(flowlu, &integration, row).await
 }
 
 /// Refreshes once after Flowlu answered 401 (or error code 11) to `rejected`. When the
 /// stored token is no longer `rejected` (someone refreshed meanwhile) the current one
 /// is returned without another refresh.
 pub async fn force_refresh(
-    state: &AppState,
+    flowlu: &impl AsRef<Flowlu>,
     integration_id: i64,
     rejected: &Secret,
 ) -> Result<Credentials, FlowluError> {
-    let lock = state.flowlu.lock(integration_id);
+    let flowlu = flowlu.as_ref();
+    let lock = flowlu.lock(integration_id);
     let _guard = lock.lock().await;
-    let (integration, row) = current(state, integration_id).await?;
+    let (integration, row) = current(flowlu, integration_id).await?;
     if !secret::constant_time_eq(
         row.access_token.expose().as_bytes(),
         rejected.expose().as_bytes(),
     ) {
-        return credentials(state, integration, row);
+        return credentials(flowlu, integration, row);
     }
-    refresh_row(state, &integration, row).await
+    refresh_row(flowlu, &integration, row).await
 }
 
 async fn current(
-    state: &AppState,
+    flowlu: &Flowlu,
     integration_id: i64,
 ) -> Result<(Integration, TokenRow), FlowluError> {
-    state
+    flowlu
         .db
         .run(move |c| {
             let integration = store::integration(c, integration_id)?
@@ -136,11 +137,11 @@ async fn current(
 }
 
 fn credentials(
-    state: &AppState,
+    flowlu: &Flowlu,
     integration: Integration,
     row: TokenRow,
 ) -> Result<Credentials, FlowluError> {
-    let target = integration.target(&state.config.flowlu)?;
+    let target = integration.target(&flowlu.config)?;
     Ok(Credentials {
         integration,
         target,
@@ -150,24 +151,23 @@ fn credentials(
 
 /// Refreshes one token row and records the outcome. Call with the integration's lock.
 async fn refresh_row(
-    state: &AppState,
+    flowlu: &Flowlu,
     integration: &Integration,
     row: TokenRow,
 ) -> Result<Credentials, FlowluError> {
     let id = integration.id;
-    let target = match integration.target(&state.config.flowlu) {
+    let target = match integration.target(&flowlu.config) {
         Ok(t) => t,
         Err(e) => {
             let reason = format!("the account's domain is no longer allowed: {e}");
-            state
+            flowlu
                 .db
                 .run(move |c| store::mark_needs_reconnect(c, id, &reason))
                 .await?;
             return Err(e);
         }
     };
-    let outcome = state
-        .flowlu
+    let outcome = flowlu
         .client
         .refresh(&target, &row.refresh_token, &integration.app_id)
         .await;
@@ -180,7 +180,7 @@ async fn refresh_row(
             let expires_at = new.expires_at.unwrap_or(now() + DEFAULT_LIFETIME_SECS);
             let hash = fast_hash(&access, &row.domain, &row.app_version);
             let (row2, access2) = (row.clone(), access.clone());
-            let stored = state
+            let stored = flowlu
                 .db
                 .run(move |c| {
                     let stored =
@@ -192,11 +192,11 @@ async fn refresh_row(
                 })
                 .await?;
             log::info!("integration {id}: access token refreshed");
-            state.outbox.release(id).await;
+            flowlu.outbox.release(id).await;
             if !stored {
                 // A fresh iframe POST replaced the row meanwhile; its token wins.
-                let (integration, row) = current(state, id).await?;
-                return credentials(state, integration, row);
+                let (integration, row) = current(flowlu, id).await?;
+                return credentials(flowlu, integration, row);
             }
             Ok(Credentials {
                 integration: integration.clone(),
@@ -209,7 +209,7 @@ async fn refresh_row(
                 "integration {id}: Flowlu refused the token refresh ({why}); needs reconnect"
             );
             let reason = format!("Flowlu refused the token refresh ({why})");
-            state
+            flowlu
                 .db
                 .run(move |c| {
                     store::record_refresh_failure(c, row.id, None)?;
@@ -231,7 +231,7 @@ async fn refresh_row(
                 }
             );
             let reason = format!("the token expired and Flowlu could not refresh it ({e})");
-            state
+            flowlu
                 .db
                 .run(move |c| {
                     store::record_refresh_failure(c, row.id, Some(now() + backoff))?;
@@ -253,19 +253,19 @@ async fn refresh_row(
 /// One pass of the refresh worker: refreshes every token in use that expires within
 /// `[flowlu] refresh_before_secs`. Returns how many refreshes were attempted. Public so
 /// tests can drive it step by step.
-pub async fn refresh_due(state: &AppState) -> Result<usize, FlowluError> {
-    let margin = state.config.flowlu.refresh_before_secs as i64;
-    let due = state
+pub async fn refresh_due(flowlu: &Flowlu) -> Result<usize, FlowluError> {
+    let margin = flowlu.config.refresh_before_secs as i64;
+    let due = flowlu
         .db
         .run(move |c| store::due_for_refresh(c, now(), margin))
         .await?;
     let mut attempted = 0;
     for row in due {
-        let lock = state.flowlu.lock(row.integration_id);
+        let lock = flowlu.lock(row.integration_id);
         let _guard = lock.lock().await;
         // Re-read under the lock: another task may have refreshed it already.
         let id = row.integration_id;
-        let fresh = state
+        let fresh = flowlu
             .db
             .run(move |c| {
                 let integration = store::integration(c, id)?;
@@ -280,23 +280,23 @@ pub async fn refresh_due(state: &AppState) -> Result<usize, FlowluError> {
         };
         attempted += 1;
         // Failures are recorded by refresh_row; the worker moves on.
-        let _ = refresh_row(state, &integration, row).await;
+        let _ = refresh_row(flowlu, &integration, row).await;
     }
     Ok(attempted)
 }
 
 /// Runs [`refresh_due`] whenever a token becomes due, new tokens arrive, or at least
 /// every few minutes, until `stop` turns true (or its sender goes away).
-pub async fn run_refresher(state: crate::app::State, mut stop: watch::Receiver<bool>) {
-    let margin = state.config.flowlu.refresh_before_secs as i64;
+pub async fn run_refresher(flowlu: std::sync::Arc<Flowlu>, mut stop: watch::Receiver<bool>) {
+    let margin = flowlu.config.refresh_before_secs as i64;
     loop {
         if *stop.borrow() {
             break;
         }
-        if let Err(e) = refresh_due(&state).await {
+        if let Err(e) = refresh_due(&flowlu).await {
             log::error!("token refresh pass failed: {e}");
         }
-        let next = state
+        let next = flowlu
             .db
             .run(move |c| super::store::next_due(c, margin))
             .await
@@ -312,7 +312,7 @@ pub async fn run_refresher(state: crate::app::State, mut stop: watch::Receiver<b
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
-            () = state.flowlu.refresh_wake.notified() => {}
+            () = flowlu.refresh_wake.notified() => {}
             changed = stop.changed() => if changed.is_err() { break },
         }
     }

@@ -7,9 +7,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::events::{call_object, rfc3339};
+use super::events::call_object;
 use crate::calls::{Call, CallStatus, Direction};
 use crate::pbx::PbxStatus;
+use crate::util::rfc3339;
 
 /// The request types, as Flowlu names them.
 pub const TYPES: &[&str] = &[

@@ -17,7 +17,6 @@ mod metrics;
 mod pages;
 mod range;
 mod recordings;
-mod redact;
 mod respond;
 mod router;
 pub mod settings;
@@ -41,10 +40,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::State;
 
+pub use crate::redact::{RedactingLog, redact_path, redact_text, redact_url};
 pub use error::HttpError;
 pub use forwarded::TrustedProxies;
 pub use pages::Pages;
-pub use redact::{RedactingLog, redact_path, redact_text, redact_url};
 pub use respond::{Body, Response, read_body};
 
 /// What a handler knows about the client beyond the request itself.
@@ -226,7 +225,7 @@ async fn handle(state: State, ctx: Ctx, req: hyper::Request<Incoming>) -> Respon
     let started = Instant::now();
     let method = req.method().clone();
     // Any method name is accepted by the parser: one could be a pasted secret.
-    let logged_method = if redact::looks_secret(method.as_str()) {
+    let logged_method = if crate::redact::looks_secret(method.as_str()) {
         "***"
     } else {
         method.as_str()

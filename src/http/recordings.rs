@@ -37,7 +37,7 @@ pub async fn get(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let served = recordings::open_link(state, token).await?;
+    let served = recordings::open_link(&state.recordings, token).await?;
     let etag = etag(&served);
     let modified = http_date(served.modified);
     let len = served.len;

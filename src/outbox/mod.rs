@@ -24,7 +24,7 @@ mod ratelimit;
 mod store;
 mod worker;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -144,12 +144,8 @@ pub fn attempt_error(error: Option<&str>, status: Option<u16>) -> Option<String>
     })
 }
 
-/// Unix time in milliseconds, the unit of every outbox timestamp.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// Unix time in milliseconds, the unit of every outbox timestamp (`crate::util`'s).
+pub use crate::util::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

@@ -176,7 +176,7 @@ impl StatusBoard {
 
 /// What it takes to reach and log in to the PBX. Comes from `[pbx]` in the config file,
 /// or from the settings page (which then takes precedence); published to the connection
-/// supervisor through [`AppState::pbx_settings`](crate::app::AppState).
+/// supervisor through a `watch` channel (`Supervisor::run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionSettings {
     pub kind: PbxType,

@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::app::AppState;
+use tokio::sync::watch;
+
 use crate::config::{Config, RecordingsConfig, format_duration};
-use crate::db::DbError;
+use crate::db::{Db, DbError};
 use crate::secret::Secret;
 use complete::{HEADER_BYTES, Observation, Settler};
 use confine::{Confinement, Probe, Rejection};
@@ -33,6 +34,24 @@ pub const GONE_GRACE: Duration = Duration::from_secs(30 * 86_400);
 
 /// Length of a token in a URL: 32 random bytes, URL-safe base64 without padding.
 const TOKEN_CHARS: usize = 43;
+
+/// What publishing and serving recordings use: the database and the configuration in
+/// force (`[recordings]` as reloaded last, `[server] public_url`). Cheap to clone.
+#[derive(Clone)]
+pub struct Recordings {
+    db: Db,
+    live: watch::Receiver<Arc<Config>>,
+}
+
+impl Recordings {
+    pub fn new(db: Db, live: watch::Receiver<Arc<Config>>) -> Recordings {
+        Recordings { db, live }
+    }
+
+    fn current(&self) -> Arc<Config> {
+        self.live.borrow().clone()
+    }
+}
 
 /// A recording made available to Flowlu.
 #[derive(Debug, Clone)]
@@ -128,12 +147,12 @@ pub fn content_type(path: &Path) -> &'static str {
 /// that is not a regular file inside `[recordings] dirs` once symlinks are resolved. Each
 /// call makes a new link; earlier links stay valid until they expire.
 pub async fn publish(
-    state: &AppState,
+    recordings: &Recordings,
     call_id: &str,
     pbx_path: &str,
 ) -> Result<Published, RecordingError> {
     // [recordings] as reloaded last.
-    let config = state.current();
+    let config = recordings.current();
     let public_url = config
         .public_url()
         .ok_or(RecordingError::NoPublicUrl)?
@@ -164,7 +183,7 @@ pub async fn publish(
     };
     let (expires_at, size) = (link.expires_at, found.len);
     let logged = link.clone();
-    let swept = state
+    let swept = recordings
         .db
         .run(move |c| {
             let tx = c.transaction()?;
@@ -312,7 +331,7 @@ pub struct Served {
 }
 
 /// Finds and opens the file behind `token` (the last path segment of a recording URL).
-pub async fn open_link(state: &AppState, token: &str) -> Result<Served, RecordingError> {
+pub async fn open_link(recordings: &Recordings, token: &str) -> Result<Served, RecordingError> {
     let shaped = token.len() == TOKEN_CHARS
         && token
             .bytes()
@@ -321,7 +340,7 @@ pub async fn open_link(state: &AppState, token: &str) -> Result<Served, Recordin
         return Err(RecordingError::UnknownLink);
     }
     let hash = store::token_hash(token);
-    let link = state
+    let link = recordings
         .db
         .run(move |c| Ok::<_, RecordingError>(store::find(c, &hash)?))
         .await?
@@ -329,7 +348,7 @@ pub async fn open_link(state: &AppState, token: &str) -> Result<Served, Recordin
     if unix_ms(SystemTime::now()) >= link.expires_at {
         return Err(RecordingError::Expired);
     }
-    let config = state.current();
+    let config = recordings.current();
     let path = PathBuf::from(&link.path);
     let opened = tokio::task::spawn_blocking(move || {
         confine::open_exact(&Confinement::from_config(&config), &path)

@@ -479,7 +479,12 @@ async fn a_reload_applies_the_new_rate_limit_and_refuses_a_broken_file() {
         flags: Vec::new(),
     };
     let state = &h.r.app.state;
-    let outcome = appliance::reload::reload(state, &options);
+    let targets = appliance::reload::Targets {
+        live: &state.live,
+        outbox: &state.outbox,
+        set_log_level: |_| true,
+    };
+    let outcome = appliance::reload::reload(&targets, &options);
     assert_eq!(
         outcome.refused,
         None,
@@ -499,12 +504,16 @@ async fn a_reload_applies_the_new_rate_limit_and_refuses_a_broken_file() {
     b.c2c.rate_per_minute = 0;
     b.c2c.burst = 7;
     std::fs::write(&path, toml::to_string(&b).unwrap()).unwrap();
-    let outcome = appliance::reload::reload(state, &options);
+    let outcome = appliance::reload::reload(&targets, &options);
     let why = outcome.refused.unwrap();
     assert!(why.contains("c2c.rate_per_minute"), "{why}");
     assert!(outcome.applied.is_empty());
     assert_eq!(state.current().c2c.rate_per_minute, 6000);
     assert_eq!(state.current().c2c.burst, 1);
     std::fs::write(&path, "[c2c\n").unwrap();
-    assert!(appliance::reload::reload(state, &options).refused.is_some());
+    assert!(
+        appliance::reload::reload(&targets, &options)
+            .refused
+            .is_some()
+    );
 }

@@ -216,18 +216,15 @@ async fn a_click_to_call_carries_flowlus_call_id_in_every_event() {
         .app
         .state
         .engine
-        .click_to_call(
-            &r.app.state,
-            ClickToCall {
-                integration_id: id,
-                user_id: Some("17".into()),
-                extension: "100".into(),
-                phone: "79990001122".into(),
-                line: Some("74950000000".into()),
-                crm_call_id: Some("flowlu-991".into()),
-                uuid: None,
-            },
-        )
+        .click_to_call(ClickToCall {
+            integration_id: id,
+            user_id: Some("17".into()),
+            extension: "100".into(),
+            phone: "79990001122".into(),
+            line: Some("74950000000".into()),
+            crm_call_id: Some("flowlu-991".into()),
+            uuid: None,
+        })
         .await
         .unwrap();
     let originate = fake.wait_sent("Originate", 1).await.remove(0);
@@ -265,18 +262,15 @@ async fn a_click_to_call_while_the_pbx_is_down_is_refused() {
         .app
         .state
         .engine
-        .click_to_call(
-            &r.app.state,
-            ClickToCall {
-                integration_id: 1,
-                user_id: None,
-                extension: "100".into(),
-                phone: "79990001122".into(),
-                line: None,
-                crm_call_id: None,
-                uuid: None,
-            },
-        )
+        .click_to_call(ClickToCall {
+            integration_id: 1,
+            user_id: None,
+            extension: "100".into(),
+            phone: "79990001122".into(),
+            line: None,
+            crm_call_id: None,
+            uuid: None,
+        })
         .await
         .unwrap_err();
     assert!(err.to_string().contains("PBX"), "{err}");

@@ -335,7 +335,7 @@ fn check_config_says_when_the_settings_page_pbx_overrides_pbx() {
         secret: appliance::secret::Secret::new("pbx-pass-2"),
     };
     appliance::flowlu::admission::admit(&db, "test.flowlu.com", "cli").unwrap();
-    assert!(appliance::db::pbx_settings::save(&mut db, &saved, 3, true).unwrap());
+    assert!(appliance::flowlu::pbx_settings::save(&mut db, &saved, 3, true).unwrap());
     let (shown, err) = check();
     let first = shown.lines().next().unwrap();
     assert!(first.starts_with("# [pbx] below is overridden"), "{shown}");

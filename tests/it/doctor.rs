@@ -344,7 +344,7 @@ async fn the_pbx_saved_on_the_settings_page_is_checked_with_its_routing_hook() {
         secret: appliance::secret::Secret::new("pbx-pass-1"),
     };
     // As the settings page saves it: stored, then published to the running service.
-    assert!(appliance::db::pbx_settings::save(&mut r.app.db(), &saved, id, false).unwrap());
+    assert!(appliance::flowlu::pbx_settings::save(&mut r.app.db(), &saved, id, false).unwrap());
     r.app.state.pbx_settings.send_replace(Some(saved));
     let esl = crate::harness::eventually(10, "ESL routing bound", async || {
         let health = r.app.get("/healthz").await.json();

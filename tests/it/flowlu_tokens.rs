@@ -57,13 +57,13 @@ async fn tokens_are_refreshed_before_they_expire() {
     );
 
     // The API later stages use: a valid token without another refresh...
-    let creds = access_token(&r.app.state, id).await.unwrap();
+    let creds = access_token(&r.app.state.flowlu, id).await.unwrap();
     assert_eq!(creds.access_token.expose(), access);
     assert_eq!(creds.target.domain, "acme.flowlu.com");
     assert_eq!(creds.integration.account_id, "100");
     assert_eq!(r.fake.count(OAUTH_TOKEN), 1);
     // ...a 401 on a token that was already replaced does not refresh again...
-    let creds = force_refresh(&r.app.state, id, &Secret::new("tok-a"))
+    let creds = force_refresh(&r.app.state.flowlu, id, &Secret::new("tok-a"))
         .await
         .unwrap();
     assert_eq!(creds.access_token.expose(), access);
@@ -71,8 +71,8 @@ async fn tokens_are_refreshed_before_they_expire() {
     // ...and a 401 on the current token refreshes exactly once, even when two ask.
     let rejected = Secret::new(access.clone());
     let (x, y) = tokio::join!(
-        force_refresh(&r.app.state, id, &rejected),
-        force_refresh(&r.app.state, id, &rejected)
+        force_refresh(&r.app.state.flowlu, id, &rejected),
+        force_refresh(&r.app.state.flowlu, id, &rejected)
     );
     let (x, y) = (x.unwrap(), y.unwrap());
     assert_eq!(x.access_token, y.access_token);
@@ -111,7 +111,7 @@ async fn a_refused_refresh_needs_reconnect_until_a_fresh_iframe_post() {
         "no account details: {text}"
     );
     assert!(matches!(
-        access_token(&r.app.state, id).await,
+        access_token(&r.app.state.flowlu, id).await,
         Err(FlowluError::NeedsReconnect(i)) if i == id
     ));
     assert_eq!(r.fake.count(OAUTH_TOKEN), 1);
@@ -135,7 +135,7 @@ async fn a_refused_refresh_needs_reconnect_until_a_fresh_iframe_post() {
     assert!(!page.body.contains("id=\"needs-reconnect\""));
     let health = r.app.get("/healthz").await.json();
     assert_eq!(health["flowlu"]["needs_reconnect"], 0);
-    let creds = access_token(&r.app.state, id).await.unwrap();
+    let creds = access_token(&r.app.state.flowlu, id).await.unwrap();
     assert_eq!(creds.access_token.expose(), "tok-fresh");
     assert_eq!(
         r.fake.count(OAUTH_TOKEN),
@@ -175,7 +175,7 @@ async fn an_expired_token_with_flowlu_down_needs_reconnect_and_is_retried() {
         "{retry_at:?}"
     );
     assert!(matches!(
-        access_token(&r.app.state, id).await,
+        access_token(&r.app.state.flowlu, id).await,
         Err(FlowluError::NeedsReconnect(_))
     ));
 }
@@ -192,13 +192,13 @@ async fn the_token_in_use_follows_the_installed_app_version() {
     assert_eq!(r.open(&bob).await.status, 200);
     let id = r.integration_id("100");
     // The first user's token is the one in use; another user does not take it over.
-    let creds = access_token(&r.app.state, id).await.unwrap();
+    let creds = access_token(&r.app.state.flowlu, id).await.unwrap();
     assert_eq!(creds.access_token.expose(), "ann-v1");
     // The app is updated and Bob opens it first: Ann has no token for 1.1.0, Bob's is used.
     bob.version = "1.1.0".into();
     bob.token = "bob-v2".into();
     assert_eq!(r.open(&bob).await.status, 200);
-    let creds = access_token(&r.app.state, id).await.unwrap();
+    let creds = access_token(&r.app.state.flowlu, id).await.unwrap();
     assert_eq!(creds.access_token.expose(), "bob-v2");
     assert_eq!(creds.integration.app_version, "1.1.0");
 }

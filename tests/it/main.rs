@@ -29,6 +29,7 @@ mod flowlu_pbx;
 mod flowlu_support;
 mod flowlu_tokens;
 mod harness;
+mod layers;
 mod log_capture;
 mod mariadb;
 mod metrics;

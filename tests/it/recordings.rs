@@ -169,7 +169,7 @@ async fn a_published_recording_is_served_with_its_type_length_and_validators() {
     let app = start(&dirs, PUBLIC_URL, "10s").await;
     let audio = wav(48_000, true);
     let file = write(&dirs.monitor, "in-74950000000-1795416368.27.wav", &audio);
-    let published = recordings::publish(&app.state, "call-1", file.to_str().unwrap())
+    let published = recordings::publish(&app.state.recordings, "call-1", file.to_str().unwrap())
         .await
         .unwrap();
     let path = path_of(&published);
@@ -227,9 +227,13 @@ async fn a_published_recording_is_served_with_its_type_length_and_validators() {
         "inbound-74950000000-57b97d35.mp3",
         b"ID3\x04rest",
     );
-    let published = recordings::publish(&app.state, "call-2", "inbound-74950000000-57b97d35.mp3")
-        .await
-        .unwrap();
+    let published = recordings::publish(
+        &app.state.recordings,
+        "call-2",
+        "inbound-74950000000-57b97d35.mp3",
+    )
+    .await
+    .unwrap();
     let got = fetch(&app, "GET", &path_of(&published), &[]).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.header("content-type"), Some("audio/mpeg"));
@@ -254,7 +258,7 @@ async fn byte_ranges_are_served_as_206_and_impossible_ones_as_416() {
     let audio = wav(10_000, true);
     let len = audio.len();
     let file = write(&dirs.monitor, "ranges.wav", &audio);
-    let published = recordings::publish(&app.state, "c", file.to_str().unwrap())
+    let published = recordings::publish(&app.state.recordings, "c", file.to_str().unwrap())
         .await
         .unwrap();
     let path = path_of(&published);
@@ -349,10 +353,10 @@ async fn expired_links_answer_410_and_are_swept_later() {
     let dirs = rec_dirs();
     let app = start(&dirs, PUBLIC_URL, "10s").await;
     let file = write(&dirs.monitor, "old.wav", &wav(100, true));
-    let first = recordings::publish(&app.state, "c1", file.to_str().unwrap())
+    let first = recordings::publish(&app.state.recordings, "c1", file.to_str().unwrap())
         .await
         .unwrap();
-    let second = recordings::publish(&app.state, "c2", file.to_str().unwrap())
+    let second = recordings::publish(&app.state.recordings, "c2", file.to_str().unwrap())
         .await
         .unwrap();
     assert_ne!(first.token.expose(), second.token.expose());
@@ -377,7 +381,7 @@ async fn expired_links_answer_410_and_are_swept_later() {
         assert_eq!(fetch(&app, "HEAD", &path, &[]).await.status, 410);
     }
     // The next publication sweeps links expired more than 30 days ago.
-    let third = recordings::publish(&app.state, "c3", "old.wav")
+    let third = recordings::publish(&app.state.recordings, "c3", "old.wav")
         .await
         .unwrap();
     assert_eq!(fetch(&app, "GET", &path_of(&first), &[]).await.status, 410);
@@ -401,11 +405,11 @@ async fn links_last_as_long_as_the_file_unless_revoked_or_given_a_lifetime() {
     let dirs = rec_dirs();
     let app = start(&dirs, PUBLIC_URL, "10s").await;
     let file = write(&dirs.monitor, "kept.wav", &wav(100, true));
-    let kept = recordings::publish(&app.state, "c1", file.to_str().unwrap())
+    let kept = recordings::publish(&app.state.recordings, "c1", file.to_str().unwrap())
         .await
         .unwrap();
     assert_eq!(kept.expires_at, recordings::store::NEVER);
-    let other = recordings::publish(&app.state, "c2", "kept.wav")
+    let other = recordings::publish(&app.state.recordings, "c2", "kept.wav")
         .await
         .unwrap();
     let db = app.db();
@@ -415,7 +419,7 @@ async fn links_last_as_long_as_the_file_unless_revoked_or_given_a_lifetime() {
         [365 * 86_400_000i64],
     )
     .unwrap();
-    recordings::publish(&app.state, "c3", "kept.wav")
+    recordings::publish(&app.state.recordings, "c3", "kept.wav")
         .await
         .unwrap();
     assert_eq!(fetch(&app, "GET", &path_of(&kept), &[]).await.status, 200);
@@ -434,7 +438,7 @@ async fn links_last_as_long_as_the_file_unless_revoked_or_given_a_lifetime() {
     .await;
     write(&dirs.monitor, "short.wav", &wav(100, true));
     let before = now_ms();
-    let short = recordings::publish(&app.state, "c4", "short.wav")
+    let short = recordings::publish(&app.state.recordings, "c4", "short.wav")
         .await
         .unwrap();
     let week = 7 * 86_400_000;
@@ -447,7 +451,7 @@ async fn forged_unknown_and_traversal_urls_are_404() {
     let dirs = rec_dirs();
     let app = start(&dirs, PUBLIC_URL, "10s").await;
     let file = write(&dirs.monitor, "real.wav", &wav(100, true));
-    let published = recordings::publish(&app.state, "c", file.to_str().unwrap())
+    let published = recordings::publish(&app.state.recordings, "c", file.to_str().unwrap())
         .await
         .unwrap();
     let token = published.token.expose().to_string();
@@ -498,7 +502,7 @@ async fn a_file_swapped_for_a_symlink_after_publishing_is_refused() {
     let dirs = rec_dirs();
     let app = start(&dirs, PUBLIC_URL, "10s").await;
     let file = write(&dirs.monitor, "call.wav", &wav(100, true));
-    let published = recordings::publish(&app.state, "c", file.to_str().unwrap())
+    let published = recordings::publish(&app.state.recordings, "c", file.to_str().unwrap())
         .await
         .unwrap();
     let path = path_of(&published);
@@ -530,7 +534,7 @@ async fn a_large_recording_streams_whole_and_in_ranges() {
     let file = write(&dirs.freeswitch, "big.wav", &audio);
     let tail = audio[audio.len() - 1000..].to_vec();
     drop(audio);
-    let published = recordings::publish(&app.state, "c", file.to_str().unwrap())
+    let published = recordings::publish(&app.state.recordings, "c", file.to_str().unwrap())
         .await
         .unwrap();
     let url = format!("{}{}", app.base, path_of(&published));

@@ -44,7 +44,7 @@ async fn publish_waits_until_the_pbx_has_finished_writing() {
         })
     };
     // Published before the file even exists: publish waits for it.
-    let published = recordings::publish(&app.state, "call-1", file.to_str().unwrap())
+    let published = recordings::publish(&app.state.recordings, "call-1", file.to_str().unwrap())
         .await
         .unwrap();
     assert!(
@@ -66,7 +66,7 @@ async fn publish_gives_up_or_refuses_with_a_clear_error() {
     let app = start(&dirs, PUBLIC_URL, "300ms").await;
     let publish = |path: String| {
         let state = app.state.clone();
-        async move { recordings::publish(&state, "c", &path).await }
+        async move { recordings::publish(&state.recordings, "c", &path).await }
     };
 
     // Still open after max_wait (a header that never got its sizes).
@@ -134,7 +134,7 @@ async fn publish_needs_a_public_url_and_recording_directories() {
     let file = dirs.monitor.join("a.wav");
     std::fs::write(&file, wav(10, true)).unwrap();
     let app = start(&dirs, "", "1s").await;
-    let e = recordings::publish(&app.state, "c", file.to_str().unwrap())
+    let e = recordings::publish(&app.state.recordings, "c", file.to_str().unwrap())
         .await
         .unwrap_err();
     assert!(matches!(e, RecordingError::NoPublicUrl), "{e}");
@@ -146,7 +146,7 @@ async fn publish_needs_a_public_url_and_recording_directories() {
         c.recordings.dirs.clear();
     })
     .await;
-    let e = recordings::publish(&app.state, "c", file.to_str().unwrap())
+    let e = recordings::publish(&app.state.recordings, "c", file.to_str().unwrap())
         .await
         .unwrap_err();
     assert!(matches!(e, RecordingError::Disabled), "{e}");

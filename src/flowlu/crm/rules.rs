@@ -17,7 +17,8 @@ use super::{kinds, store};
 use crate::calls::{Call, CallStatus, Direction, phone};
 use crate::db::DbError;
 use crate::flowlu::store::settings;
-use crate::outbox::{NewEvent, now_ms};
+use crate::outbox::NewEvent;
+use crate::util::now_ms;
 
 /// The rows to enqueue for `call`, which just ended (empty when no rule applies).
 pub fn on_completed(

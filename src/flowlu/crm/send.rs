@@ -18,26 +18,26 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::{Account, crm_time, kinds, paths, store};
-use crate::app::AppState;
 use crate::flowlu::client::{Reply as FlowluReply, classify};
 use crate::flowlu::events::effective_status;
 use crate::flowlu::tokens::Credentials;
-use crate::flowlu::{FlowluError, store::settings};
+use crate::flowlu::{Flowlu, FlowluError, store::settings};
 use crate::outbox::{Reply, SendError, parse_retry_after};
 
 /// Sends one row of `kind` (a [`kinds`] constant) with `creds`.
 pub async fn deliver(
-    state: &AppState,
+    flowlu: &impl AsRef<Flowlu>,
     creds: &Credentials,
     kind: &str,
     event_id: &str,
     body: &[u8],
 ) -> Result<Reply, SendError> {
+    let flowlu = flowlu.as_ref();
     let row: Value = serde_json::from_slice(body)
         .map_err(|e| SendError::Network(format!("unreadable row: {e}")))?;
     let id = creds.integration.id;
     let (event, kind_owned) = (event_id.to_string(), kind.to_string());
-    let looked = state
+    let looked = flowlu
         .db
         .run(move |c| {
             let done = store::created(c, &event)?;
@@ -60,7 +60,7 @@ pub async fn deliver(
             let number =
                 phone.ok_or_else(|| SendError::Network("contact without a number".into()))?;
             contact(
-                state,
+                flowlu,
                 creds,
                 event_id,
                 &number,
@@ -72,7 +72,7 @@ pub async fn deliver(
         }
         kinds::LEAD => {
             let contact_id = match &phone {
-                Some(n) => cached(state, id, n).await?,
+                Some(n) => cached(flowlu, id, n).await?,
                 None => None,
             };
             let plus = phone.as_ref().map(|n| format!("+{n}"));
@@ -82,7 +82,7 @@ pub async fn deliver(
             push(&mut fields, "assignee_id", field("assignee_id"));
             let cache = |_: &str| None;
             create(
-                state,
+                flowlu,
                 creds,
                 event_id,
                 "lead",
@@ -94,7 +94,7 @@ pub async fn deliver(
         }
         kinds::TASK => {
             let due = row.get("due_at_ms").and_then(Value::as_i64).unwrap_or(0);
-            let offset = state.config.flowlu.expires_at_utc_offset_minutes;
+            let offset = flowlu.config.expires_at_utc_offset_minutes;
             let mut fields: Vec<(&str, String)> = vec![
                 ("name", field("name").unwrap_or_default()),
                 ("description", field("description").unwrap_or_default()),
@@ -103,7 +103,7 @@ pub async fn deliver(
             push(&mut fields, "deadline", Some(crm_time(due, offset)));
             let cache = |_: &str| None;
             create(
-                state,
+                flowlu,
                 creds,
                 event_id,
                 "task",
@@ -160,9 +160,9 @@ fn created_id(r: &FlowluReply) -> Option<String> {
     }
 }
 
-async fn cached(state: &AppState, id: i64, number: &str) -> Result<Option<String>, SendError> {
+async fn cached(flowlu: &Flowlu, id: i64, number: &str) -> Result<Option<String>, SendError> {
     let number = number.to_string();
-    state
+    flowlu
         .db
         .run(move |c| store::lookup(c, id, &number))
         .await
@@ -171,14 +171,14 @@ async fn cached(state: &AppState, id: i64, number: &str) -> Result<Option<String
 }
 
 async fn remember(
-    state: &AppState,
+    flowlu: &Flowlu,
     event_id: &str,
     entity: &'static str,
     entity_id: &str,
     account: Option<(i64, Account, String)>,
 ) {
     let (event, entity_id) = (event_id.to_string(), entity_id.to_string());
-    let stored = state
+    let stored = flowlu
         .db
         .run(move |c| {
             store::record_created(c, &event, entity, &entity_id)?;
@@ -196,7 +196,7 @@ async fn remember(
 /// POSTs `fields` to `path` and records the created id, and what `cache` makes of it
 /// for the contact cache.
 async fn create(
-    state: &AppState,
+    flowlu: &Flowlu,
     creds: &Credentials,
     event_id: &str,
     entity: &'static str,
@@ -205,8 +205,7 @@ async fn create(
     cache: impl FnOnce(&str) -> Option<(i64, Account, String)>,
 ) -> Result<Reply, SendError> {
     let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let answer = state
-        .flowlu
+    let answer = flowlu
         .client
         .post_form(&creds.target, path, &creds.access_token, &pairs)
         .await
@@ -216,7 +215,7 @@ async fn create(
         match created_id(&answer) {
             Some(new) => {
                 log::info!("crm: created {entity} {new} (row {event_id})");
-                remember(state, event_id, entity, &new, cache(&new)).await;
+                remember(flowlu, event_id, entity, &new, cache(&new)).await;
             }
             None => log::warn!("crm: Flowlu created a {entity} but named no id (row {event_id})"),
         }
@@ -226,7 +225,7 @@ async fn create(
 
 /// Finds or creates the contact for `number` (E.164 digits) and caches it.
 async fn contact(
-    state: &AppState,
+    flowlu: &Flowlu,
     creds: &Credentials,
     event_id: &str,
     number: &str,
@@ -235,16 +234,15 @@ async fn contact(
     country: &str,
 ) -> Result<Reply, SendError> {
     let id = creds.integration.id;
-    if let Some(known) = cached(state, id, number).await? {
-        remember(state, event_id, "account", &known, None).await;
+    if let Some(known) = cached(flowlu, id, number).await? {
+        remember(flowlu, event_id, "account", &known, None).await;
         return Ok(ok(&format!("contact {known} already known")));
     }
     let plus = format!("+{number}");
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("filter[phone]", &plus)
         .finish();
-    let listed = state
-        .flowlu
+    let listed = flowlu
         .client
         .get(
             &creds.target,
@@ -270,7 +268,7 @@ async fn contact(
     if let Some((found, manager)) = matching_item(&listed, number, country) {
         let a = account(found.clone(), manager);
         remember(
-            state,
+            flowlu,
             event_id,
             "account",
             &found,
@@ -287,7 +285,7 @@ async fn contact(
     push(&mut fields, "owner_id", owner.clone());
     let cache = |new: &str| Some((id, account(new.to_string(), owner), country.to_string()));
     create(
-        state,
+        flowlu,
         creds,
         event_id,
         "account",

@@ -101,7 +101,7 @@ pub async fn run(
     let id = integration.id;
     match name {
         "connect" => connect(state, session, id, lang, fields).await,
-        "disconnect" => Ok(match setup::disconnect(state, id).await? {
+        "disconnect" => Ok(match setup::disconnect(&state.flowlu, id).await? {
             true => Outcome::ok(lang, "disconnected"),
             false => Outcome::ok(lang, "not_connected"),
         }),
@@ -164,7 +164,7 @@ async fn connect(
             Ok::<_, FlowluError>(())
         })
         .await?;
-    match setup::connect(state, id, &session.user_id).await {
+    match setup::connect(&state.flowlu, id, &session.user_id).await {
         Ok(Connected::Registered(_)) => Ok(Outcome::ok(lang, "connected")),
         Ok(Connected::AlreadyRegistered(_)) => Ok(Outcome::ok(lang, "already_connected")),
         Err(FlowluError::Db(e)) => Err(e.into()),

@@ -50,7 +50,7 @@ pub async fn toggle(
         "1" | "true" | "on" => true,
         _ => return Ok(Outcome::invalid(lang, "enabled must be on or off")),
     };
-    let now = crate::outbox::now_ms();
+    let now = crate::util::now_ms();
     state
         .db
         .run(move |c| store::set_enabled(c, id, on, now))
@@ -71,7 +71,7 @@ pub async fn toggle(
 
 /// `c2c-rotate`: a new key; the old one stops working now.
 pub async fn rotate(state: &State, id: i64, lang: &'static str) -> Result<Outcome, HttpError> {
-    let now = crate::outbox::now_ms();
+    let now = crate::util::now_ms();
     state.db.run(move |c| store::rotate(c, id, now)).await?;
     log::info!("integration {id}: click-to-call key rotated");
     Ok(Outcome::ok(lang, "click_call_rotated"))

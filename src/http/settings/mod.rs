@@ -68,7 +68,7 @@ async fn open(
     if let Ok(target) = domain::target(&state.config.flowlu, &ctx.domain, ctx.https) {
         *origin = Some(target.origin);
     }
-    let who = match setup::identify(state, &ctx).await {
+    let who = match setup::identify(&state.flowlu, &ctx).await {
         Ok(who) => who,
         Err(FlowluError::NotAdmitted(domain)) => {
             return Ok(claim::refuse(state, &domain, ctx.language, origin.as_deref()).await);

@@ -1,5 +1,5 @@
 //! The settings page's PBX connection form (`pbx`, `pbx-test`): only the account that
-//! owns the PBX may test or save it (`db::pbx_settings::may_edit`), and a saved secret is
+//! owns the PBX may test or save it (`flowlu::pbx_settings::may_edit`), and a saved secret is
 //! only ever sent to the type, host and port it was saved for.
 
 use std::time::Duration;
@@ -10,11 +10,11 @@ use super::actions::{Fields, Outcome, field};
 use super::view::{Notice, PbxForm};
 use crate::app::State;
 use crate::config::PbxType;
-use crate::db::pbx_settings;
-use crate::flowlu::domain::is_host_name;
+use crate::flowlu::pbx_settings;
 use crate::http::HttpError;
 use crate::pbx::{self, ConnectionSettings, ProbeResult};
 use crate::secret::Secret;
+use crate::util::is_host_name;
 
 /// How long "test connection" waits for the PBX.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::app::State;
 use crate::config::FlowluConfig;
-use crate::db::pbx_settings;
+use crate::flowlu::pbx_settings;
 use crate::flowlu::store::{self, CallSettings, UserRow};
 use crate::flowlu::{FlowluError, setup};
 use crate::http::respond::{self, Response};

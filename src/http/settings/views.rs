@@ -11,7 +11,7 @@
 //! - lives [`LIFETIME`] (and never past its session), then the page says to reopen it;
 //! - shows its notice once: a reload shows the page as it is now, without the notice;
 //! - is sent as the query parameter `token`, which the access log masks
-//!   ([`crate::http::redact`]), and the page is served with `Referrer-Policy:
+//!   ([`crate::redact`]), and the page is served with `Referrer-Policy:
 //!   no-referrer`;
 //! - grants nothing the session does not: the GET re-checks the session and admission.
 //!
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn the_access_log_masks_the_view_token() {
-        let logged = crate::http::redact::redact_path("/integration/settings", Some("token=abc"));
+        let logged = crate::redact::redact_path("/integration/settings", Some("token=abc"));
         assert!(!logged.contains("abc"), "{logged}");
     }
 }

@@ -70,18 +70,15 @@ async fn place(state: &State, integration: i64, m: &CallMake) -> Result<String, 
     }
     let call = state
         .engine
-        .click_to_call(
-            state,
-            ClickToCall {
-                integration_id: integration,
-                user_id: Some(m.user_id.clone()),
-                extension,
-                phone,
-                line,
-                crm_call_id: m.call_id.clone(),
-                uuid: m.uuid.clone(),
-            },
-        )
+        .click_to_call(ClickToCall {
+            integration_id: integration,
+            user_id: Some(m.user_id.clone()),
+            extension,
+            phone,
+            line,
+            crm_call_id: m.call_id.clone(),
+            uuid: m.uuid.clone(),
+        })
         .await?;
     Ok(call.id)
 }

@@ -253,7 +253,7 @@ fn claim(
     owner: &str,
     window_ms: i64,
 ) -> Result<Claim, DbError> {
-    let now = crate::outbox::now_ms();
+    let now = crate::util::now_ms();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "DELETE FROM webhook_requests WHERE created_at < ?1",

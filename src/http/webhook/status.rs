@@ -105,13 +105,13 @@ fn employee_state(line: &Extension, on_call: bool) -> EmployeeState {
 }
 
 /// The PBX state as `integration` may see it: its detail (which names the PBX's address)
-/// only for the account that owns the PBX (`db::pbx_settings::may_edit`).
+/// only for the account that owns the PBX (`flowlu::pbx_settings::may_edit`).
 async fn pbx_status_for(state: &State, integration: i64) -> Result<PbxStatus, WebhookError> {
     let mut pbx = state.pbx.get();
     let config_pbx = state.config.pbx.kind().is_some();
     let owner = state
         .db
-        .run(move |c| crate::db::pbx_settings::may_edit(c, integration, config_pbx))
+        .run(move |c| crate::flowlu::pbx_settings::may_edit(c, integration, config_pbx))
         .await?;
     if !owner {
         pbx.detail = None;

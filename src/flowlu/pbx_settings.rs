@@ -8,9 +8,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::DbError;
+use super::{admission, store};
 use crate::config::PbxType;
-use crate::flowlu::{admission, store};
+use crate::db::DbError;
 use crate::pbx::ConnectionSettings;
 use crate::secret::Secret;
 
