@@ -466,3 +466,59 @@ fn a_survey_shows_the_newest_record_and_rows_that_name_no_call() {
         survey.describe()
     );
 }
+
+#[test]
+fn mod_cdr_sqlite_rows_are_read_from_its_own_table() {
+    // mod_cdr_sqlite.c's CREATE TABLE and its default template's INSERT (legs = a).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cdr.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE cdr (caller_id_name VARCHAR, caller_id_number VARCHAR,
+         destination_number VARCHAR, context VARCHAR, start_stamp DATETIME,
+         answer_stamp DATETIME, end_stamp DATETIME, duration INTEGER, billsec INTEGER,
+         hangup_cause VARCHAR, uuid VARCHAR, bleg_uuid VARCHAR, account_code VARCHAR)",
+    )
+    .unwrap();
+    let rows = fixtures::freeswitch_rows(&fixture("freeswitch/sip-inbound-answered.txt"));
+    let a_leg = rows
+        .iter()
+        .find(|r| r.get(&["direction"]) == "inbound")
+        .unwrap();
+    let v = |k: &str| format!("\"{}\"", a_leg.get(&[k]));
+    let n = |k: &str| a_leg.get(&[k]).to_string();
+    let values = [
+        v("caller_id_name"),
+        v("caller_id_number"),
+        v("destination_number"),
+        v("context"),
+        v("start_stamp"),
+        v("answer_stamp"),
+        v("end_stamp"),
+        n("duration"),
+        n("billsec"),
+        v("hangup_cause"),
+        v("uuid"),
+        v("bleg_uuid"),
+        v("accountcode"),
+    ];
+    conn.execute_batch(&format!("INSERT INTO cdr VALUES ({})", values.join(",")))
+        .unwrap();
+    drop(conn);
+    let source = Source::from_config(&config_for("freeswitch-sqlite", &path))
+        .unwrap()
+        .unwrap();
+    let calls = freeswitch_calls(source.read(0, i64::MAX / 4).unwrap());
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(
+        (c.direction, c.status, c.phone.as_str()),
+        (
+            Direction::Incoming,
+            Some(CallStatus::Answered),
+            "79161234567"
+        )
+    );
+    assert_eq!(c.started_at, 1_795_416_601_000);
+    assert_eq!(c.duration, Some(7));
+}
