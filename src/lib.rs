@@ -16,10 +16,10 @@
 //!                    sdnotify secret sysuser tls util
 //! 7  app           → http cdr engine housekeeping callbacks flowlu calls metrics routing
 //!                    acme outbox pbx recordings config db tls
-//! 7  doctor        → cdr flowlu pbx config db secret sysuser tls util
+//! 7  doctor        → cdr flowlu pbx config db secret sysuser tls
 //! 7  http          → app cdr engine callbacks flowlu calls metrics routing outbox pbx
 //!                    recordings config redact db secret tls util
-//! 6  cdr           → engine calls pbx config db secret util
+//! 6  cdr           → engine callbacks calls pbx config db secret util
 //! 5  engine        → callbacks flowlu calls metrics routing outbox pbx recordings config
 //!                    db secret util
 //! 5  housekeeping  → flowlu outbox config db util
@@ -83,7 +83,8 @@
 //!   from `engine::Deps`; the back-fill (`cdr`) plugs in as `engine::Backfill`.
 //! - [`cdr`]: the PBX's own call records (CDR: FreePBX/MySQL, Asterisk and FreeSWITCH
 //!   CSV, SQLite, XML): back-fill of the calls missed while stopped or disconnected, and
-//!   `history import`; grouped and classified with the tracker's rules.
+//!   `history import`; grouped and classified with the tracker's rules; the sources
+//!   `--init` finds on the host; corrections reaching the result callbacks.
 //! - [`outbox`]: durable, ordered, at-least-once delivery of call events to Flowlu.
 //! - [`housekeeping`]: the hourly sweep of delivered events older than
 //!   `[outbox] keep_delivered` (and of the CRM-rule records they leave behind).

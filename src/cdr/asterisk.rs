@@ -1,6 +1,12 @@
 //! Asterisk's CDR rows: `cdr_csv`'s Master.csv (its two column layouts), and the named
 //! columns of `cdr_sqlite3_custom` and of MySQL tables (FreePBX's `asteriskcdrdb.cdr`).
 //!
+//! Checked against Asterisk's own `cdr/cdr_csv.c` (`build_csv_record`: 16 columns, then
+//! `uniqueid` when `loguniqueid`, `userfield` when `loguserfield`, then `peeraccount`,
+//! `linkedid`, `sequence` when `newcdrcolumns`; an unset time is an empty bare field) and
+//! the shipped `cdr_sqlite3_custom.conf` (`calldate, clid, dcontext, channel, dstchannel,
+//! lastapp, lastdata, duration, billsec, …, uniqueid, userfield`: no `src` or `dst`).
+//!
 //! One row is one pair of legs: `channel` (party A, who placed it) and `dstchannel`
 //! (party B, whom it dialled), with `disposition` the outcome of that pair. Rows of one
 //! call share `linkedid` (when the backend keeps it) and party A's `uniqueid`.
@@ -8,8 +14,8 @@
 use super::{Party, Record, Row, local_ms};
 use crate::pbx::{Channel, DialStatus, Origin, asterisk_endpoint};
 
-/// `cdr_csv`'s columns with `cdr.conf` `[csv]` defaults (loguniqueid and loguserfield
-/// on): 18 columns.
+/// `cdr_csv`'s columns with the shipped `cdr.conf` `[csv]` (loguniqueid and loguserfield
+/// on): 18 columns. With both off (no `[csv]` keys) only the first 16.
 pub const CSV_DEFAULT: &[&str] = &[
     "accountcode",
     "src",
@@ -35,7 +41,7 @@ pub const CSV_DEFAULT: &[&str] = &[
 pub const CSV_NEW_COLUMNS: &[&str] = &["peeraccount", "linkedid", "sequence"];
 
 /// Splits one CSV line as `cdr_csv` writes it: fields in double quotes (quotes inside
-/// doubled), numbers bare, separated by commas.
+/// doubled), numbers and unset times bare, separated by commas.
 pub fn split_csv(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut field = String::new();
@@ -43,7 +49,11 @@ pub fn split_csv(line: &str) -> Vec<String> {
     let mut quoted = false;
     while let Some(c) = chars.next() {
         match (c, quoted) {
-            ('"', false) if field.is_empty() => quoted = true,
+            // mod_cdr_csv's templates put a space before some quoted fields.
+            ('"', false) if field.trim().is_empty() => {
+                field.clear();
+                quoted = true;
+            }
             ('"', true) if chars.peek() == Some(&'"') => {
                 chars.next();
                 field.push('"');
@@ -57,7 +67,9 @@ pub fn split_csv(line: &str) -> Vec<String> {
     out
 }
 
-/// The names of a Master.csv line's columns, told by how many there are.
+/// The names of a Master.csv line's columns, told by how many there are: 16 plus
+/// `uniqueid` and/or `userfield` (17 is told apart by what the value looks like), plus
+/// the three `newcdrcolumns` (19 to 21).
 pub fn csv_layout(fields: &[String]) -> Option<Vec<&'static str>> {
     let base = &CSV_DEFAULT[..16];
     let looks_like_uniqueid = |s: &str| {
@@ -68,16 +80,19 @@ pub fn csv_layout(fields: &[String]) -> Option<Vec<&'static str>> {
         })
     };
     let mut names: Vec<&'static str> = base.to_vec();
-    match fields.len() {
-        16 => {}
-        17 if looks_like_uniqueid(&fields[16]) => names.push("uniqueid"),
-        17 => names.push("userfield"),
-        18 => names.extend(["uniqueid", "userfield"]),
-        21 => {
-            names.extend(["uniqueid", "userfield"]);
-            names.extend(CSV_NEW_COLUMNS);
-        }
+    let (optional, new_columns) = match fields.len() {
+        n @ 16..=18 => (n - 16, false),
+        n @ 19..=21 => (n - 19, true),
         _ => return None,
+    };
+    match optional {
+        0 => {}
+        1 if looks_like_uniqueid(&fields[16]) => names.push("uniqueid"),
+        1 => names.push("userfield"),
+        _ => names.extend(["uniqueid", "userfield"]),
+    }
+    if new_columns {
+        names.extend(CSV_NEW_COLUMNS);
     }
     Some(names)
 }
@@ -87,6 +102,34 @@ pub fn csv_row(line: &str) -> Option<Row> {
     let fields = split_csv(line);
     let names = csv_layout(&fields)?;
     Some(Row::from_pairs(names.into_iter().zip(fields)))
+}
+
+/// The number in a Caller*ID (`"Name" <number>`, or a bare number).
+fn clid_number(clid: &str) -> &str {
+    match (clid.rfind('<'), clid.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &clid[a + 1..b],
+        _ => clid.trim(),
+    }
+}
+
+/// The number the first target of a `Dial()` argument (`lastdata`) dials:
+/// `PJSIP/79990001122@trunk`, `SIP/trunk/79990001122`, `PJSIP/trunk/sip:7999…@host`,
+/// `PJSIP/101&PJSIP/102,20` (→ `101`), `Local/101@from-internal`.
+pub fn dial_target(lastdata: &str) -> &str {
+    let first = lastdata.split([',', '&']).next().unwrap_or("").trim();
+    let Some((tech, rest)) = first.split_once('/') else {
+        return "";
+    };
+    if tech.eq_ignore_ascii_case("local") {
+        // Local/<exten>@<context>[/options]
+        return rest.split(['@', '/']).next().unwrap_or("");
+    }
+    let target = match rest.split_once('/') {
+        Some((_, resource)) => resource,
+        None => rest,
+    };
+    let target = target.strip_prefix("sip:").unwrap_or(target);
+    target.split(['@', '/']).next().unwrap_or("")
 }
 
 fn dial_status(disposition: &str) -> DialStatus {
@@ -133,7 +176,19 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
     let uniqueid = row.get(&["uniqueid"]);
     let linkedid = row.get(&["linkedid"]);
     let links = super::links(&[linkedid, uniqueid])?;
-    let (src, dst, context) = (row.get(&["src"]), row.get(&["dst"]), row.get(&["dcontext"]));
+    // cdr_sqlite3_custom's shipped columns have no `src` and `dst`: the caller from the
+    // Caller*ID, and what an employee dialled from the Dial() it ran.
+    let src = match row.get(&["src", "source"]) {
+        "" => clid_number(row.get(&["clid"])),
+        src => src,
+    };
+    let (dst, context) = (row.get(&["dst", "destination"]), row.get(&["dcontext"]));
+    let dial_target = match row.get(&["lastapp"]) {
+        app if dst.is_empty() && app.eq_ignore_ascii_case("dial") => {
+            dial_target(row.get(&["lastdata"]))
+        }
+        _ => "",
+    };
     let (chan, dstchan) = (row.get(&["channel"]), row.get(&["dstchannel"]));
     let caller = (!chan.is_empty()).then(|| Party {
         channel: Channel {
@@ -143,7 +198,13 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
         ..Party::default()
     });
     let callee = (!dstchan.is_empty()).then(|| Party {
-        channel: channel(dstchan, src, dst, "", Origin::Outbound),
+        channel: channel(
+            dstchan,
+            src,
+            if dst.is_empty() { dial_target } else { dst },
+            "",
+            Origin::Outbound,
+        ),
         answered_at: answer,
         dial: (!answered).then_some(dial.clone()),
         hangup_cause: String::new(),
@@ -156,6 +217,8 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
         caller,
         callee,
         dialled: dst.to_string(),
+        dial_target: dial_target.to_string(),
+        single_leg: false,
         did: row.get(&["did"]).to_string(),
         recording: (!recording.is_empty()).then(|| recording.to_string()),
     })

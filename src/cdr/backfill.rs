@@ -8,7 +8,8 @@
 //!   gets (`call.init`, `call.connected` when answered, `call.completed`), its result
 //!   callback and its recording, in one transaction with its call row;
 //! - a call the appliance closed blindly at the outage (its cause says so): corrected
-//!   with the real end, talk time and outcome, and reported again with `call.state`;
+//!   with the real end, talk time and outcome, and reported again with `call.state` (and
+//!   to the result callbacks, [`super::correct`]);
 //! - any other known call: left alone (never reported twice).
 //!
 //! Calls that ended after the reconnect were seen live and are left to the tracker.
@@ -121,6 +122,8 @@ pub fn apply(
     if dry_run {
         return Ok((plan, Vec::new()));
     }
+    // Before the write: a crash between the two resends, never loses, a correction.
+    super::correct::enqueue(conn, &plan.corrected)?;
     let now = now_ms();
     let id = store::start_run(conn, kind, from, to, now)?;
     let mut run = Run {

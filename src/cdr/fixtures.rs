@@ -134,6 +134,32 @@ pub fn csv_line(row: &Row, columns: &[&str], numeric: &[&str]) -> String {
     fields.join(",") + "\n"
 }
 
+/// One Master.csv line exactly as `cdr_csv` writes it: `duration`, `billsec` and
+/// `sequence` bare, an unset time (`answer` of an unanswered row) an empty bare field,
+/// everything else quoted.
+pub fn asterisk_csv_line(row: &Row, columns: &[&str]) -> String {
+    let mut bare: Vec<&str> = ASTERISK_NUMERIC.to_vec();
+    for time in ["start", "answer", "end"] {
+        if row.get(&[time]).is_empty() {
+            bare.push(time);
+        }
+    }
+    csv_line(row, columns, &bare)
+}
+
+/// One Master.csv line as `mod_cdr_csv` writes a shipped template: every field quoted,
+/// the built-in template's `accountcode` after `, ` (13 columns).
+pub fn freeswitch_csv_line(row: &Row, columns: &[&str]) -> String {
+    let line = csv_line(row, columns, &[]);
+    match columns.len() {
+        13 => match line.rfind(",\"") {
+            Some(at) => format!("{}, {}", &line[..at], &line[at + 1..]),
+            None => line,
+        },
+        _ => line,
+    }
+}
+
 /// Asterisk Master.csv columns (default layout, or `newcdrcolumns`).
 pub fn asterisk_columns(new_columns: bool) -> Vec<&'static str> {
     let mut c = super::asterisk::CSV_DEFAULT.to_vec();
@@ -195,4 +221,34 @@ pub fn xml_file(row: &Row) -> String {
         text("context"),
         text("channel_name"),
     )
+}
+
+/// Moves a FreeSWITCH row of variables (from [`freeswitch_rows`]) `secs` later: the
+/// `*_uepoch`, `*_epoch` and `*_stamp` times (stamps read as UTC).
+pub fn shift_freeswitch(row: &mut Row, secs: i64) {
+    let utc = jiff::tz::TimeZone::UTC;
+    for (key, value) in row.0.iter_mut() {
+        let shifted = if key.ends_with("_uepoch") {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| (n + secs * 1_000_000).to_string())
+        } else if key.ends_with("_epoch") {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| (n + secs).to_string())
+        } else if key.ends_with("_stamp") {
+            super::local_ms(value, &utc)
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms + secs * 1000).ok())
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        } else {
+            None
+        };
+        if let Some(v) = shifted {
+            *value = v;
+        }
+    }
 }

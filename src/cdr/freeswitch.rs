@@ -1,6 +1,12 @@
 //! FreeSWITCH's CDR rows: `mod_cdr_csv` lines (its shipped templates), `mod_xml_cdr`
 //! files, and `mod_cdr_sqlite`'s table, as one [`Row`] of channel variables each.
 //!
+//! Checked against FreeSWITCH's `mod_cdr_csv.c` (built-in `default` template, every
+//! field quoted, `, "${accountcode}"` with a space; `Master.csv` renamed
+//! `Master.csv.<Y-m-d-H-M-S>` on HUP), the shipped `cdr_csv.conf.xml` (`default-template`
+//! `example`, `legs` `a`), `mod_xml_cdr` (`<uuid>.cdr.xml`, values URL-encoded) and
+//! `mod_cdr_sqlite.c` (table `cdr` in the core database directory, `cdr.db`).
+//!
 //! One row is one leg. Legs of one call are tied by their UUIDs: `call_uuid`, the other
 //! leg's `bleg_uuid` / `last_bridge_to` / `originator`, and the leg's own `uuid`.
 
@@ -11,8 +17,9 @@ use super::{Party, Record, Row, epoch_ms, local_ms};
 use crate::pbx::esl::codec::url_decode_into;
 use crate::pbx::{Channel, DialStatus, Origin};
 
-/// `cdr_csv.conf.xml`'s `default` template (15 columns).
-pub const CSV_DEFAULT: &[&str] = &[
+/// `mod_cdr_csv`'s built-in `default` template (13 columns), used when
+/// `cdr_csv.conf.xml` names no `default-template`.
+pub const CSV_BUILTIN: &[&str] = &[
     "caller_id_name",
     "caller_id_number",
     "destination_number",
@@ -26,22 +33,59 @@ pub const CSV_DEFAULT: &[&str] = &[
     "uuid",
     "bleg_uuid",
     "accountcode",
-    "read_codec",
-    "write_codec",
 ];
 
-/// The `example` template, the shipped `default-template`: two more columns (17).
-pub const CSV_EXAMPLE_EXTRA: &[&str] = &["sip_hangup_disposition", "ani"];
+/// The shipped `cdr_csv.conf.xml`'s `default-template`, `example`: the built-in's
+/// columns and the codecs (15).
+pub const CSV_EXAMPLE_CODECS: &[&str] = &["read_codec", "write_codec"];
 
-/// One Master.csv line (the same quoting as Asterisk's) as a [`Row`].
-pub fn csv_row(line: &str) -> Option<Row> {
-    let fields = super::asterisk::split_csv(line);
-    let mut names: Vec<&str> = CSV_DEFAULT.to_vec();
-    match fields.len() {
-        15 => {}
-        17 => names.extend(CSV_EXAMPLE_EXTRA),
+/// The shipped `linksys` (17) and `snom` (20) templates add these to `example`'s.
+const CSV_LINKSYS: &[&str] = &["sip_user_agent", "sip_p_rtp_stat"];
+const CSV_SNOM: &[&str] = &[
+    "sip_user_agent",
+    "call_clientcode",
+    "sip_rtp_rxstat",
+    "sip_rtp_txstat",
+    "sofia_record_file",
+];
+
+/// The shipped `asterisk` template: Asterisk's Master.csv order in FreeSWITCH's
+/// variables (18): these, the built-in's times to cause, then `CSV_ASTERISK_TAIL`.
+const CSV_ASTERISK_HEAD: &[&str] = &[
+    "accountcode",
+    "caller_id_number",
+    "destination_number",
+    "context",
+    "caller_id",
+    "channel_name",
+    "bridge_channel",
+    "last_app",
+    "last_arg",
+];
+const CSV_ASTERISK_TAIL: &[&str] = &["amaflags", "uuid", "userfield"];
+
+/// The columns of the shipped template with `n` of them.
+pub fn csv_layout(n: usize) -> Option<Vec<&'static str>> {
+    let mut names = CSV_BUILTIN.to_vec();
+    match n {
+        13 => {}
+        15 => names.extend(CSV_EXAMPLE_CODECS),
+        17 => names.extend(CSV_EXAMPLE_CODECS.iter().chain(CSV_LINKSYS)),
+        18 => {
+            let times_to_cause = &CSV_BUILTIN[4..10];
+            return Some([CSV_ASTERISK_HEAD, times_to_cause, CSV_ASTERISK_TAIL].concat());
+        }
+        20 => names.extend(CSV_EXAMPLE_CODECS.iter().chain(CSV_SNOM)),
         _ => return None,
     }
+    Some(names)
+}
+
+/// One Master.csv line (the same quoting as Asterisk's) as a [`Row`], by the shipped
+/// template its column count names.
+pub fn csv_row(line: &str) -> Option<Row> {
+    let fields = super::asterisk::split_csv(line);
+    let names = csv_layout(fields.len())?;
     Some(Row::from_pairs(names.into_iter().zip(fields)))
 }
 
@@ -186,6 +230,8 @@ pub fn record(row: &Row, tz: &jiff::tz::TimeZone) -> Option<Record> {
         caller,
         callee,
         dialled: dialled.to_string(),
+        dial_target: String::new(),
+        single_leg: true,
         did: String::new(),
         recording: (!recording.is_empty()).then(|| recording.to_string()),
     })

@@ -132,7 +132,11 @@ fn reached(g: &Group) -> Vec<&Party> {
 pub fn classify(g: &Group, rules: &Rules) -> Option<Call> {
     let (first, caller) = placer(g)?;
     let role = rules.role(&caller.channel);
-    let placed = rules.placed_by(&role, &first.dialled)?;
+    let dialled = match (&role, first.dialled.as_str()) {
+        (Role::Agent(_), "") => first.dial_target.as_str(),
+        (_, dialled) => dialled,
+    };
+    let placed = rules.placed_by(&role, dialled)?;
     if placed.service {
         return None;
     }
@@ -158,7 +162,7 @@ pub fn classify(g: &Group, rules: &Rules) -> Option<Call> {
         .flatten();
     // A backend that logs only the calling leg (FreeSWITCH `legs = a`) names nobody
     // reached: that leg's own answer is all there is.
-    let only_caller = (parties.is_empty() && caller.channel.name.is_empty())
+    let only_caller = (parties.is_empty() && first.single_leg)
         .then_some(())
         .and(caller.answered_at)
         .map(|_| ());

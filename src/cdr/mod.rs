@@ -12,11 +12,17 @@
 //! - [`group`]: rows → one call per real call (Asterisk `linkedid`/`uniqueid`, FreeSWITCH
 //!   call UUIDs), classified with the live tracker's own rules
 //!   (`calls::tracker::Rules::{role, placed_by}`, `calls::tracker::from_dial`).
+//! - [`correct`]: a back-fill's corrections reach the result callbacks (the pending
+//!   `call.completed` rewritten, else a `call.corrected` delivery).
+//! - [`detect`]: the sources `--init` finds on this host, and one read of a source to
+//!   show it works (its newest record, rows that name no call).
 //! - [`store`]: the back-fill bookkeeping (last PBX event seen, past runs) and matching
 //!   records to calls already stored.
 
 pub mod asterisk;
 pub mod backfill;
+pub mod correct;
+pub mod detect;
 pub mod fixtures;
 pub mod freeswitch;
 pub mod group;
@@ -119,9 +125,15 @@ pub struct Record {
     pub callee: Option<Party>,
     /// What the caller dialled (`dst`, `destination_number`).
     pub dialled: String,
+    /// When the backend keeps no `dst`: the number the caller's Dial() rang (Asterisk
+    /// `lastdata`), what an employee dialled.
+    pub dial_target: String,
     /// The DID, when the backend keeps one apart (FreePBX `did`).
     pub did: String,
     pub recording: Option<String>,
+    /// One leg's own record (FreeSWITCH): when no other leg of the call is logged
+    /// (`legs = a`), its answer is the call's.
+    pub single_leg: bool,
 }
 
 /// The non-empty ids among `ids`, each once, in order; `None` when there is none.

@@ -46,10 +46,7 @@ impl Source {
                 "/var/log/freeswitch/cdr-csv/Master.csv",
             ),
             "freeswitch-xml" => (Kind::FreeswitchXml, "/var/log/freeswitch/xml_cdr"),
-            "freeswitch-sqlite" => (
-                Kind::FreeswitchSqlite,
-                "/var/log/freeswitch/cdr-sqlite/cdr.db",
-            ),
+            "freeswitch-sqlite" => (Kind::FreeswitchSqlite, "/var/lib/freeswitch/db/cdr.db"),
             other => return Err(CdrError::Config(format!("unknown [cdr] source {other:?}"))),
         };
         let path = if c.path.is_empty() { default } else { &c.path };
@@ -81,7 +78,7 @@ impl Source {
         )
     }
 
-    fn record(&self, row: &Row) -> Option<Record> {
+    pub(super) fn record(&self, row: &Row) -> Option<Record> {
         if self.asterisk() {
             asterisk::record(row, &self.tz)
         } else {
@@ -112,7 +109,7 @@ impl Source {
             .max())
     }
 
-    fn rows(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Row>, CdrError> {
+    pub(super) fn rows(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Row>, CdrError> {
         match &self.kind {
             Kind::Mysql(o) => o.rows(from_ms, to_ms),
             Kind::AsteriskCsv => csv_rows(&self.path, asterisk::csv_row),

@@ -1,6 +1,6 @@
 //! Parsing each backend's format and grouping, on rows made from the recorded scenarios.
 
-use super::fixtures::{self, ASTERISK_NUMERIC, asterisk_columns, csv_line};
+use super::fixtures::{self, asterisk_columns, asterisk_csv_line};
 use super::group::{classify, group};
 use super::{Record, Row, Source, asterisk, freeswitch, local_ms, mysql, time_zone};
 use crate::calls::tracker::Rules;
@@ -27,10 +27,14 @@ fn utc() -> jiff::tz::TimeZone {
 
 /// The calls in Asterisk Master.csv lines of `scenario` (`new_columns`: that layout).
 fn asterisk_calls(scenario: &str, new_columns: bool) -> Vec<Call> {
-    let columns = asterisk_columns(new_columns);
+    calls_in_layout(scenario, &asterisk_columns(new_columns))
+}
+
+/// The calls in Master.csv lines of `scenario` written with `columns`.
+fn calls_in_layout(scenario: &str, columns: &[&str]) -> Vec<Call> {
     let records: Vec<Record> = fixtures::asterisk_rows(&fixture(scenario))
         .iter()
-        .map(|r| csv_line(r, &columns, ASTERISK_NUMERIC))
+        .map(|r| asterisk_csv_line(r, columns))
         .map(|line| asterisk::csv_row(&line).expect("a cdr_csv line"))
         .map(|row| asterisk::record(&row, &utc()).expect("a record"))
         .collect();
@@ -38,6 +42,33 @@ fn asterisk_calls(scenario: &str, new_columns: bool) -> Vec<Call> {
         .iter()
         .filter_map(|g| classify(g, &rules()))
         .collect()
+}
+
+/// Every layout `cdr_csv` writes that names the call (`loguniqueid` or `newcdrcolumns`
+/// on): `build_csv_record`'s 16 columns, `uniqueid` and/or `userfield`, then
+/// `peeraccount, linkedid, sequence`.
+fn csv_layouts() -> Vec<Vec<&'static str>> {
+    let base = &asterisk::CSV_DEFAULT[..16];
+    let mut out = Vec::new();
+    for optional in [
+        &["uniqueid"][..],
+        &["uniqueid", "userfield"],
+        &[],
+        &["userfield"],
+    ] {
+        for new_columns in [false, true] {
+            if !new_columns && !optional.contains(&"uniqueid") {
+                continue; // no id at all: see the test below
+            }
+            let mut c = base.to_vec();
+            c.extend(optional);
+            if new_columns {
+                c.extend(asterisk::CSV_NEW_COLUMNS);
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn ms(text: &str) -> i64 {
@@ -55,6 +86,30 @@ fn cdr_csv_lines_split_as_asterisk_quotes_them() {
     assert_eq!(row.get(&["userfield"]), "inbound");
     // A line of no layout cdr_csv writes is refused, not misread.
     assert!(asterisk::csv_row(r#""a","b",1"#).is_none());
+}
+
+#[test]
+fn every_cdr_csv_layout_is_read_by_its_column_count() {
+    for columns in csv_layouts() {
+        let calls = calls_in_layout("asterisk/sip-inbound-answered.txt", &columns);
+        assert_eq!(calls.len(), 1, "{} columns: {calls:?}", columns.len());
+        assert_eq!(calls[0].duration, Some(6), "{} columns", columns.len());
+        assert_eq!(
+            calls[0].pbx_call,
+            "1795416368.27",
+            "{} columns",
+            columns.len()
+        );
+    }
+    // The missed call's rows have no answer time: cdr_csv writes it as an empty bare
+    // field, not "".
+    let row = &fixtures::asterisk_rows(&fixture("asterisk/sip-inbound-missed.txt"))[0];
+    let line = asterisk_csv_line(row, &asterisk_columns(false));
+    assert!(line.contains("\",,\""), "{line}");
+    // Neither loguniqueid nor newcdrcolumns: nothing names the call, the row is unusable.
+    let line = asterisk_csv_line(row, &asterisk::CSV_DEFAULT[..16]);
+    let row = asterisk::csv_row(&line).expect("16 columns");
+    assert!(asterisk::record(&row, &utc()).is_none());
 }
 
 #[test]
@@ -187,24 +242,36 @@ fn freeswitch_xml_cdr_files_give_the_legs_of_one_call() {
 #[test]
 fn freeswitch_cdr_csv_a_legs_tell_direction_and_outcome() {
     let rows = fixtures::freeswitch_rows(&fixture("freeswitch/sip-inbound-answered.txt"));
-    let mut columns = freeswitch::CSV_DEFAULT.to_vec();
-    columns.extend(freeswitch::CSV_EXAMPLE_EXTRA);
-    // legs = "a": only the leg that called in is logged.
+    // legs = "a" (the shipped cdr_csv.conf.xml): only the leg that called in is logged.
     let a_leg = rows
         .iter()
         .find(|r| r.get(&["direction"]) == "inbound")
         .unwrap();
-    let line = csv_line(a_leg, &columns, &[]);
-    let row = freeswitch::csv_row(&line).expect("the example template's 17 columns");
-    assert_eq!(row.get(&["start_stamp"]), "2026-11-23 06:50:01");
-    let calls = freeswitch_calls(vec![freeswitch::record(&row, &utc()).unwrap()]);
-    let c = &calls[0];
-    assert_eq!(
-        (c.direction, c.status),
-        (Direction::Incoming, Some(CallStatus::Answered))
+    // The shipped templates, by their column counts: built-in default, example (the
+    // shipped default-template), linksys, asterisk, snom.
+    for n in [13, 15, 17, 18, 20] {
+        let columns = freeswitch::csv_layout(n).unwrap();
+        let line = fixtures::freeswitch_csv_line(a_leg, &columns);
+        let row = freeswitch::csv_row(&line).expect("a shipped template");
+        assert_eq!(row.get(&["start_stamp"]), "2026-11-23 06:50:01", "{n}");
+        let calls = freeswitch_calls(vec![freeswitch::record(&row, &utc()).unwrap()]);
+        let c = &calls[0];
+        assert_eq!(
+            (c.direction, c.status),
+            (Direction::Incoming, Some(CallStatus::Answered)),
+            "{n}"
+        );
+        assert_eq!(c.phone, "79161234567", "{n}");
+        assert_eq!(c.started_at, 1_795_416_601_000, "{n}");
+        assert_eq!(c.duration, Some(7), "{n}");
+    }
+    // The built-in template's `, "${accountcode}"`: a space before the quote.
+    let line = fixtures::freeswitch_csv_line(a_leg, &freeswitch::csv_layout(13).unwrap());
+    assert!(line.contains("\", \""), "{line}");
+    assert!(
+        freeswitch::csv_row("\"a\",\"b\"").is_none(),
+        "no template of 2 columns"
     );
-    assert_eq!(c.phone, "79161234567");
-    assert_eq!(c.started_at, 1_795_416_601_000);
 }
 
 fn config_for(source: &str, path: &std::path::Path) -> CdrConfig {
@@ -215,46 +282,67 @@ fn config_for(source: &str, path: &std::path::Path) -> CdrConfig {
     c
 }
 
+/// A `master.db` as `cdr_sqlite3_custom` makes it with the shipped
+/// `cdr_sqlite3_custom.conf`: `CREATE TABLE cdr (AcctId INTEGER PRIMARY KEY, <columns>)`,
+/// every value inserted as quoted text.
+fn sqlite3_custom_db(path: &std::path::Path, scenarios: &[&str]) {
+    const COLUMNS: &[&str] = &[
+        "calldate",
+        "clid",
+        "dcontext",
+        "channel",
+        "dstchannel",
+        "lastapp",
+        "lastdata",
+        "duration",
+        "billsec",
+        "disposition",
+        "amaflags",
+        "accountcode",
+        "uniqueid",
+        "userfield",
+        "test",
+    ];
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE cdr (AcctId INTEGER PRIMARY KEY, {})",
+        COLUMNS.join(",")
+    ))
+    .unwrap();
+    for scenario in scenarios {
+        for r in fixtures::asterisk_rows(&fixture(scenario)) {
+            let values: Vec<String> = COLUMNS
+                .iter()
+                .map(|c| match *c {
+                    "calldate" => r.get(&["start"]),
+                    c => r.0.get(c).map_or("", String::as_str),
+                })
+                .map(|v| format!("'{}'", v.replace('\'', "''")))
+                .collect();
+            conn.execute_batch(&format!(
+                "INSERT INTO cdr ({}) VALUES ({})",
+                COLUMNS.join(","),
+                values.join(",")
+            ))
+            .unwrap();
+        }
+    }
+}
+
 #[test]
 fn sqlite_sources_are_read_by_column_name() {
     let dir = tempfile::tempdir().unwrap();
-    // cdr_sqlite3_custom.conf's shipped columns; no answer or end: from duration/billsec.
+    // The shipped columns: no answer or end (from duration/billsec), no src or dst (the
+    // caller from clid, what an employee dialled from the Dial() in lastdata).
     let path = dir.path().join("master.db");
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE cdr (AcctId INTEGER PRIMARY KEY, calldate, clid, src, dst, dcontext,
-         channel, dstchannel, lastapp, lastdata, duration, billsec, disposition, amaflags,
-         accountcode, uniqueid, userfield, test);",
-    )
-    .unwrap();
-    for r in fixtures::asterisk_rows(&fixture("asterisk/sip-inbound-answered.txt")) {
-        let v = |k: &str| r.get(&[k]).to_string();
-        conn.execute(
-            "INSERT INTO cdr (calldate, clid, src, dst, dcontext, channel, dstchannel, lastapp,
-             lastdata, duration, billsec, disposition, amaflags, accountcode, uniqueid,
-             userfield) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
-            rusqlite::params![
-                v("start"),
-                v("clid"),
-                v("src"),
-                v("dst"),
-                v("dcontext"),
-                v("channel"),
-                v("dstchannel"),
-                v("lastapp"),
-                v("lastdata"),
-                v("duration"),
-                v("billsec"),
-                v("disposition"),
-                v("amaflags"),
-                v("accountcode"),
-                v("uniqueid"),
-                v("userfield")
-            ],
-        )
-        .unwrap();
-    }
-    drop(conn);
+    sqlite3_custom_db(
+        &path,
+        &[
+            "asterisk/sip-inbound-answered.txt",
+            "asterisk/sip-click-to-call.txt",
+            "asterisk/sip-agent-to-agent.txt",
+        ],
+    );
     let source = Source::from_config(&config_for("asterisk-sqlite", &path))
         .unwrap()
         .unwrap();
@@ -262,10 +350,45 @@ fn sqlite_sources_are_read_by_column_name() {
     let records = source.read(start - 1000, start + 1000).unwrap();
     assert_eq!(records.len(), 2);
     assert!(source.read(start + 1000, start + 9000).unwrap().is_empty());
-    assert_eq!(source.newest().unwrap(), Some(start));
     let calls = freeswitch_calls(records);
+    assert_eq!(calls[0].direction, Direction::Incoming);
+    assert_eq!(calls[0].phone, "79161234567", "from clid");
+    assert_eq!(calls[0].extension.as_deref(), Some("100"));
     assert_eq!(calls[0].answered_at, Some(ms("2026-11-23 06:46:13")));
     assert_eq!(calls[0].duration, Some(6));
+    let all = freeswitch_calls(source.read(0, i64::MAX / 4).unwrap());
+    let outgoing = all
+        .iter()
+        .find(|c| c.direction == Direction::Outgoing)
+        .expect("the click-to-call");
+    assert_eq!(
+        (outgoing.extension.as_deref(), outgoing.phone.as_str()),
+        (Some("100"), "79990001122"),
+        "the number from Dial(Local/79990001122@pstn-sim,30)"
+    );
+    let internal = all
+        .iter()
+        .find(|c| c.direction == Direction::Internal)
+        .expect("the agent-to-agent call");
+    assert_eq!(internal.phone, "101");
+    assert_eq!(
+        source.newest().unwrap(),
+        all.iter().map(|c| c.started_at).max()
+    );
+}
+
+#[test]
+fn dial_targets() {
+    for (lastdata, number) in [
+        ("PJSIP/79990001122@trunk,60", "79990001122"),
+        ("SIP/trunk/79990001122,60,tT", "79990001122"),
+        ("PJSIP/trunk/sip:79990001122@203.0.113.5", "79990001122"),
+        ("PJSIP/100&PJSIP/101,20", "100"),
+        ("Local/101@from-internal/n", "101"),
+        ("", ""),
+    ] {
+        assert_eq!(asterisk::dial_target(lastdata), number, "{lastdata}");
+    }
 }
 
 #[test]
@@ -317,4 +440,85 @@ fn local_times_follow_the_zone() {
     );
     assert_eq!(local_ms("", &utc()), None);
     assert!(time_zone("Mars/Olympus").is_err());
+}
+
+#[test]
+fn a_survey_shows_the_newest_record_and_rows_that_name_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("Master.csv");
+    let rows = fixtures::asterisk_rows(&fixture("asterisk/sip-inbound-answered.txt"));
+    let cdr = config_for("asterisk-csv", &csv);
+    let line = |columns: &[&str]| asterisk_csv_line(&rows[0], columns);
+    std::fs::write(&csv, line(&asterisk_columns(true))).unwrap();
+    let (what, survey) = super::detect::check(&cdr);
+    let survey = survey.unwrap();
+    assert!(what.contains("Master.csv"), "{what}");
+    assert_eq!((survey.rows, survey.unusable), (Some(1), 0));
+    assert_eq!(survey.describe(), "newest record 2026-11-23T06:46:08Z");
+    // A second line without uniqueid or linkedid (loguniqueid off, no newcdrcolumns).
+    let both = line(&asterisk_columns(true)) + &line(&asterisk::CSV_DEFAULT[..16]);
+    std::fs::write(&csv, both).unwrap();
+    let survey = super::detect::check(&cdr).1.unwrap();
+    assert_eq!((survey.rows, survey.unusable), (Some(2), 1));
+    assert!(
+        survey.describe().contains("1 of 2 rows name no call"),
+        "{}",
+        survey.describe()
+    );
+}
+
+#[test]
+fn mod_cdr_sqlite_rows_are_read_from_its_own_table() {
+    // mod_cdr_sqlite.c's CREATE TABLE and its default template's INSERT (legs = a).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cdr.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE cdr (caller_id_name VARCHAR, caller_id_number VARCHAR,
+         destination_number VARCHAR, context VARCHAR, start_stamp DATETIME,
+         answer_stamp DATETIME, end_stamp DATETIME, duration INTEGER, billsec INTEGER,
+         hangup_cause VARCHAR, uuid VARCHAR, bleg_uuid VARCHAR, account_code VARCHAR)",
+    )
+    .unwrap();
+    let rows = fixtures::freeswitch_rows(&fixture("freeswitch/sip-inbound-answered.txt"));
+    let a_leg = rows
+        .iter()
+        .find(|r| r.get(&["direction"]) == "inbound")
+        .unwrap();
+    let v = |k: &str| format!("\"{}\"", a_leg.get(&[k]));
+    let n = |k: &str| a_leg.get(&[k]).to_string();
+    let values = [
+        v("caller_id_name"),
+        v("caller_id_number"),
+        v("destination_number"),
+        v("context"),
+        v("start_stamp"),
+        v("answer_stamp"),
+        v("end_stamp"),
+        n("duration"),
+        n("billsec"),
+        v("hangup_cause"),
+        v("uuid"),
+        v("bleg_uuid"),
+        v("accountcode"),
+    ];
+    conn.execute_batch(&format!("INSERT INTO cdr VALUES ({})", values.join(",")))
+        .unwrap();
+    drop(conn);
+    let source = Source::from_config(&config_for("freeswitch-sqlite", &path))
+        .unwrap()
+        .unwrap();
+    let calls = freeswitch_calls(source.read(0, i64::MAX / 4).unwrap());
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(
+        (c.direction, c.status, c.phone.as_str()),
+        (
+            Direction::Incoming,
+            Some(CallStatus::Answered),
+            "79161234567"
+        )
+    );
+    assert_eq!(c.started_at, 1_795_416_601_000);
+    assert_eq!(c.duration, Some(7));
 }

@@ -62,6 +62,8 @@ pub(super) struct Answers {
     /// `[pbx] agent_channel` and `context` to write (empty: the defaults).
     pub agent_channel: String,
     pub context: String,
+    /// The call records found and chosen (`None`: not looked for yet).
+    pub cdr: Option<super::init_cdr::CdrAnswers>,
 }
 
 /// What a FreePBX dialplan needs: agents are rung through FreePBX's own internal context
@@ -118,6 +120,9 @@ fn init(cli: &Cli) -> Result<String, Failure> {
     }
     if let Some(refused) = login_refusal(&answers) {
         return Err(failure(1, refused));
+    }
+    if answers.cdr.is_none() {
+        answers.cdr = Some(super::init_cdr::detect(cli, answers.pbx));
     }
 
     let (cert, key) = match &answers.tls {
@@ -375,6 +380,7 @@ fn from_flags(cli: &Cli) -> Answers {
         } else {
             String::new()
         },
+        cdr: None,
     }
 }
 
@@ -412,6 +418,9 @@ fn render(a: &Answers, cert: &Path, key: &Path) -> String {
                 doc["acme"][key] = toml_edit::value(value.as_str());
             }
         }
+    }
+    if let Some(cdr) = &a.cdr {
+        super::init_cdr::render(&mut doc, cdr);
     }
     let date = time::OffsetDateTime::now_utc().date();
     format!("# Written by `appliance --init` on {date}.\n{doc}")
@@ -481,6 +490,9 @@ fn summary(a: &Answers, checked: &Config, config: &Path, db: &Path, cert: &Path)
             "PBX login:     NOT TRIED, the PBX is too old to track: {detail}"
         )),
         None => {}
+    }
+    if let Some(cdr) = &a.cdr {
+        lines.extend(super::init_cdr::summary(cdr));
     }
     match checked.public_url() {
         None => lines.push(

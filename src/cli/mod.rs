@@ -10,6 +10,7 @@ mod doctor;
 mod generate;
 mod history;
 mod init;
+mod init_cdr;
 pub mod logging;
 mod manpages;
 mod outbox;
@@ -215,6 +216,21 @@ pub struct InitArgs {
         hide = true
     )]
     pub freepbx_conf: PathBuf,
+    /// The PBX's call records to back-fill from ([cdr]): auto (the first source found
+    /// on this host that can be read), none, or a source (freepbx, mysql, asterisk-csv,
+    /// asterisk-sqlite, freeswitch-csv, freeswitch-xml, freeswitch-sqlite).
+    #[arg(long, requires = "init", value_name = "SOURCE", default_value = "auto",
+          value_parser = cdr_choice)]
+    pub cdr: String,
+    /// Where the call record files are looked for (tests point it at a temp dir).
+    #[arg(
+        long,
+        requires = "init",
+        value_name = "DIR",
+        default_value = "/",
+        hide = true
+    )]
+    pub cdr_root: PathBuf,
     /// Where to look for a local Asterisk AMI.
     #[arg(
         long,
@@ -231,6 +247,16 @@ pub struct InitArgs {
         default_value = "127.0.0.1:8021"
     )]
     pub detect_esl: String,
+}
+
+fn cdr_choice(value: &str) -> Result<String, String> {
+    if value == "auto" || value == "none" || crate::config::CDR_SOURCES.contains(&value) {
+        return Ok(value.to_string());
+    }
+    Err(format!(
+        "not auto, none or one of {}",
+        crate::config::CDR_SOURCES.join(", ")
+    ))
 }
 
 /// Entry point used by `main`.

@@ -111,6 +111,8 @@ pub(super) fn ask(cli: &Cli, mut a: Answers, runtime: &Runtime) -> Io<Answers> {
         }
     }
 
+    a.cdr = Some(super::init_cdr::ask(cli, a.pbx)?);
+
     let url_default = if a.public_url.is_empty() {
         format!("https://{}:8443", hostname())
     } else {

@@ -386,16 +386,16 @@ fn cdr_finding(config: &Config) -> Finding {
         }
         Err(e) => return Finding::fail(CHECK, e.to_string()),
     };
-    match source.newest() {
-        Ok(Some(ms)) => Finding::ok(
-            CHECK,
-            format!(
-                "{}: newest record {}",
-                source.describe(),
-                crate::util::rfc3339(Some(ms)).as_str().unwrap_or("")
-            ),
-        ),
-        Ok(None) => Finding::warn(CHECK, format!("{}: no records yet", source.describe())),
+    // Its newest record, and rows no call can be made of (`cdr::detect::Survey`).
+    match crate::cdr::detect::survey(&source) {
+        Ok(survey) => {
+            let detail = format!("{}: {}", source.describe(), survey.describe());
+            if survey.newest.is_none() || survey.unusable > 0 {
+                Finding::warn(CHECK, detail)
+            } else {
+                Finding::ok(CHECK, detail)
+            }
+        }
         Err(e) => Finding::fail(CHECK, format!("{}: {e}", source.describe())),
     }
 }

@@ -24,7 +24,12 @@ fn revealed_secret(page: &str) -> String {
 }
 
 /// Adds a callback for `url` on the settings page; returns its secret.
-async fn add_callback(r: &Rig, session: &str, url: &str, auth: Option<(&str, &str)>) -> String {
+pub(crate) async fn add_callback(
+    r: &Rig,
+    session: &str,
+    url: &str,
+    auth: Option<(&str, &str)>,
+) -> String {
     let (name, value) = auth.unwrap_or(("", ""));
     let page = r
         .act(

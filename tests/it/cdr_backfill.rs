@@ -6,7 +6,7 @@ use std::path::Path;
 
 use appliance::calls::{Call, CallState, CallStatus, Direction, store};
 use appliance::cdr::Row;
-use appliance::cdr::fixtures::{ASTERISK_NUMERIC, asterisk_columns, asterisk_rows, csv_line};
+use appliance::cdr::fixtures::{asterisk_columns, asterisk_csv_line, asterisk_rows};
 use appliance::flowlu::store::IncomingRouting;
 use serde_json::Value;
 
@@ -42,7 +42,7 @@ pub(crate) fn append_csv(path: &Path, rows: &[Row], shift_secs: i64) {
                     .insert(col.into(), t.strftime("%Y-%m-%d %H:%M:%S").to_string());
             }
         }
-        f.write_all(csv_line(&row, &asterisk_columns(true), ASTERISK_NUMERIC).as_bytes())
+        f.write_all(asterisk_csv_line(&row, &asterisk_columns(true)).as_bytes())
             .unwrap();
     }
 }
@@ -58,6 +58,34 @@ fn cdr_config(c: &mut appliance::Config, csv: &Path) {
     c.cdr.max_gap = "36500d".into();
 }
 
+/// A tracked call: (integration, `pbx_call`, (extension, colleague), started at).
+pub(crate) type Tracked<'a> = (i64, &'a str, (&'a str, &'a str), i64);
+
+/// The appliance last saw the PBX at `seen`, and had tracked `tracked` (an internal call
+/// from an extension to a colleague) itself.
+pub(crate) fn seen_and_tracked(r: &Rig, seen: i64, tracked: Option<Tracked>) {
+    let tracked = tracked.map(|(integration, pbx_call, (ext, to), started)| Call {
+        integration_id: Some(integration),
+        pbx_call: pbx_call.to_string(),
+        phone: to.into(),
+        extension: Some(ext.into()),
+        state: CallState::Ended,
+        status: Some(CallStatus::Answered),
+        ..Call::new(Direction::Internal, started)
+    });
+    r.app
+        .state
+        .db
+        .with_conn(|c| {
+            appliance::cdr::store::set_seen(c, seen).map_err(appliance::db::DbError::from)?;
+            match &tracked {
+                Some(call) => store::save(c, call, 0).map_err(appliance::db::DbError::from),
+                None => Ok(()),
+            }
+        })
+        .unwrap();
+}
+
 /// How a test points `[cdr]` at its source.
 pub(crate) type Configure = std::sync::Arc<dyn Fn(&mut appliance::Config) + Send + Sync>;
 
@@ -66,21 +94,25 @@ fn csv_source(csv: &Path) -> Configure {
     std::sync::Arc::new(move |c| cdr_config(c, &csv))
 }
 
-async fn restart(r: Rig, source: &Configure) -> Rig {
+pub(crate) async fn restart(r: Rig, source: &Configure) -> Rig {
     let Rig { app, fake } = r;
     let source = source.clone();
     let app = app.restart_with(move |c| source(c)).await;
     Rig { app, fake }
 }
 
-fn runs(r: &Rig) -> i64 {
+pub(crate) fn runs(r: &Rig) -> i64 {
     r.count("SELECT count(*) FROM cdr_runs WHERE finished_at IS NOT NULL")
 }
 
-fn by_call(events: &[Value]) -> std::collections::BTreeMap<String, Vec<Value>> {
+/// The events Flowlu received, by the call's `key` (`phone`, `id`).
+pub(crate) fn by_call(
+    events: &[Value],
+    key: &str,
+) -> std::collections::BTreeMap<String, Vec<Value>> {
     let mut out = std::collections::BTreeMap::<String, Vec<Value>>::new();
     for e in events {
-        out.entry(e["call"]["phone"].as_str().unwrap_or("").to_string())
+        out.entry(e["call"][key].as_str().unwrap_or("").to_string())
             .or_default()
             .push(e.clone());
     }
@@ -104,24 +136,10 @@ pub(crate) async fn reported_once_at_start(write: impl Fn(&[Row]), source: Confi
     // The appliance last saw the PBX shortly before the recorded calls, and it had
     // tracked the internal one itself.
     let agent_rows = fixture_rows("sip-agent-to-agent");
-    r.app
-        .state
-        .db
-        .with_conn(|c| {
-            appliance::cdr::store::set_seen(c, fixture_ms("2026-11-23 06:45:00"))
-                .map_err(appliance::db::DbError::from)?;
-            let tracked = Call {
-                integration_id: Some(id),
-                pbx_call: agent_rows[0].get(&["linkedid"]).to_string(),
-                phone: "101".into(),
-                extension: Some("100".into()),
-                state: CallState::Ended,
-                status: Some(CallStatus::Answered),
-                ..Call::new(Direction::Internal, fixture_ms("2026-11-23 06:48:50"))
-            };
-            store::save(c, &tracked, 0).map_err(appliance::db::DbError::from)
-        })
-        .unwrap();
+    let tracked = agent_rows[0].get(&["linkedid"]);
+    let started = fixture_ms("2026-11-23 06:48:50");
+    let tracked = (id, tracked, ("100", "101"), started);
+    seen_and_tracked(&r, fixture_ms("2026-11-23 06:45:00"), Some(tracked));
     // While it is stopped, the PBX writes its records.
     for scenario in [
         "sip-inbound-answered",
@@ -130,21 +148,8 @@ pub(crate) async fn reported_once_at_start(write: impl Fn(&[Row]), source: Confi
     ] {
         write(&fixture_rows(scenario));
     }
-    let r = restart(r, &source).await;
-    let events = eventually(20, "both missed calls completed", async || {
-        let got: Vec<Value> = r.fake.requests_to(&hook).iter().map(|q| q.json()).collect();
-        (got.iter()
-            .filter(|e| e["event"] == "call.completed")
-            .count()
-            >= 2)
-            .then_some(got)
-    })
-    .await;
-    eventually(10, "the back-fill run recorded", async || {
-        (runs(&r) == 1).then_some(())
-    })
-    .await;
-    let calls = by_call(&events);
+    let (r, events) = start_after_outage(r, &source, &hook, 2).await;
+    let calls = by_call(&events, "phone");
     assert_eq!(
         calls.keys().collect::<Vec<_>>(),
         ["79161234567", "79990001122"],
@@ -179,19 +184,49 @@ pub(crate) async fn reported_once_at_start(write: impl Fn(&[Row]), source: Confi
         metrics.contains("appliance_calls_backfilled_total 2"),
         "{metrics}"
     );
-    // Restarted again over the same records: nothing is sent twice.
-    let sent = r.fake.requests_to(&hook).len();
-    let r = restart(r, &source).await;
+    restart_sends_nothing(r, &source, &hook, 2).await;
+}
+
+/// Starts the stopped appliance over `source`; returns the events Flowlu got once
+/// `completed` calls were completed and the start's back-fill was recorded.
+pub(crate) async fn start_after_outage(
+    r: Rig,
+    source: &Configure,
+    hook: &str,
+    completed: usize,
+) -> (Rig, Vec<Value>) {
+    let r = restart(r, source).await;
+    let events = eventually(20, "the missed calls completed", async || {
+        let got: Vec<Value> = r.fake.requests_to(hook).iter().map(|q| q.json()).collect();
+        (got.iter()
+            .filter(|e| e["event"] == "call.completed")
+            .count()
+            >= completed)
+            .then_some(got)
+    })
+    .await;
+    eventually(10, "the back-fill run recorded", async || {
+        (runs(&r) == 1).then_some(())
+    })
+    .await;
+    (r, events)
+}
+
+/// Restarted again over the same records: nothing is sent twice, `backfilled` calls
+/// stay stored.
+pub(crate) async fn restart_sends_nothing(r: Rig, source: &Configure, hook: &str, backfilled: i64) {
+    let sent = r.fake.requests_to(hook).len();
+    let r = restart(r, source).await;
     eventually(20, "the second back-fill", async || {
         (runs(&r) == 2).then_some(())
     })
     .await;
     let again = r.count("SELECT reported FROM cdr_runs ORDER BY id DESC LIMIT 1");
     assert_eq!(again, 0);
-    assert_eq!(r.fake.requests_to(&hook).len(), sent);
+    assert_eq!(r.fake.requests_to(hook).len(), sent);
     assert_eq!(
         r.count("SELECT count(*) FROM calls WHERE backfilled = 1"),
-        2
+        backfilled
     );
 }
 
@@ -202,14 +237,8 @@ async fn a_call_open_when_the_pbx_link_was_cut_gets_its_real_talk_time() {
     let csv = dir.path().join("Master.csv");
     std::fs::write(&csv, "").unwrap();
     let (r, _id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
-    r.app
-        .state
-        .db
-        .with_conn(|c| {
-            appliance::cdr::store::set_seen(c, appliance::outbox::now_ms())
-                .map_err(appliance::db::DbError::from)
-        })
-        .unwrap();
+    // The appliance saw the PBX just now.
+    seen_and_tracked(&r, appliance::outbox::now_ms(), None);
     let r = restart(r, &csv_source(&csv)).await;
     eventually(10, "PBX up", async || {
         (r.app.get("/healthz").await.json()["pbx"] == "up").then_some(())
@@ -222,26 +251,44 @@ async fn a_call_open_when_the_pbx_link_was_cut_gets_its_real_talk_time() {
     let before = runs(&r);
     // The call is answered, then the link drops before it ends.
     fake.release_until("Event: BridgeEnter").await;
+    corrected_after_cut(&r, &fake, &hook, before, 6, || {
+        // The call ends while the link is down, and the PBX writes its record.
+        let ended = appliance::outbox::now_ms() - 1000;
+        let shift = (ended - fixture_ms("2026-11-23 06:46:19")) / 1000;
+        append_csv(&csv, &fixture_rows("sip-inbound-answered"), shift);
+    })
+    .await;
+}
+
+/// The link-cut check for either PBX: once the call is connected, `write` puts its
+/// record into the source and the link drops; after the reconnect's back-fill (run
+/// number `before + 1`) Flowlu gets the blind close, then the same call corrected with
+/// `duration` seconds of talk. Returns the corrected call.
+pub(crate) async fn corrected_after_cut(
+    r: &Rig,
+    fake: &Fake,
+    hook: &str,
+    before: i64,
+    duration: i64,
+    write: impl FnOnce(),
+) -> Value {
     let started = eventually(20, "the call connected", async || {
         r.fake
-            .requests_to(&hook)
+            .requests_to(hook)
             .iter()
             .map(|q| q.json())
             .find(|e| e["event"] == "call.connected")
     })
     .await;
     let call_id = started["call"]["id"].as_str().unwrap().to_string();
-    // The call ends while the link is down, and the PBX writes its record.
-    let ended = appliance::outbox::now_ms() - 1000;
-    let shift = (ended - fixture_ms("2026-11-23 06:46:19")) / 1000;
-    append_csv(&csv, &fixture_rows("sip-inbound-answered"), shift);
+    write();
     assert!(fake.kill().await);
     eventually(20, "the reconnect's back-fill", async || {
-        (runs(&r) > before).then_some(())
+        (runs(r) > before).then_some(())
     })
     .await;
     let events: Vec<Value> = eventually(20, "the correction", async || {
-        let got: Vec<Value> = r.fake.requests_to(&hook).iter().map(|q| q.json()).collect();
+        let got: Vec<Value> = r.fake.requests_to(hook).iter().map(|q| q.json()).collect();
         got.iter()
             .rposition(|e| e["event"] == "call.completed")
             .is_some_and(|done| got[done + 1..].iter().any(|e| e["event"] == "call.state"))
@@ -259,13 +306,16 @@ async fn a_call_open_when_the_pbx_link_was_cut_gets_its_real_talk_time() {
             .contains("PBX connection was down"),
         "closed blindly at the outage first: {completed}"
     );
-    let fixed = &events.last().unwrap()["call"];
+    let fixed = events.last().unwrap()["call"].clone();
     assert_eq!(
         fixed["id"],
         call_id.as_str(),
         "the same call, not a new one"
     );
-    assert_eq!(fixed["duration"], 6, "the real talk time from the CDR");
+    assert_eq!(
+        fixed["duration"], duration,
+        "the real talk time from the CDR"
+    );
     assert_eq!(fixed["status"], "answered");
     assert_eq!(fixed["backfilled"], true);
     assert_eq!(
@@ -273,6 +323,7 @@ async fn a_call_open_when_the_pbx_link_was_cut_gets_its_real_talk_time() {
         1,
         "never reported as a second call"
     );
+    fixed
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,6 +73,8 @@ fn init_refuses_to_overwrite_without_force() {
         .arg(&config)
         .arg("--data-dir")
         .arg(&data)
+        .arg("--cdr-root")
+        .arg(dir.path().join("no-pbx-files"))
         .output()
         .unwrap();
     assert!(
@@ -219,6 +221,8 @@ fn init_admits_the_named_account_and_accounts_manages_the_list() {
             "--init",
             "--non-interactive",
             "--self-signed",
+            "--cdr",
+            "none",
             "--admit",
             "evil.com",
         ],

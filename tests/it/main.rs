@@ -10,6 +10,8 @@ mod call_events;
 mod callbacks;
 mod calls_table;
 mod cdr_backfill;
+mod cdr_backfill_fs;
+mod cdr_init;
 mod cdr_mysql;
 mod cli;
 mod crash;

@@ -23,6 +23,9 @@ pub fn init_command(dir: &std::path::Path, extra: &[&str]) -> Command {
     .arg(dir.join("config.toml"))
     .arg("--data-dir")
     .arg(dir.join("data"))
+    // Call records are looked for there, never in the host's /etc and /var/log.
+    .arg("--cdr-root")
+    .arg(dir.join("no-pbx-files"))
     .args(extra)
     .env_remove("RUST_LOG")
     .env_remove("APPLIANCE_PBX__SECRET");

@@ -26,9 +26,26 @@ fn wizard(dir: &Path, ami_addr: &str, esl_addr: &str, manager_conf: &Path) -> Pt
         .arg(manager_conf)
         .arg("--freepbx-conf")
         .arg(dir.join("no-freepbx.conf"))
+        .arg("--cdr-root")
+        .arg(dir.join("no-pbx-files"))
         .env_remove("RUST_LOG")
         .env_remove("APPLIANCE_PBX__SECRET");
     Pty::spawn(cmd)
+}
+
+/// The wizard's questions after the PBX: https://localhost:8443, a loopback port 0,
+/// a self-signed certificate, the default data directory, no account (a claim code).
+pub(crate) fn finish_self_signed(t: &mut Pty) {
+    t.expect("Public HTTPS URL");
+    t.send_line("https://localhost:8443");
+    t.expect("Listen address");
+    t.send_line("127.0.0.1:0");
+    t.expect("TLS certificate");
+    t.send_line("self-signed");
+    t.expect("Data directory [");
+    t.send_line("");
+    t.expect("Flowlu account to admit");
+    t.send_line("");
 }
 
 fn config_value(config: &toml::Table, section: &str, key: &str) -> toml::Value {
@@ -192,16 +209,7 @@ async fn wizard_without_a_detected_pbx_retests_after_corrections() {
         t.expect("AMI secret [keep current]: ");
         t.send_line("");
         t.expect("  OK: ");
-        t.expect("Public HTTPS URL");
-        t.send_line("https://localhost:8443");
-        t.expect("Listen address");
-        t.send_line("127.0.0.1:0");
-        t.expect("TLS certificate");
-        t.send_line("self-signed");
-        t.expect("Data directory [");
-        t.send_line("");
-        t.expect("Flowlu account to admit");
-        t.send_line("");
+        finish_self_signed(&mut t);
         t.wait()
     })
     .await
