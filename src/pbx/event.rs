@@ -80,6 +80,10 @@ pub enum Event {
         caller: Option<String>,
         callee: String,
         dial_string: String,
+        /// The extension the dialling side is at (Asterisk's `Exten`, which it copies to
+        /// the callee as `DestExten`): the ring group's number when one rings several
+        /// phones. Empty when the PBX does not say (FreeSWITCH).
+        exten: String,
     },
     /// The dial attempt to `callee` ended with `status`.
     DialEnd {
@@ -100,6 +104,13 @@ pub enum Event {
         peer: Option<String>,
     },
     Transferred(Transfer),
+    /// `channel` (a caller, or a queue's call to its agent) is in queue `queue`, as the
+    /// PBX names it: Asterisk `QueueCallerJoin` / `AgentCalled` / `QueueCallerAbandon`,
+    /// FreeSWITCH `cc_queue` (mod_callcenter) on the channel.
+    Queued {
+        channel: String,
+        queue: String,
+    },
     /// `channel` is gone. `cause` is the Q.850 cause code (16 normal clearing, 17 busy,
     /// 19 no answer, 21 rejected, 26 answered elsewhere, ...).
     HungUp {

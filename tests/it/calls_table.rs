@@ -75,6 +75,7 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
             hangup_cause: None,
             recording_path: None,
             backfilled: false,
+            queue: None,
         };
         emits.extend(tracker.adopt(call, None).emit);
         target = Some(c.call_id.to_string());

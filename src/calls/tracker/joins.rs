@@ -83,8 +83,16 @@ impl Tracker {
         let from = std::mem::replace(&mut l.call, to.to_string());
         let role = l.role.clone();
         if from != to {
+            let mut through = None;
             if let Some(old) = self.calls.get_mut(&from) {
                 old.legs.remove(leg);
+                through = old.call.queue.clone().map(|q| (q, old.facts.queue_named));
+            }
+            // The target came through the consultation's queue or ring group: so did
+            // the transferred call now.
+            if let (Some((queue, named)), Some(t)) = (through, self.calls.get_mut(to)) {
+                t.call.queue = Some(queue);
+                t.facts.queue_named = named;
             }
             if let Some(t) = self.calls.get_mut(to) {
                 t.legs.insert(leg.to_string());

@@ -75,6 +75,7 @@ impl Tracker {
                     .local
                     .then(|| super::rules::local_pair(&ch.name))
                     .flatten(),
+                dialled_by: None,
             },
         );
     }
@@ -269,6 +270,11 @@ impl Tracker {
             }
             if t.call.recording_path.is_none() {
                 t.call.recording_path = old.call.recording_path;
+            }
+            if t.call.queue.is_none() {
+                // A queue's own call to its agent (FreeSWITCH mod_callcenter) names it.
+                t.call.queue = old.call.queue;
+                t.facts.queue_named = old.facts.queue_named;
             }
         }
     }

@@ -204,6 +204,7 @@ fn an_originate_that_is_not_ours_is_reported_once_it_dials_someone() {
                     caller: Some("x".into()),
                     callee: "c".into(),
                     dial_string: "89161234567@trunk".into(),
+                    exten: String::new(),
                 },
             ),
             at(
@@ -267,6 +268,7 @@ fn an_originate_that_is_not_ours_is_reported_once_it_dials_someone() {
                     caller: Some("y".into()),
                     callee: "z".into(),
                     dial_string: "101".into(),
+                    exten: String::new(),
                 },
             ),
         ],
@@ -379,6 +381,7 @@ fn a_restored_call_is_closed_by_the_first_resync_unless_the_pbx_still_has_it() {
         hangup_cause: None,
         recording_path: None,
         backfilled: false,
+        queue: None,
     };
     t.restore(call.clone());
     call.id = "c-still-up".into();
@@ -568,6 +571,7 @@ fn a_call_starting_between_login_and_the_resync_list_is_kept_whole() {
                     caller: Some("c1".into()),
                     callee: "a1".into(),
                     dial_string: "101".into(),
+                    exten: String::new(),
                 },
             ),
             at(
