@@ -301,6 +301,11 @@ pub struct Transfer {
     pub context: Option<String>,
     /// The bridge the transferee was in / ends up in.
     pub bridge: Option<String>,
+    /// Attended: the bridge of the transferer's first call (with the transferee) and of
+    /// the consultation (with the target). Early Asterisk 13 names only these, not the
+    /// transferee or the target: they are the other members of each.
+    pub orig_bridge: Option<String>,
+    pub second_bridge: Option<String>,
 }
 
 /// What became of a click-to-call once the PBX tried it.

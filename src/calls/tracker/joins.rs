@@ -21,7 +21,7 @@
 //! Bridges are known from `Bridged` events: FreeSWITCH names the peer, and Asterisk's
 //! bridge members are remembered per leg.
 
-use super::{Direction, Emit, Role, Tracker, Update};
+use super::{Direction, Emit, Role, Tracker, Transfer, Update};
 
 impl Tracker {
     /// `channel` joined `bridge`, next to `peer` when the PBX names it.
@@ -98,10 +98,11 @@ impl Tracker {
                 t.legs.insert(leg.to_string());
             }
         }
+        // The target is the call's employee now, internal calls included (README,
+        // "extension ... after a transfer: the transfer's target").
         if let Role::Agent(ext) = role
             && let Some(t) = self.calls.get_mut(to)
             && t.call.extension.as_deref() != Some(&ext)
-            && t.call.direction != Direction::Internal
         {
             t.call.extension = Some(ext);
             self.update(to, Emit::State, out);
@@ -110,6 +111,48 @@ impl Tracker {
             // The consultation call has no legs left: it is over.
             self.finish(&from, now, None, out);
         }
+    }
+
+    /// The one leg in `bridge` other than `not` (none when there are several, or none).
+    pub(super) fn other_member(&self, bridge: Option<&str>, not: Option<&str>) -> Option<String> {
+        let bridge = bridge?;
+        let mut members = self
+            .legs
+            .iter()
+            .filter(|(id, l)| l.bridge.as_deref() == Some(bridge) && Some(id.as_str()) != not)
+            .map(|(id, _)| id.clone());
+        let one = members.next()?;
+        members.next().is_none().then_some(one)
+    }
+
+    /// An attended transfer that names only the transferer's channels and the bridges
+    /// (early Asterisk 13): the party of the call of `transferer`'s channel among the
+    /// other members of the transfer's bridges. The transferee is the party of the
+    /// transferer's first call, the target the party of the consultation, wherever the
+    /// PBX has bridged them by now (the transferee may already sit with the target).
+    pub(super) fn party_in_bridges(
+        &self,
+        tr: &Transfer,
+        transferer: Option<&str>,
+    ) -> Option<String> {
+        let call = &self.legs.get(transferer?)?.call;
+        let bridges: Vec<&str> = [&tr.orig_bridge, &tr.second_bridge, &tr.bridge]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let not = [tr.transferer.as_deref(), tr.second_transferer.as_deref()];
+        let mut parties = self
+            .legs
+            .iter()
+            .filter(|(id, l)| {
+                &l.call == call
+                    && !not.contains(&Some(id.as_str()))
+                    && l.bridge.as_deref().is_some_and(|b| bridges.contains(&b))
+            })
+            .map(|(id, _)| id.clone());
+        let one = parties.next()?;
+        parties.next().is_none().then_some(one)
     }
 
     /// When exactly one of the calls of legs `a` and `b` is a service call, moves it into

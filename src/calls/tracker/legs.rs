@@ -421,10 +421,12 @@ impl Tracker {
         if !tr.success {
             return;
         }
-        let Some(transferee) = tr.transferee.as_deref() else {
-            return;
-        };
-        let Some(to) = self.legs.get(transferee).map(|l| l.call.clone()) else {
+        // Early Asterisk 13 names only the transferer's two channels and the bridges.
+        let transferee = tr
+            .transferee
+            .clone()
+            .or_else(|| self.party_in_bridges(tr, tr.transferer.as_deref()));
+        let Some(to) = transferee.and_then(|t| self.legs.get(&t).map(|l| l.call.clone())) else {
             return;
         };
         match tr.kind {
@@ -433,10 +435,16 @@ impl Tracker {
             TransferKind::Blind => {}
             TransferKind::Attended => {
                 // The target's leg (from the consultation call) joins the transferred call.
-                let Some(target) = tr.target.as_deref() else {
+                let target = tr
+                    .target
+                    .clone()
+                    .or_else(|| self.party_in_bridges(tr, tr.second_transferer.as_deref()));
+                let Some(target) = target else {
                     return;
                 };
-                self.transfer_leg(target, &to, now, out);
+                for leg in self.behind_wrapper(&target) {
+                    self.transfer_leg(&leg, &to, now, out);
+                }
             }
         }
     }

@@ -122,6 +122,8 @@ fn an_attended_transfer_reports_the_employee_who_finally_talked() {
                     exten: None,
                     context: None,
                     bridge: None,
+                    orig_bridge: None,
+                    second_bridge: None,
                 }),
             ),
             at(30, hangup("a100", 16)),

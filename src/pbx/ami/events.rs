@@ -156,6 +156,8 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
             exten: opt(msg, "Extension"),
             context: opt(msg, "Context"),
             bridge: opt(msg, "BridgeUniqueid"),
+            orig_bridge: None,
+            second_bridge: None,
         })),
         "AttendedTransfer" => push(Event::Transferred(Transfer {
             kind: TransferKind::Attended,
@@ -167,6 +169,8 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
             exten: None,
             context: None,
             bridge: opt(msg, "DestBridgeUniqueid").or_else(|| opt(msg, "OrigBridgeUniqueid")),
+            orig_bridge: opt(msg, "OrigBridgeUniqueid"),
+            second_bridge: opt(msg, "SecondBridgeUniqueid"),
         })),
         // The caller's channel (`Uniqueid`) in `Queue`; `AgentCalled` names the caller
         // too (the agent is `DestUniqueid`).

@@ -231,6 +231,8 @@ impl Mapper {
                     exten,
                     context,
                     bridge: None,
+                    orig_bridge: None,
+                    second_bridge: None,
                 }));
             }
         }

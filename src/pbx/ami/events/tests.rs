@@ -236,6 +236,8 @@ fn transfers_timestamps_and_channel_variables() {
             exten: Some("101".into()),
             context: Some("from-internal".into()),
             bridge: Some("br".into()),
+            orig_bridge: None,
+            second_bridge: None,
         })
     );
     assert!(out[0].pbx_time);

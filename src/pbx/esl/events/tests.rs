@@ -194,6 +194,8 @@ fn uuid_transfer_is_reported_as_a_blind_transfer_and_the_race_loser_as_cancel() 
         exten: Some("1001".into()),
         context: Some("agents-sip".into()),
         bridge: None,
+        orig_bridge: None,
+        second_bridge: None,
     }));
     let second_bridge = pos(&Event::Bridged {
         channel: new_agent.into(),
