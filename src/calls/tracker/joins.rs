@@ -14,14 +14,19 @@
 //! - **Attended transfers the PBX does not spell out.** When a leg of an internal call
 //!   (the consultation) is bridged with a leg of a customer's call, that leg joins the
 //!   customer's call and, when it is an employee's, becomes its employee; the
-//!   consultation call ends with its last leg. (Asterisk's `AttendedTransfer` names the
-//!   legs and is handled in `legs.rs`; FreeSWITCH only bridges the customer with the
-//!   transfer target.)
+//!   consultation call ends with its last leg. (FreeSWITCH only bridges the customer
+//!   with the transfer target.)
+//! - **Transfers the PBX announces** ([`Tracker::transferred`]). Blind: whoever answers
+//!   the transferee next is the employee. Attended: the target's leg (and, behind a Local
+//!   wrapper, the phone it reached) joins the transferred call; early Asterisk 13 names
+//!   only the transferer's two channels and the bridges, so the transferee and target are
+//!   the parties of those two calls found in the bridges. Blonde (no target talking yet):
+//!   the consultation's ringing legs join, and the target is the employee once it answers.
 //!
 //! Bridges are known from `Bridged` events: FreeSWITCH names the peer, and Asterisk's
 //! bridge members are remembered per leg.
 
-use super::{Direction, Emit, Role, Tracker, Transfer, Update};
+use super::{Direction, Emit, Role, Tracker, Transfer, TransferKind, Update};
 
 impl Tracker {
     /// `channel` joined `bridge`, next to `peer` when the PBX names it.
@@ -81,7 +86,9 @@ impl Tracker {
             return;
         };
         let from = std::mem::replace(&mut l.call, to.to_string());
-        let role = l.role.clone();
+        // A leg still ringing (a blonde transfer's target) becomes the employee only
+        // once it answers (`answered`).
+        let role = if l.up { l.role.clone() } else { Role::Unknown };
         if from != to {
             let mut through = None;
             if let Some(old) = self.calls.get_mut(&from) {
@@ -125,6 +132,42 @@ impl Tracker {
         members.next().is_none().then_some(one)
     }
 
+    pub(super) fn transferred(&mut self, tr: &Transfer, now: i64, out: &mut Vec<Update>) {
+        if !tr.success {
+            return;
+        }
+        // Early Asterisk 13 names only the transferer's two channels and the bridges.
+        let transferee = tr
+            .transferee
+            .clone()
+            .or_else(|| self.party_in_bridges(tr, tr.transferer.as_deref()));
+        let Some(to) = transferee.and_then(|t| self.legs.get(&t).map(|l| l.call.clone())) else {
+            return;
+        };
+        match tr.kind {
+            // The transferee is sent on; whoever answers it next becomes the employee
+            // (`answered`): a target that is down or refuses never talked.
+            TransferKind::Blind => {}
+            TransferKind::Attended => {
+                // The target's leg (from the consultation call) joins the transferred call.
+                let target = tr
+                    .target
+                    .clone()
+                    .or_else(|| self.party_in_bridges(tr, tr.second_transferer.as_deref()));
+                let Some(target) = target else {
+                    // No target talking yet: a "blonde" transfer, completed while the
+                    // consultation still rings (Asterisk: `DestType: App`, the transferee
+                    // takes over the transferer's dial). The ringing legs join the call.
+                    self.take_ringing(tr.second_transferer.as_deref(), &to, now, out);
+                    return;
+                };
+                for leg in self.behind_wrapper(&target) {
+                    self.transfer_leg(&leg, &to, now, out);
+                }
+            }
+        }
+    }
+
     /// An attended transfer that names only the transferer's channels and the bridges
     /// (early Asterisk 13): the party of the call of `transferer`'s channel among the
     /// other members of the transfer's bridges. The transferee is the party of the
@@ -153,6 +196,41 @@ impl Tracker {
             .map(|(id, _)| id.clone());
         let one = parties.next()?;
         parties.next().is_none().then_some(one)
+    }
+
+    /// A blonde transfer: every leg of the consultation call of `transferer` but
+    /// `transferer` itself (the target's, still ringing, and any wrappers) joins call `to`.
+    pub(super) fn take_ringing(
+        &mut self,
+        transferer: Option<&str>,
+        to: &str,
+        now: i64,
+        out: &mut Vec<Update>,
+    ) {
+        let Some(from) = transferer
+            .and_then(|t| self.legs.get(t))
+            .map(|l| l.call.clone())
+        else {
+            return;
+        };
+        if from == to {
+            return;
+        }
+        let mut moved: Vec<String> = self
+            .calls
+            .get(&from)
+            .map(|t| {
+                t.legs
+                    .iter()
+                    .filter(|l| Some(l.as_str()) != transferer)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        moved.sort();
+        for leg in moved {
+            self.transfer_leg(&leg, to, now, out);
+        }
     }
 
     /// When exactly one of the calls of legs `a` and `b` is a service call, moves it into

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::status;
 use super::{
     ADOPTED_PATIENCE_MS, Channel, ChannelSnapshot, ChannelState, DialStatus, Emit, Facts, Leg,
-    Origin, OriginateOutcome, Role, Tracked, Tracker, Transfer, TransferKind, Update, clean_number,
+    Origin, OriginateOutcome, Role, Tracked, Tracker, Update, clean_number,
 };
 use crate::calls::{Call, CallState, Direction};
 
@@ -414,38 +414,6 @@ impl Tracker {
             t.call.state = CallState::Connected;
             t.call.answered_at = Some(now);
             self.update(&id, Emit::Connected, out);
-        }
-    }
-
-    pub(super) fn transferred(&mut self, tr: &Transfer, now: i64, out: &mut Vec<Update>) {
-        if !tr.success {
-            return;
-        }
-        // Early Asterisk 13 names only the transferer's two channels and the bridges.
-        let transferee = tr
-            .transferee
-            .clone()
-            .or_else(|| self.party_in_bridges(tr, tr.transferer.as_deref()));
-        let Some(to) = transferee.and_then(|t| self.legs.get(&t).map(|l| l.call.clone())) else {
-            return;
-        };
-        match tr.kind {
-            // The transferee is sent on; whoever answers it next becomes the employee
-            // (`answered`): a target that is down or refuses never talked.
-            TransferKind::Blind => {}
-            TransferKind::Attended => {
-                // The target's leg (from the consultation call) joins the transferred call.
-                let target = tr
-                    .target
-                    .clone()
-                    .or_else(|| self.party_in_bridges(tr, tr.second_transferer.as_deref()));
-                let Some(target) = target else {
-                    return;
-                };
-                for leg in self.behind_wrapper(&target) {
-                    self.transfer_leg(&leg, &to, now, out);
-                }
-            }
         }
     }
 
