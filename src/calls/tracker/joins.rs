@@ -254,9 +254,9 @@ impl Tracker {
         // Never reported on its own: a feature code's call, or an originate that so far
         // only rang an employee (a FreeSWITCH queue's agent leg, bridged to its caller).
         let service = |id: &str| {
-            self.calls
-                .get(id)
-                .is_some_and(|t| t.facts.service || (t.facts.provisional && t.facts.agent_only))
+            self.calls.get(id).is_some_and(|t| {
+                t.facts.service || t.facts.held || (t.facts.provisional && t.facts.agent_only)
+            })
         };
         let (from, to) = match (service(&ca), service(&cb)) {
             (true, false) => (ca, cb),
@@ -276,7 +276,31 @@ impl Tracker {
         up.sort();
         for leg in up {
             self.answered(&leg, now, out);
+            // The employee who picked up talks, whatever the call's direction.
+            if let Some(super::Role::Agent(ext)) = self.legs.get(&leg).map(|l| l.role.clone())
+                && let Some(t) = self.calls.get_mut(&to)
+                && t.call.state == super::CallState::Connected
+                && t.call.extension.as_deref() != Some(&ext)
+            {
+                t.call.extension = Some(ext);
+                self.update(&to, Emit::State, out);
+            }
         }
         true
+    }
+
+    /// `caller` dials someone: its call, held as an employee's call to an extension, is
+    /// a call of its own now (`call.init`).
+    pub(super) fn release_held(&mut self, caller: &str, out: &mut Vec<Update>) {
+        let Some(id) = self.legs.get(caller).map(|l| l.call.clone()) else {
+            return;
+        };
+        if let Some(t) = self.calls.get_mut(&id)
+            && t.facts.held
+        {
+            t.facts.held = false;
+            t.facts.provisional = false;
+            self.update(&id, Emit::Init, out);
+        }
     }
 }

@@ -112,6 +112,10 @@ struct Facts {
     /// An employee dialled a feature code (`*97`, `*8`): never reported on its own; its
     /// leg joins the call it is connected to (a pickup).
     service: bool,
+    /// An employee's call to an extension, not reported until the PBX dials for it
+    /// ([`Tracker::release_held`]); the employee's leg may instead be the one a pickup
+    /// puts into another call (chan_sip's SIP `Replaces`), and then joins that call.
+    held: bool,
     /// `call.queue` is a queue the PBX named (not a ring group's number, [`groups`]).
     queue_named: bool,
 }
@@ -326,6 +330,7 @@ impl Tracker {
             } => {
                 if let Some(caller) = caller {
                     self.unwrap_local(caller);
+                    self.release_held(caller, &mut out);
                 }
                 self.dial_begin(callee, dial_string, &mut out);
                 self.group_dialled(caller.as_deref(), callee, exten);

@@ -522,8 +522,13 @@ fn the_outside_line_prefix_is_not_part_of_the_customers_number() {
             ),
         )],
     );
+    assert!(
+        updates.is_empty(),
+        "reported once the PBX dials 9101 for it"
+    );
+    let call = t.call_of_channel("b").unwrap();
     assert_eq!(
-        (updates[0].call.direction, updates[0].call.phone.as_str()),
+        (call.direction, call.phone.as_str()),
         (Direction::Internal, "9101")
     );
 }
