@@ -42,6 +42,14 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
     } else {
         FakeEsl::start(vec![EslScript::new(fixture)]).await
     };
+    let (call, emits, _) = run_on(pbx, fake, click).await;
+    (call, emits)
+}
+
+/// Like [`run`] on a fake already started; also returns how many other calls were
+/// reported meanwhile.
+async fn run_on(pbx: &str, fake: Fake, click: Option<Click>) -> (Call, Vec<Emit>, usize) {
+    let mut others = std::collections::HashSet::new();
     let mut config = pbx_config(pbx, fake.port());
     config.context = "from-crm".into();
     if let Some(c) = &click {
@@ -101,12 +109,13 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
         for update in tracker.handle(&event) {
             let mine = target.get_or_insert_with(|| update.call.id.clone());
             if &update.call.id != mine {
+                others.insert(update.call.id.clone());
                 continue;
             }
             emits.extend(&update.emit);
             if update.emit.contains(&Emit::Completed) {
                 put.stop().await;
-                return (update.call, emits);
+                return (update.call, emits, others.len());
             }
         }
     }
@@ -601,3 +610,4 @@ async fn freeswitch_click_to_call_failures() {
 }
 
 mod every;
+mod loopback_order;
