@@ -57,8 +57,10 @@ async fn run_on(pbx: &str, fake: Fake, click: Option<Click>) -> (Call, Vec<Emit>
     }
     let mut put = PbxUnderTest::start(config);
     let mut tracker = Tracker::new(&Config::defaults().calls);
+    // What the tracker reports while the connection comes up (a call may start then).
+    let mut early = Vec::new();
     for e in put.wait_up().await {
-        tracker.handle(&appliance::pbx::PbxEvent::now(e));
+        early.extend(tracker.handle(&appliance::pbx::PbxEvent::now(e)));
     }
     let mut emits = Vec::new();
     let mut target = None;
@@ -102,11 +104,16 @@ async fn run_on(pbx: &str, fake: Fake, click: Option<Click>) -> (Call, Vec<Emit>
     }
     fake.release_all().await;
     loop {
-        let event = put.next().await;
-        if matches!(event.event, Event::Disconnected { .. }) {
-            panic!("the fake hung up before the call completed");
-        }
-        for update in tracker.handle(&event) {
+        let updates = if early.is_empty() {
+            let event = put.next().await;
+            if matches!(event.event, Event::Disconnected { .. }) {
+                panic!("the fake hung up before the call completed");
+            }
+            tracker.handle(&event)
+        } else {
+            std::mem::take(&mut early)
+        };
+        for update in updates {
             let mine = target.get_or_insert_with(|| update.call.id.clone());
             if &update.call.id != mine {
                 others.insert(update.call.id.clone());
@@ -611,3 +618,4 @@ async fn freeswitch_click_to_call_failures() {
 
 mod every;
 mod loopback_order;
+mod resync_race;

@@ -1,0 +1,34 @@
+//! A call that starts between the login and the end of the live-channel list (issue 13,
+//! problem 8), through the fake AMI: the list, taken before the call existed, names none
+//! of its channels, yet the call is not closed as "ended while the PBX connection was
+//! down": its answer and hang-up still count.
+
+use appliance::calls::{CallStatus, Direction};
+
+use super::{Expect, check, expect, run_on};
+use crate::fake_pbx::ami::{FakeAmi, Script};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_starting_while_the_pbx_lists_its_channels_is_kept_whole() {
+    // FullyBooted, SuccessfulAuth, the caller's Newchannel and its first dialplan steps
+    // go out before the (idle) list is answered.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .events_first("CoreShowChannels", 12)
+            .idle_resync(),
+    ])
+    .await;
+    let (call, emits, others) = run_on("asterisk", fake, None).await;
+    assert_eq!(others, 0);
+    check(
+        "ast inbound answered, started during the resync",
+        (call, emits),
+        Expect {
+            line: "74950000000",
+            extension: Some("100"),
+            recording: Some("monitor/in-74950000000-1795416368.27.wav"),
+            cause: "16 Normal Clearing",
+            ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+        },
+    );
+}
