@@ -205,17 +205,18 @@ const USER: &str = "user/{ext}";
 async fn asterisk_inbound_answered_ring_group() {
     // DID 74950000000 rings 100 and 101; 100 answers; the customer hangs up.
     let r = run("asterisk", "sip-inbound-answered", None).await;
-    check(
-        "ast inbound answered",
-        r,
-        Expect {
-            line: "74950000000",
-            extension: Some("100"),
-            recording: Some("monitor/in-74950000000-1795416368.27.wav"),
-            cause: "16 Normal Clearing",
-            ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
-        },
-    );
+    check("ast inbound answered", r, ast_inbound_answered());
+}
+
+/// `sip-inbound-answered`: 100 took the customer's call to the DID.
+fn ast_inbound_answered() -> Expect {
+    Expect {
+        line: "74950000000",
+        extension: Some("100"),
+        recording: Some("monitor/in-74950000000-1795416368.27.wav"),
+        cause: "16 Normal Clearing",
+        ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -603,17 +604,18 @@ async fn freeswitch_click_to_call_failures() {
         click("crm-42", "100", "79990000486", LOOPBACK),
     )
     .await;
-    check(
-        "fs customer busy",
-        r,
-        Expect {
-            extension: Some("100"),
-            recording: Some(".wav"),
-            cause: "17 USER_BUSY",
-            times: Some((0, 0)),
-            ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
-        },
-    );
+    check("fs customer busy", r, fs_customer_busy());
+}
+
+/// FreeSWITCH `customer-busy`: 100's click-to-call to a busy customer.
+fn fs_customer_busy() -> Expect {
+    Expect {
+        extension: Some("100"),
+        recording: Some(".wav"),
+        cause: "17 USER_BUSY",
+        times: Some((0, 0)),
+        ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
+    }
 }
 
 mod every;

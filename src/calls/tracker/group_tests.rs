@@ -93,9 +93,8 @@ fn a_queue_the_pbx_names_wins_over_its_extension_and_sends_no_event() {
 fn a_wrapper_dialling_the_phone_it_stands_for_is_no_group() {
     // c dials Local/201@from-internal;1 from 201; its ;2 half dials PJSIP/201 from 201:
     // two legs ring for 201, but each dialling channel rings one.
-    let mut t = tracker();
     let updates = run(
-        &mut t,
+        &mut tracker(),
         vec![
             at(10, customer_in("c", "L1")),
             at(
@@ -133,41 +132,4 @@ fn a_wrapper_dialling_the_phone_it_stands_for_is_no_group() {
     let done = &updates.last().unwrap().call;
     assert_eq!(done.extension.as_deref(), Some("201"));
     assert_eq!(done.queue, None);
-}
-
-#[test]
-fn a_queues_own_call_to_its_agent_brings_the_queue_name() {
-    // FreeSWITCH mod_callcenter: the agent leg it originates carries `cc_queue`, and is
-    // bridged with the waiting caller.
-    let mut t = tracker();
-    let updates = run(
-        &mut t,
-        vec![
-            at(10, customer_in("c", "Y")),
-            at(10, answered("c")),
-            at(15, agent_out("a", "X", "PJSIP/101-00000002")),
-            at(
-                15,
-                Event::Queued {
-                    channel: "a".into(),
-                    queue: "support@default".into(),
-                },
-            ),
-            at(18, answered("a")),
-            at(
-                18,
-                Event::Bridged {
-                    channel: "a".into(),
-                    bridge: "a".into(),
-                    peer: Some("c".into()),
-                },
-            ),
-            at(48, hangup("c", 16)),
-            at(48, hangup("a", 16)),
-        ],
-    );
-    let done = &updates.last().unwrap().call;
-    assert_eq!(done.extension.as_deref(), Some("101"));
-    assert_eq!(done.queue.as_deref(), Some("support@default"));
-    assert_eq!(t.live_calls(), 0);
 }

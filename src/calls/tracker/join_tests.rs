@@ -319,6 +319,14 @@ fn a_queue_agent_leg_originated_on_its_own_joins_the_caller_it_is_bridged_with()
                 },
             ),
             at(15, agent_out("a", "X", "PJSIP/101-00000002")),
+            // mod_callcenter's `cc_queue` on the agent leg it originates.
+            at(
+                15,
+                Event::Queued {
+                    channel: "a".into(),
+                    queue: "support@default".into(),
+                },
+            ),
             at(
                 15,
                 Event::Ringing {
@@ -359,6 +367,11 @@ fn a_queue_agent_leg_originated_on_its_own_joins_the_caller_it_is_bridged_with()
     assert_eq!(done.direction, Direction::Incoming);
     assert_eq!(done.status, Some(CallStatus::Answered));
     assert_eq!((done.wait, done.duration), (Some(8), Some(30)));
+    assert_eq!(
+        done.queue.as_deref(),
+        Some("support@default"),
+        "the queue's name"
+    );
     assert_eq!(t.live_calls(), 0);
 }
 

@@ -140,13 +140,10 @@ fn bridge(channel: &str, bridge: &str, enter: bool) -> Event {
     }
 }
 
-/// 100 calls 101 (call L1, bridge B1), then 102 (the consultation, L2, bridge B2) and
-/// joins them. Early Asterisk 13's `AttendedTransfer` names only 100's two channels and
-/// the bridges; by the time it comes 101 has already moved into B2 next to 102.
-#[test]
-fn an_attended_transfer_naming_only_the_transferers_channels_still_finds_the_target() {
-    let mut t = Tracker::new(&crate::config::Config::defaults().calls);
-    let events = vec![
+/// 100 calls 101 (call L1, bridged in B1), then calls 102 (the consultation, L2), which
+/// rings.
+fn consulting() -> Vec<PbxEvent> {
+    vec![
         at(1, down("a", "L1", "SIP/100-00000001", "office", "101")),
         at(1, dial("a", "b")),
         at(1, down("b", "L1", "SIP/101-00000002", "office", "s")),
@@ -158,6 +155,17 @@ fn an_attended_transfer_naming_only_the_transferers_channels_still_finds_the_tar
         at(5, dial("a2", "c")),
         at(5, down("c", "L2", "SIP/102-00000004", "office", "s")),
         at(6, ringing("c")),
+    ]
+}
+
+/// 100 calls 101 (call L1, bridge B1), then 102 (the consultation, L2, bridge B2) and
+/// joins them. Early Asterisk 13's `AttendedTransfer` names only 100's two channels and
+/// the bridges; by the time it comes 101 has already moved into B2 next to 102.
+#[test]
+fn an_attended_transfer_naming_only_the_transferers_channels_still_finds_the_target() {
+    let mut t = Tracker::new(&crate::config::Config::defaults().calls);
+    let mut events = consulting();
+    events.extend([
         at(7, up("c")),
         at(7, bridge("a2", "B2", true)),
         at(7, bridge("c", "B2", true)),
@@ -184,7 +192,7 @@ fn an_attended_transfer_naming_only_the_transferers_channels_still_finds_the_tar
         at(9, hangup("a", 16)),
         at(20, hangup("b", 16)),
         at(20, hangup("c", 16)),
-    ];
+    ]);
     let updates = run(&mut t, events);
     let first: Vec<&Update> = updates.iter().filter(|u| u.call.pbx_call == "L1").collect();
     let kinds: Vec<Emit> = first.iter().flat_map(|u| u.emit.clone()).collect();
@@ -213,18 +221,8 @@ fn an_attended_transfer_naming_only_the_transferers_channels_still_finds_the_tar
 /// takes over the ringing dial. `answers`: 102 picks up.
 fn blonde(answers: bool) -> Vec<Update> {
     let mut t = Tracker::new(&crate::config::Config::defaults().calls);
-    let mut events = vec![
-        at(1, down("a", "L1", "SIP/100-00000001", "office", "101")),
-        at(1, dial("a", "b")),
-        at(1, down("b", "L1", "SIP/101-00000002", "office", "s")),
-        at(2, ringing("b")),
-        at(3, up("b")),
-        at(3, bridge("a", "B1", true)),
-        at(3, bridge("b", "B1", true)),
-        at(5, down("a2", "L2", "SIP/100-00000003", "office", "102")),
-        at(5, dial("a2", "c")),
-        at(5, down("c", "L2", "SIP/102-00000004", "office", "s")),
-        at(6, ringing("c")),
+    let mut events = consulting();
+    events.extend([
         at(
             8,
             Event::Transferred(Transfer {
@@ -244,7 +242,7 @@ fn blonde(answers: bool) -> Vec<Update> {
         at(8, bridge("a", "B1", false)),
         at(8, hangup("a2", 16)),
         at(8, hangup("a", 16)),
-    ];
+    ]);
     if answers {
         events.extend([at(10, up("c")), at(30, hangup("c", 16))]);
     } else {

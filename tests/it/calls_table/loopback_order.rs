@@ -2,9 +2,7 @@
 //! 5): the recorded click-to-call with the two `CHANNEL_CREATE`s swapped, through the
 //! fake event socket, the adapter and the tracker, is the same one call as recorded.
 
-use appliance::calls::{CallStatus, Direction};
-
-use super::{Expect, LOOPBACK, check, click, expect, run_on};
+use super::{LOOPBACK, check, click, fs_customer_busy, run_on};
 use crate::fake_pbx::esl::{EslScript, FakeEsl};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -29,13 +27,7 @@ async fn a_loopback_b_half_announced_first_is_still_one_call() {
         check(
             &format!("fs customer busy, swapped {swapped}"),
             (call, emits),
-            Expect {
-                extension: Some("100"),
-                recording: Some(".wav"),
-                cause: "17 USER_BUSY",
-                times: Some((0, 0)),
-                ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
-            },
+            fs_customer_busy(),
         );
     }
 }
