@@ -43,6 +43,7 @@ pub fn call_event(
             "recorded": call.recording_path.is_some(),
             "recording_url": recording_url,
             "backfilled": call.backfilled,
+            "queue": call.queue,
         }
     })
 }
@@ -61,6 +62,7 @@ pub fn test_event(event_id: &str, now_ms: i64) -> Value {
         duration: Some(60),
         wait: Some(5),
         hangup_cause: Some("16 Normal Clearing".into()),
+        queue: Some("sales".into()),
         ..Call::new(crate::calls::Direction::Outgoing, now_ms - 65_000)
     };
     let mut v = call_event("test", event_id, &call, Some("test-uuid"), None, now_ms);
@@ -95,11 +97,13 @@ mod tests {
             "hangup_cause",
             "recorded",
             "recording_url",
+            "queue",
         ] {
             assert!(call.contains_key(key), "{key}");
         }
         assert_eq!(v["call"]["ended_at"], "2026-11-23T06:50:13.184Z");
         assert_eq!(v["call"]["agent"]["extension"], "100");
+        assert_eq!(v["call"]["queue"], "sales");
         assert!(v["call"]["recording_url"].is_null() && v["call"]["line"].is_null());
     }
 }

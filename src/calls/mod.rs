@@ -106,6 +106,10 @@ pub struct Call {
     pub recording_path: Option<String>,
     /// Reported from the PBX's call records (`crate::cdr`), not seen live.
     pub backfilled: bool,
+    /// The queue or ring group the call went through, as the PBX named it (an Asterisk
+    /// `Queue`, a ring group's extension, a FreeSWITCH `cc_queue`); the
+    /// last one when it went through several.
+    pub queue: Option<String>,
 }
 
 impl Call {
@@ -132,6 +136,7 @@ impl Call {
             hangup_cause: None,
             recording_path: None,
             backfilled: false,
+            queue: None,
         }
     }
 }

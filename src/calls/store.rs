@@ -7,7 +7,7 @@ use super::{Call, CallState, CallStatus, Direction};
 
 const COLUMNS: &str = "id, integration_id, crm_call_id, pbx_call, direction, phone, line,
     extension, user_id, state, status, started_at, answered_at, ended_at, duration, wait,
-    hangup_cause, recording_path, backfilled";
+    hangup_cause, recording_path, backfilled, queue";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Call> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -33,6 +33,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         hangup_cause: r.get(16)?,
         recording_path: r.get(17)?,
         backfilled: r.get::<_, i64>(18)? != 0,
+        queue: r.get(19)?,
     })
 }
 
@@ -42,7 +43,7 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
         &format!(
             "INSERT INTO calls ({COLUMNS}, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20)
+                     ?17, ?18, ?19, ?20, ?21)
              ON CONFLICT (id) DO UPDATE SET
                 integration_id = excluded.integration_id, crm_call_id = excluded.crm_call_id,
                 pbx_call = excluded.pbx_call, direction = excluded.direction,
@@ -52,7 +53,7 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
                 ended_at = excluded.ended_at, duration = excluded.duration,
                 wait = excluded.wait, hangup_cause = excluded.hangup_cause,
                 recording_path = excluded.recording_path, backfilled = excluded.backfilled,
-                updated_at = excluded.updated_at"
+                queue = excluded.queue, updated_at = excluded.updated_at"
         ),
         params![
             c.id,
@@ -74,6 +75,7 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
             c.hangup_cause,
             c.recording_path,
             c.backfilled,
+            c.queue,
             now_ms
         ],
     )?;
@@ -198,6 +200,7 @@ mod tests {
             hangup_cause: Some("16 Normal Clearing".into()),
             recording_path: None,
             backfilled: false,
+            queue: Some("sales".into()),
         }
     }
 

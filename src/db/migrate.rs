@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "call records back-fill",
         sql: include_str!("migrations/0012_cdr.sql"),
     },
+    Migration {
+        version: 13,
+        name: "call queue or ring group",
+        sql: include_str!("migrations/0013_call_queue.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

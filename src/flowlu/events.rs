@@ -308,6 +308,7 @@ mod tests {
             hangup_cause: Some("16 Normal Clearing".into()),
             recording_path: Some("/var/spool/asterisk/monitor/x.wav".into()),
             backfilled: false,
+            queue: None,
         };
         let p = payload(
             "call.completed",

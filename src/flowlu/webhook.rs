@@ -299,9 +299,14 @@ pub fn redirected(call_id: &str, extension: &str) -> Value {
     json!({"call_id": call_id, "status": "redirecting", "extension": extension})
 }
 
-/// `call.get`'s answer: the call object of the events.
+/// `call.get`'s answer: the call object of the events, with the queue or ring group it
+/// went through (`queue`, when it went through one).
 pub fn call(call: &Call) -> Value {
-    call_object(call, None)
+    let mut v = call_object(call, None);
+    if let (Some(queue), Some(o)) = (&call.queue, v.as_object_mut()) {
+        o.insert("queue".into(), json!(queue));
+    }
+    v
 }
 
 /// `calls.list`'s answer.

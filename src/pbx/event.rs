@@ -80,6 +80,10 @@ pub enum Event {
         caller: Option<String>,
         callee: String,
         dial_string: String,
+        /// The extension the dialling side is at (Asterisk's `Exten`, which it copies to
+        /// the callee as `DestExten`): the ring group's number when one rings several
+        /// phones. Empty when the PBX does not say (FreeSWITCH).
+        exten: String,
     },
     /// The dial attempt to `callee` ended with `status`.
     DialEnd {
@@ -100,6 +104,13 @@ pub enum Event {
         peer: Option<String>,
     },
     Transferred(Transfer),
+    /// `channel` (a caller, or a queue's call to its agent) is in queue `queue`, as the
+    /// PBX names it: Asterisk `QueueCallerJoin` / `AgentCalled` / `QueueCallerAbandon`,
+    /// FreeSWITCH `cc_queue` (mod_callcenter) on the channel.
+    Queued {
+        channel: String,
+        queue: String,
+    },
     /// `channel` is gone. `cause` is the Q.850 cause code (16 normal clearing, 17 busy,
     /// 19 no answer, 21 rejected, 26 answered elsewhere, ...).
     HungUp {
@@ -290,6 +301,11 @@ pub struct Transfer {
     pub context: Option<String>,
     /// The bridge the transferee was in / ends up in.
     pub bridge: Option<String>,
+    /// Attended: the bridge of the transferer's first call (with the transferee) and of
+    /// the consultation (with the target). Early Asterisk 13 names only these, not the
+    /// transferee or the target: they are the other members of each.
+    pub orig_bridge: Option<String>,
+    pub second_bridge: Option<String>,
 }
 
 /// What became of a click-to-call once the PBX tried it.

@@ -42,6 +42,14 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
     } else {
         FakeEsl::start(vec![EslScript::new(fixture)]).await
     };
+    let (call, emits, _) = run_on(pbx, fake, click).await;
+    (call, emits)
+}
+
+/// Like [`run`] on a fake already started; also returns how many other calls were
+/// reported meanwhile.
+async fn run_on(pbx: &str, fake: Fake, click: Option<Click>) -> (Call, Vec<Emit>, usize) {
+    let mut others = std::collections::HashSet::new();
     let mut config = pbx_config(pbx, fake.port());
     config.context = "from-crm".into();
     if let Some(c) = &click {
@@ -49,8 +57,10 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
     }
     let mut put = PbxUnderTest::start(config);
     let mut tracker = Tracker::new(&Config::defaults().calls);
+    // What the tracker reports while the connection comes up (a call may start then).
+    let mut early = Vec::new();
     for e in put.wait_up().await {
-        tracker.handle(&appliance::pbx::PbxEvent::now(e));
+        early.extend(tracker.handle(&appliance::pbx::PbxEvent::now(e)));
     }
     let mut emits = Vec::new();
     let mut target = None;
@@ -75,6 +85,7 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
             hangup_cause: None,
             recording_path: None,
             backfilled: false,
+            queue: None,
         };
         emits.extend(tracker.adopt(call, None).emit);
         target = Some(c.call_id.to_string());
@@ -93,19 +104,25 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
     }
     fake.release_all().await;
     loop {
-        let event = put.next().await;
-        if matches!(event.event, Event::Disconnected { .. }) {
-            panic!("the fake hung up before the call completed");
-        }
-        for update in tracker.handle(&event) {
+        let updates = if early.is_empty() {
+            let event = put.next().await;
+            if matches!(event.event, Event::Disconnected { .. }) {
+                panic!("the fake hung up before the call completed");
+            }
+            tracker.handle(&event)
+        } else {
+            std::mem::take(&mut early)
+        };
+        for update in updates {
             let mine = target.get_or_insert_with(|| update.call.id.clone());
             if &update.call.id != mine {
+                others.insert(update.call.id.clone());
                 continue;
             }
             emits.extend(&update.emit);
             if update.emit.contains(&Emit::Completed) {
                 put.stop().await;
-                return (update.call, emits);
+                return (update.call, emits, others.len());
             }
         }
     }
@@ -188,17 +205,18 @@ const USER: &str = "user/{ext}";
 async fn asterisk_inbound_answered_ring_group() {
     // DID 74950000000 rings 100 and 101; 100 answers; the customer hangs up.
     let r = run("asterisk", "sip-inbound-answered", None).await;
-    check(
-        "ast inbound answered",
-        r,
-        Expect {
-            line: "74950000000",
-            extension: Some("100"),
-            recording: Some("monitor/in-74950000000-1795416368.27.wav"),
-            cause: "16 Normal Clearing",
-            ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
-        },
-    );
+    check("ast inbound answered", r, ast_inbound_answered());
+}
+
+/// `sip-inbound-answered`: 100 took the customer's call to the DID.
+fn ast_inbound_answered() -> Expect {
+    Expect {
+        line: "74950000000",
+        extension: Some("100"),
+        recording: Some("monitor/in-74950000000-1795416368.27.wav"),
+        cause: "16 Normal Clearing",
+        ..expect(Direction::Incoming, CallStatus::Answered, "79161234567")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -586,17 +604,20 @@ async fn freeswitch_click_to_call_failures() {
         click("crm-42", "100", "79990000486", LOOPBACK),
     )
     .await;
-    check(
-        "fs customer busy",
-        r,
-        Expect {
-            extension: Some("100"),
-            recording: Some(".wav"),
-            cause: "17 USER_BUSY",
-            times: Some((0, 0)),
-            ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
-        },
-    );
+    check("fs customer busy", r, fs_customer_busy());
+}
+
+/// FreeSWITCH `customer-busy`: 100's click-to-call to a busy customer.
+fn fs_customer_busy() -> Expect {
+    Expect {
+        extension: Some("100"),
+        recording: Some(".wav"),
+        cause: "17 USER_BUSY",
+        times: Some((0, 0)),
+        ..expect(Direction::Outgoing, CallStatus::Busy, "79990000486")
+    }
 }
 
 mod every;
+mod loopback_order;
+mod resync_race;

@@ -52,7 +52,7 @@ async fn logs_in_with_md5_filters_events_and_resyncs() {
         None,
         "the secret never crosses the wire with MD5"
     );
-    assert_eq!(login.get("Events"), Some("call,cdr,system,dialplan"));
+    assert_eq!(login.get("Events"), Some("call,cdr,system,dialplan,agent"));
     let filters: Vec<_> = sent.iter().filter(|s| s.name == "Filter").collect();
     assert_eq!(
         filters[0].get("MatchCriteria"),
@@ -72,6 +72,8 @@ async fn logs_in_with_md5_filters_events_and_resyncs() {
         "name(DialEnd)",
         "name(OriginateResponse)",
         "name(Cdr)",
+        "name(QueueCallerJoin)",
+        "name(AgentCalled)",
     ] {
         assert!(
             names.iter().any(|n| n.ends_with(wanted)),

@@ -160,6 +160,7 @@ async fn click_to_call_is_accepted_at_once_and_reports_the_answer_and_the_call()
             caller: None,
             callee: agent.into(),
             dial_string: "100".into(),
+            exten: String::new(),
         },
         Event::Ringing {
             channel: agent.into(),
@@ -204,6 +205,7 @@ async fn click_to_call_is_accepted_at_once_and_reports_the_answer_and_the_call()
         caller: Some(agent.into()),
         callee: "1795416477.38".into(),
         dial_string: "79990001122@pstn-sim".into(),
+        exten: "79990001122".into(),
     });
     let answer = pos(Event::DialEnd {
         caller: Some(agent.into()),

@@ -216,6 +216,8 @@ async fn redirect_is_uuid_transfer_and_the_call_keeps_its_identity() {
         exten: Some("1001".into()),
         context: Some("agents-sip".into()),
         bridge: None,
+        orig_bridge: None,
+        second_bridge: None,
     });
     assert!(events.contains(&transfer), "{events:#?}");
     let new_leg = events

@@ -69,6 +69,7 @@ async fn calls_list_and_call_get_filter_page_and_stay_within_the_account() {
     save_call(&h, h.id, "a3", None, at(20), |c| {
         c.user_id = Some("u2".into());
         c.status = Some(CallStatus::Missed);
+        c.queue = Some("support".into());
     });
     save_call(&h, h.id, "a4", None, at(30), |_| {});
     save_call(&h, h.id, "a5", None, at(24 * 60), |_| {}); // next day
@@ -104,6 +105,11 @@ async fn calls_list_and_call_get_filter_page_and_stay_within_the_account() {
         (json!(4), json!(1))
     );
     assert_eq!(j["items"][3]["crm_call_id"], "f-a1");
+    assert_eq!(
+        j["items"][1]["queue"], "support",
+        "the queue it went through"
+    );
+    assert!(j["items"][0].get("queue").is_none(), "none: left out");
     assert_eq!(j["items"][3]["started_at"], "2026-01-01T00:00:00Z");
     let (ids, j) = list(json!({"limit": 2, "page": "2"})).await;
     assert_eq!(ids, ["a2", "a1"]);
@@ -131,6 +137,8 @@ async fn calls_list_and_call_get_filter_page_and_stay_within_the_account() {
     let got = h.call("call.get", json!({"call_id": "f-a1"})).await.json();
     assert_eq!(got["id"], "a1");
     assert_eq!(got["duration"], 6);
+    let missed = h.call("call.get", json!({"call_id": "a3"})).await.json();
+    assert_eq!(missed["queue"], "support");
     assert_eq!(
         h.call("call.get", json!({"call_id": "a1"})).await.json(),
         got

@@ -319,6 +319,14 @@ fn a_queue_agent_leg_originated_on_its_own_joins_the_caller_it_is_bridged_with()
                 },
             ),
             at(15, agent_out("a", "X", "PJSIP/101-00000002")),
+            // mod_callcenter's `cc_queue` on the agent leg it originates.
+            at(
+                15,
+                Event::Queued {
+                    channel: "a".into(),
+                    queue: "support@default".into(),
+                },
+            ),
             at(
                 15,
                 Event::Ringing {
@@ -359,5 +367,67 @@ fn a_queue_agent_leg_originated_on_its_own_joins_the_caller_it_is_bridged_with()
     assert_eq!(done.direction, Direction::Incoming);
     assert_eq!(done.status, Some(CallStatus::Answered));
     assert_eq!((done.wait, done.duration), (Some(8), Some(30)));
+    assert_eq!(
+        done.queue.as_deref(),
+        Some("support@default"),
+        "the queue's name"
+    );
+    assert_eq!(t.live_calls(), 0);
+}
+
+/// chan_sip's SIP `Replaces` pickup: 201 calls 202; 203's phone sends an INVITE that
+/// replaces 202's ringing dialog: a channel of its own (created Down, ringing in for
+/// 201, answered at once) that Asterisk then dials in 202's place for the caller.
+#[test]
+fn a_pickup_channel_the_pbx_dials_in_the_ringing_legs_place_joins_that_call() {
+    use super::origin_tests::{calling_in, dial, down, ringing, up};
+    let mut t = tracker();
+    let updates = run(
+        &mut t,
+        vec![
+            at(1, down("a", "L1", "SIP/201-00000001", "office", "202")),
+            at(1, calling_in("a")),
+            at(1, dial("a", "b")),
+            at(1, down("b", "L1", "SIP/202-00000002", "office", "s")),
+            at(2, ringing("b")),
+            at(4, down("p", "L2", "SIP/203-00000003", "office", "201")),
+            at(4, calling_in("p")),
+            at(4, up("p")),
+            at(
+                4,
+                Event::DialEnd {
+                    caller: Some("a".into()),
+                    callee: "b".into(),
+                    status: DialStatus::Cancel,
+                },
+            ),
+            at(4, hangup("b", 26)),
+            at(4, dial("a", "p")),
+            at(
+                4,
+                Event::DialEnd {
+                    caller: Some("a".into()),
+                    callee: "p".into(),
+                    status: DialStatus::Answer,
+                },
+            ),
+            at(20, hangup("p", 16)),
+            at(20, hangup("a", 16)),
+        ],
+    );
+    let ids: std::collections::HashSet<&str> = updates.iter().map(|u| u.call.id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one call: {updates:#?}");
+    let kinds: Vec<Emit> = updates.iter().flat_map(|u| u.emit.clone()).collect();
+    assert_eq!(kinds[0], Emit::Init);
+    assert!(kinds.contains(&Emit::Connected));
+    let done = &updates.last().unwrap().call;
+    assert_eq!(updates.last().unwrap().emit, vec![Emit::Completed]);
+    assert_eq!(done.direction, Direction::Internal);
+    assert_eq!(done.status, Some(CallStatus::Answered));
+    assert_eq!(
+        done.extension.as_deref(),
+        Some("203"),
+        "who picked up talked"
+    );
     assert_eq!(t.live_calls(), 0);
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::status;
 use super::{
     ADOPTED_PATIENCE_MS, Channel, ChannelSnapshot, ChannelState, DialStatus, Emit, Facts, Leg,
-    Origin, OriginateOutcome, Role, Tracked, Tracker, Transfer, TransferKind, Update, clean_number,
+    Origin, OriginateOutcome, Role, Tracked, Tracker, Update, clean_number,
 };
 use crate::calls::{Call, CallState, Direction};
 
@@ -54,6 +54,8 @@ impl Tracker {
             t.call.started_at = t.call.started_at.min(now);
         }
         t.legs.insert(ch.id.clone());
+        // A leg the PBX created for an employee's held call: it dialled for it.
+        let release = t.facts.held && t.legs.len() > 1;
         if let Role::Customer(number) = &role {
             let number = clean_number(number);
             if t.call.phone.is_empty()
@@ -75,8 +77,12 @@ impl Tracker {
                     .local
                     .then(|| super::rules::local_pair(&ch.name))
                     .flatten(),
+                dialled_by: None,
             },
         );
+        if release {
+            self.release_held(&ch.id, out);
+        }
     }
 
     /// A new call from its first leg.
@@ -95,7 +101,10 @@ impl Tracker {
                 // A feature code (`*97` voicemail, `*8` pickup, `#…`) is the employee
                 // talking to the PBX, not to a customer: a service call, never reported.
                 facts.service = placed.service;
-                facts.provisional = placed.service;
+                // An employee calling an extension: reported once the PBX dials it (a
+                // channel the PBX answers at once may be a pickup's, `joins`).
+                facts.held = !placed.service && placed.direction == Direction::Internal;
+                facts.provisional = placed.service || facts.held;
                 (
                     placed.direction,
                     placed.phone,
@@ -183,7 +192,7 @@ impl Tracker {
         let Some(t) = self.calls.get_mut(&id) else {
             return;
         };
-        if !t.facts.provisional || t.facts.service {
+        if !t.facts.provisional || t.facts.service || t.facts.held {
             return;
         }
         match role {
@@ -269,6 +278,11 @@ impl Tracker {
             }
             if t.call.recording_path.is_none() {
                 t.call.recording_path = old.call.recording_path;
+            }
+            if t.call.queue.is_none() {
+                // A queue's own call to its agent (FreeSWITCH mod_callcenter) names it.
+                t.call.queue = old.call.queue;
+                t.facts.queue_named = old.facts.queue_named;
             }
         }
     }
@@ -411,30 +425,6 @@ impl Tracker {
         }
     }
 
-    pub(super) fn transferred(&mut self, tr: &Transfer, now: i64, out: &mut Vec<Update>) {
-        if !tr.success {
-            return;
-        }
-        let Some(transferee) = tr.transferee.as_deref() else {
-            return;
-        };
-        let Some(to) = self.legs.get(transferee).map(|l| l.call.clone()) else {
-            return;
-        };
-        match tr.kind {
-            // The transferee is sent on; whoever answers it next becomes the employee
-            // (`answered`): a target that is down or refuses never talked.
-            TransferKind::Blind => {}
-            TransferKind::Attended => {
-                // The target's leg (from the consultation call) joins the transferred call.
-                let Some(target) = tr.target.as_deref() else {
-                    return;
-                };
-                self.transfer_leg(target, &to, now, out);
-            }
-        }
-    }
-
     pub(super) fn hung_up(
         &mut self,
         channel: &str,
@@ -476,7 +466,14 @@ impl Tracker {
             self.legs.remove(leg);
         }
         self.expected.retain(|_, call| call != id);
-        if t.facts.provisional {
+        if t.facts.held {
+            // An employee's call the PBX never dialled for (the extension was busy or
+            // down before it rang): reported now, from its start.
+            out.push(Update {
+                call: t.reported(),
+                emit: vec![Emit::Init],
+            });
+        } else if t.facts.provisional {
             return; // a PBX originate that never became a call: nothing was reported
         }
         status::finalize(&mut t.call, &t.facts, now, why);
@@ -532,6 +529,8 @@ impl Tracker {
             }
             let ch = channel_of(snap);
             self.created(&ch, now, out);
+            // Live already: whatever it dials was dialled while we were away.
+            self.release_held(&snap.id, out);
             if let Some(leg) = self.legs.get_mut(&snap.id) {
                 // Only Asterisk's AppDial says for sure that the PBX dialled a leg; a guess
                 // must not let a caller's own leg connect an incoming call.

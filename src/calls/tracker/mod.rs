@@ -77,6 +77,8 @@ struct Leg {
     /// A Local / loopback half: the pair it belongs to, and whether it is the half that
     /// runs the extension the pair is named after (Asterisk `;2`, FreeSWITCH `-b`).
     local: Option<(String, bool)>,
+    /// Dialled by this channel, from this extension ([`groups`]).
+    dialled_by: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -110,6 +112,12 @@ struct Facts {
     /// An employee dialled a feature code (`*97`, `*8`): never reported on its own; its
     /// leg joins the call it is connected to (a pickup).
     service: bool,
+    /// An employee's call to an extension, not reported until the PBX dials for it
+    /// ([`Tracker::release_held`]); the employee's leg may instead be the one a pickup
+    /// puts into another call (chan_sip's SIP `Replaces`), and then joins that call.
+    held: bool,
+    /// `call.queue` is a queue the PBX named (not a ring group's number, [`groups`]).
+    queue_named: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -318,11 +326,14 @@ impl Tracker {
                 caller,
                 callee,
                 dial_string,
+                exten,
             } => {
                 if let Some(caller) = caller {
                     self.unwrap_local(caller);
+                    self.release_held(caller, &mut out);
                 }
-                self.dial_begin(callee, dial_string, &mut out)
+                self.dial_begin(callee, dial_string, &mut out);
+                self.group_dialled(caller.as_deref(), callee, exten);
             }
             Event::DialEnd {
                 caller,
@@ -349,6 +360,7 @@ impl Tracker {
                 }
             }
             Event::Transferred(t) => self.transferred(t, now, &mut out),
+            Event::Queued { channel, queue } => self.queued(channel, queue),
             Event::HungUp {
                 channel,
                 cause,
@@ -380,11 +392,14 @@ impl Tracker {
     }
 }
 
+mod groups;
 mod joins;
 mod legs;
 mod origin;
 mod wrappers;
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod join_tests;
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub(super) fn dial(caller: &str, callee: &str) -> Event {
         caller: Some(caller.into()),
         callee: callee.into(),
         dial_string: String::new(),
+        exten: String::new(),
     }
 }
 
@@ -246,6 +247,7 @@ fn an_originate_through_plumbing_is_placed_by_the_first_employee_it_rings() {
                     caller: None,
                     callee: "o1".into(),
                     dial_string: "ID42@ctd".into(),
+                    exten: String::new(),
                 },
             ),
             at(1, local("w1", "L", "Local/201@int-00000002;1")),

@@ -122,6 +122,8 @@ fn an_attended_transfer_reports_the_employee_who_finally_talked() {
                     exten: None,
                     context: None,
                     bridge: None,
+                    orig_bridge: None,
+                    second_bridge: None,
                 }),
             ),
             at(30, hangup("a100", 16)),
@@ -204,6 +206,7 @@ fn an_originate_that_is_not_ours_is_reported_once_it_dials_someone() {
                     caller: Some("x".into()),
                     callee: "c".into(),
                     dial_string: "89161234567@trunk".into(),
+                    exten: String::new(),
                 },
             ),
             at(
@@ -267,6 +270,7 @@ fn an_originate_that_is_not_ours_is_reported_once_it_dials_someone() {
                     caller: Some("y".into()),
                     callee: "z".into(),
                     dial_string: "101".into(),
+                    exten: String::new(),
                 },
             ),
         ],
@@ -379,6 +383,7 @@ fn a_restored_call_is_closed_by_the_first_resync_unless_the_pbx_still_has_it() {
         hangup_cause: None,
         recording_path: None,
         backfilled: false,
+        queue: None,
     };
     t.restore(call.clone());
     call.id = "c-still-up".into();
@@ -517,8 +522,13 @@ fn the_outside_line_prefix_is_not_part_of_the_customers_number() {
             ),
         )],
     );
+    assert!(
+        updates.is_empty(),
+        "reported once the PBX dials 9101 for it"
+    );
+    let call = t.call_of_channel("b").unwrap();
     assert_eq!(
-        (updates[0].call.direction, updates[0].call.phone.as_str()),
+        (call.direction, call.phone.as_str()),
         (Direction::Internal, "9101")
     );
 }
@@ -568,6 +578,7 @@ fn a_call_starting_between_login_and_the_resync_list_is_kept_whole() {
                     caller: Some("c1".into()),
                     callee: "a1".into(),
                     dial_string: "101".into(),
+                    exten: String::new(),
                 },
             ),
             at(

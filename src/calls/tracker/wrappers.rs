@@ -44,4 +44,28 @@ impl Tracker {
             t.call.extension = None;
         }
     }
+
+    /// `leg` and, when it is a Local / loopback half, the party behind it: its other
+    /// half and the leg bridged with that half (the phone a ring-group wrapper reached).
+    /// The party comes last.
+    pub(super) fn behind_wrapper(&self, leg: &str) -> Vec<String> {
+        let mut chain = vec![leg.to_string()];
+        let Some((pair, _)) = self.legs.get(leg).and_then(|l| l.local.clone()) else {
+            return chain;
+        };
+        let Some(half) = self
+            .legs
+            .iter()
+            .find(|(id, l)| id.as_str() != leg && l.local.as_ref().is_some_and(|(p, _)| *p == pair))
+            .map(|(id, _)| id.clone())
+        else {
+            return chain;
+        };
+        let bridge = self.legs.get(&half).and_then(|l| l.bridge.clone());
+        chain.push(half.clone());
+        if let Some(party) = self.other_member(bridge.as_deref(), Some(&half)) {
+            chain.push(party);
+        }
+        chain
+    }
 }

@@ -22,6 +22,9 @@ pub const EVENTS: &[&str] = &[
     "BridgeLeave",
     "BlindTransfer",
     "AttendedTransfer",
+    "QueueCallerJoin",
+    "AgentCalled",
+    "QueueCallerAbandon",
     "Hangup",
     "OriginateResponse",
     "DeviceStateChange",
@@ -126,6 +129,7 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
             caller: opt(msg, "Uniqueid"),
             callee: s(msg, "DestUniqueid"),
             dial_string: s(msg, "DialString"),
+            exten: s(msg, "Exten"),
         }),
         "DialEnd" => push(Event::DialEnd {
             caller: opt(msg, "Uniqueid"),
@@ -152,6 +156,8 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
             exten: opt(msg, "Extension"),
             context: opt(msg, "Context"),
             bridge: opt(msg, "BridgeUniqueid"),
+            orig_bridge: None,
+            second_bridge: None,
         })),
         "AttendedTransfer" => push(Event::Transferred(Transfer {
             kind: TransferKind::Attended,
@@ -163,7 +169,19 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
             exten: None,
             context: None,
             bridge: opt(msg, "DestBridgeUniqueid").or_else(|| opt(msg, "OrigBridgeUniqueid")),
+            orig_bridge: opt(msg, "OrigBridgeUniqueid"),
+            second_bridge: opt(msg, "SecondBridgeUniqueid"),
         })),
+        // The caller's channel (`Uniqueid`) in `Queue`; `AgentCalled` names the caller
+        // too (the agent is `DestUniqueid`).
+        "QueueCallerJoin" | "AgentCalled" | "QueueCallerAbandon" => {
+            if let Some(queue) = opt(msg, "Queue").filter(|q| !q.is_empty()) {
+                push(Event::Queued {
+                    channel: id(),
+                    queue,
+                });
+            }
+        }
         "Hangup" => push(Event::HungUp {
             channel: id(),
             cause: msg.fields.str("Cause").trim().parse().unwrap_or(0),

@@ -16,8 +16,8 @@ use super::codec::{self, Message};
 use crate::pbx::{ConnectError, ConnectionSettings};
 
 /// The event classes asked for at login; the filters then narrow them to
-/// [`EVENTS`](super::events::EVENTS).
-const LOGIN_EVENTS: &str = "call,cdr,system,dialplan";
+/// [`EVENTS`](super::events::EVENTS). `agent` carries the queue events.
+const LOGIN_EVENTS: &str = "call,cdr,system,dialplan,agent";
 
 /// A logged-in connection whose actor has not started yet.
 pub(crate) struct Session {

@@ -39,6 +39,8 @@ struct Leg {
     answered: bool,
     tagged: bool,
     transfer: Option<String>,
+    /// The queue last reported for the leg.
+    queue: Option<String>,
 }
 
 /// How many events may wait for a loopback `-b` half's partner before they are mapped
@@ -203,6 +205,15 @@ impl Mapper {
                 call_id,
             });
         }
+        if let Some(queue) = queue_of(ev)
+            && leg.queue.as_deref() != Some(queue.as_str())
+        {
+            leg.queue = Some(queue.clone());
+            push(Event::Queued {
+                channel: id.clone(),
+                queue,
+            });
+        }
         if let Some(source) = opt(ev, "Caller-Transfer-Source")
             && leg.transfer.as_deref() != Some(source.as_str())
         {
@@ -220,6 +231,8 @@ impl Mapper {
                     exten,
                     context,
                     bridge: None,
+                    orig_bridge: None,
+                    second_bridge: None,
                 }));
             }
         }
@@ -344,6 +357,14 @@ impl Mapper {
                 caller: other.clone(),
                 callee: id.clone(),
                 dial_string,
+                exten: String::new(),
+            });
+        }
+        let queue = queue_of(ev);
+        if let Some(queue) = &queue {
+            push(Event::Queued {
+                channel: id.clone(),
+                queue: queue.clone(),
             });
         }
         self.legs.insert(
@@ -355,10 +376,17 @@ impl Mapper {
                 caller: other,
                 tagged: call_id.is_some(),
                 transfer: opt(ev, "Caller-Transfer-Source"),
+                queue,
                 ..Leg::default()
             },
         );
     }
+}
+
+/// The queue a leg is in: mod_callcenter sets `cc_queue` on the caller (and on the
+/// agent leg it originates).
+fn queue_of(ev: &EslEvent) -> Option<String> {
+    opt(ev, "variable_cc_queue").filter(|q| !q.is_empty())
 }
 
 fn json_str(row: &serde_json::Value, key: &str) -> String {

@@ -7,7 +7,7 @@
 //! from its own source (its README says how). Each `expected.json` maps a transcript file
 //! to `calls` (each with `direction`, `status`, `extension` — a string, or a list of
 //! extensions any of which is right, or null when not checked — and optionally `phone`,
-//! `line` and `transfer_target`), `optional_calls` (calls that may or may not be reported;
+//! `line`, `transfer_target` and `queue`, the queue or ring group's name), `optional_calls` (calls that may or may not be reported;
 //! null fields match anything), `aliases` (short numbers that name the same phone as a SIP
 //! peer) and, for a click-to-call, the `click` the test starts. An independent set's
 //! `[calls]` settings are the TOML block in its README.
@@ -38,6 +38,7 @@ const FIELDS: &[&str] = &[
     "phone",
     "line",
     "transfer_target",
+    "queue",
 ];
 
 /// One reported call: its last record and every Flowlu event it emitted.
@@ -227,12 +228,13 @@ fn wrong_fields(
         .position(|e| *e == Emit::Connected)
         .is_some_and(|at| r.emits[at..].contains(&Emit::State));
     let mut wrong = Vec::new();
-    let checks: [(&'static str, Option<&str>); 5] = [
+    let checks: [(&'static str, Option<&str>); 6] = [
         ("direction", Some(c.direction.as_str())),
         ("status", status),
         ("extension", c.extension.as_deref()),
         ("phone", Some(c.phone.as_str())),
         ("line", Some(c.line.as_str())),
+        ("queue", c.queue.as_deref()),
     ];
     for (field, got) in checks {
         let want = expected.get(field).unwrap_or(&Value::Null);

@@ -293,6 +293,17 @@ impl Session {
             }
             _ => {}
         }
+        if let Some(at) = self.script.early.iter().position(|(a, _)| *a == lname) {
+            let (_, mut events) = self.script.early.remove(at);
+            while events > 0 && self.cursor < self.messages.len() {
+                let i = self.cursor;
+                self.cursor += 1;
+                if self.messages[i].action_id.is_none() && !self.messages[i].response {
+                    events -= 1;
+                }
+                self.push_recorded(i);
+            }
+        }
         for (n, (action, fixture, recorded, times)) in self.script.canned.iter().enumerate() {
             let used = self.canned_used.entry(n).or_insert(0);
             if action.eq_ignore_ascii_case(name) && *used < *times {

@@ -223,6 +223,8 @@ pub struct Script {
     pub(super) hoist: HashSet<String>,
     pub(super) interleave: HashSet<String>,
     pub(super) deaf: bool,
+    /// Action name → how many recorded events go out before its first answer.
+    pub(super) early: Vec<(String, usize)>,
     /// Text replaced in everything sent (e.g. the caller's number as another PBX
     /// writes it).
     pub(super) rewrites: Vec<(String, String)>,
@@ -247,6 +249,7 @@ impl Script {
             hoist: HashSet::new(),
             interleave: HashSet::new(),
             deaf: false,
+            early: Vec::new(),
             rewrites: Vec::new(),
             banner: None,
         }
@@ -315,6 +318,14 @@ impl Script {
     /// `OriginateResponse`) before its response.
     pub fn hoist(mut self, action: &str) -> Script {
         self.hoist.insert(action.to_ascii_lowercase());
+        self
+    }
+
+    /// Before its first answer to `action`, sends the next `events` recorded events: a
+    /// call that starts while the PBX is still answering (the live-channel list taken at
+    /// login, before that call existed).
+    pub fn events_first(mut self, action: &str, events: usize) -> Script {
+        self.early.push((action.to_ascii_lowercase(), events));
         self
     }
 

@@ -12,7 +12,8 @@
 //! a command with the same key (`auth`, `event`, `exit`, `api <command line>`; for
 //! `originate` and `uuid_*` only the command name, since their arguments carry ids). The
 //! only rewrite is the `Job-UUID` of a matched `bgapi`, in its reply and in the
-//! `BACKGROUND_JOB` event (the outer `Content-Length` is recomputed).
+//! `BACKGROUND_JOB` event (the outer `Content-Length` is recomputed). A script may send
+//! two recorded events in each other's place (`swap_events`), bytes unchanged.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -216,6 +217,8 @@ pub struct EslScript {
     /// Command key → (fixture, reply number, times).
     canned: Vec<(String, String, usize, usize)>,
     deaf: bool,
+    /// Recorded events sent in each other's place (see [`EslScript::swap_events`]).
+    swaps: Vec<(Vec<String>, Vec<String>)>,
 }
 
 impl EslScript {
@@ -229,7 +232,17 @@ impl EslScript {
             refuse_auth: false,
             canned: Vec::new(),
             deaf: false,
+            swaps: Vec::new(),
         }
+    }
+
+    /// Sends the first recorded event containing every string of `a` in the place of the
+    /// first containing every string of `b`, and that one in its place: the same bytes
+    /// in another order FreeSWITCH also sends (a loopback pair's two `CHANNEL_CREATE`s).
+    pub fn swap_events(mut self, a: &[&str], b: &[&str]) -> EslScript {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        self.swaps.push((owned(a), owned(b)));
+        self
     }
 
     /// After the first `api show channels as json` (the resync) answers nothing more,
@@ -338,8 +351,22 @@ struct Session {
 impl Session {
     fn new(script: EslScript, number: usize, shared: Arc<Mutex<Shared>>) -> Session {
         let t = &library()[&script.fixture];
+        let mut messages = t.connections[script.connection].clone();
+        for (a, b) in &script.swaps {
+            let find = |want: &[String]| {
+                messages
+                    .iter()
+                    .position(|m| {
+                        let text = String::from_utf8_lossy(&m.bytes);
+                        m.kind == Kind::Event && want.iter().all(|w| text.contains(w.as_str()))
+                    })
+                    .unwrap_or_else(|| panic!("{}: no event with {want:?}", script.fixture))
+            };
+            let (i, j) = (find(a), find(b));
+            messages.swap(i, j);
+        }
         let mut session = Session {
-            messages: t.connections[script.connection].clone(),
+            messages,
             commands: t.commands.clone(),
             script,
             number,

@@ -78,6 +78,7 @@ fn agent_busy_maps_to_the_expected_sequence() {
             caller: None,
             callee: "1795413238.16".into(),
             dial_string: "102@agents".into(),
+            exten: String::new(),
         },
         Event::DeviceState {
             device: "Local/102@agents".into(),
@@ -235,6 +236,8 @@ fn transfers_timestamps_and_channel_variables() {
             exten: Some("101".into()),
             context: Some("from-internal".into()),
             bridge: Some("br".into()),
+            orig_bridge: None,
+            second_bridge: None,
         })
     );
     assert!(out[0].pbx_time);
@@ -288,4 +291,62 @@ fn core_show_channel_items_become_snapshots() {
         Some("8979480e-36e5-4612-b3e0-864fd347e91a")
     );
     assert_eq!(items[1].call, "1795416368.27");
+}
+
+#[test]
+fn queue_events_name_the_callers_queue_and_dial_begin_carries_the_extension() {
+    // Recorded (Asterisk 13): the caller abandons queue 670100-540100.
+    let events = live_events("../independent/cacofonisk-ast13/queue__queue_a_cancel.txt");
+    let queued: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Queued { .. }))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![&Event::Queued {
+            channel: "40a7a1f2a669-1585318545.326".into(),
+            queue: "670100-540100".into(),
+        }]
+    );
+    // Recorded: 201 rings group 401 (two Local wrappers) from extension 401.
+    let events = live_events("../independent/cacofonisk-ast13/simple__ab_callgroup.txt");
+    let extens: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::DialBegin { exten, .. } => Some(exten.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(&extens[..2], &["401", "401"]);
+    // QueueCallerJoin and AgentCalled as Asterisk documents them: the caller's Uniqueid.
+    for (name, extra) in [
+        ("QueueCallerJoin", "Position: 1\r\nCount: 1\r\n"),
+        (
+            "AgentCalled",
+            "DestChannel: Local/101@from-queue-00000002;1\r\nDestUniqueid: 1795.9\r\n\
+             Interface: Local/101@from-queue/n\r\nMemberName: Alice\r\n",
+        ),
+    ] {
+        let raw = format!(
+            "Event: {name}\r\nPrivilege: agent,all\r\nChannel: PJSIP/trunk-00000001\r\n\
+             Uniqueid: 1795.1\r\nLinkedid: 1795.1\r\nQueue: sales\r\n{extra}\r\n"
+        );
+        let mut out = Vec::new();
+        map(&parse(raw.as_bytes()), &mut out);
+        let got: Vec<Event> = out.into_iter().map(|e| e.event).collect();
+        assert_eq!(
+            got,
+            vec![Event::Queued {
+                channel: "1795.1".into(),
+                queue: "sales".into(),
+            }],
+            "{name}"
+        );
+    }
+    let mut out = Vec::new();
+    map(
+        &parse(b"Event: QueueCallerJoin\r\nUniqueid: 1795.1\r\nQueue: \r\n\r\n"),
+        &mut out,
+    );
+    assert!(out.is_empty(), "no queue name, nothing to say");
 }

@@ -72,6 +72,7 @@ fn loopback_click_to_call_maps_to_the_expected_sequence() {
             caller: None,
             callee: A.into(),
             dial_string: "100".into(),
+            exten: String::new(),
         },
         Event::ChannelCreated(crm(leg(
             B,
@@ -108,6 +109,7 @@ fn loopback_click_to_call_maps_to_the_expected_sequence() {
             caller: Some(A.into()),
             callee: C.into(),
             dial_string: "79990001122".into(),
+            exten: String::new(),
         },
         Event::ChannelCreated(pstn(leg(
             D,
@@ -192,6 +194,8 @@ fn uuid_transfer_is_reported_as_a_blind_transfer_and_the_race_loser_as_cancel() 
         exten: Some("1001".into()),
         context: Some("agents-sip".into()),
         bridge: None,
+        orig_bridge: None,
+        second_bridge: None,
     }));
     let second_bridge = pos(&Event::Bridged {
         channel: new_agent.into(),
@@ -411,4 +415,51 @@ fn a_held_b_half_is_released_when_it_hangs_up_unpaired() {
     assert!(out.iter().any(|e| matches!(e,
         Event::ChannelCreated(c) if c.name == "loopback/100-b")));
     assert!(out.iter().any(|e| matches!(e, Event::HungUp { .. })));
+}
+
+#[test]
+fn a_callcenter_queue_on_a_leg_is_reported_once_per_name() {
+    let event = |name: &str, id: &str, queue: Option<&str>| {
+        let mut headers = crate::pbx::fields::Fields::default();
+        headers.push("Event-Name", name);
+        headers.push("Unique-ID", id);
+        headers.push("Channel-Name", "sofia/internal/1000@127.0.0.1");
+        headers.push("Call-Direction", "outbound");
+        if let Some(q) = queue {
+            headers.push("variable_cc_queue", q);
+        }
+        crate::pbx::esl::codec::Event {
+            headers,
+            body: None,
+        }
+    };
+    let mut mapper = Mapper::new();
+    let mut out = Vec::new();
+    // mod_callcenter originates the agent with cc_queue set; the caller gets it later.
+    for ev in [
+        event("CHANNEL_CREATE", "agent", Some("support@default")),
+        event("CHANNEL_ANSWER", "agent", Some("support@default")),
+        event("CHANNEL_PROGRESS", "caller", None),
+        event("CHANNEL_BRIDGE", "caller", Some("support@default")),
+        event("CHANNEL_UNBRIDGE", "caller", Some("support@default")),
+        event("CHANNEL_HANGUP_COMPLETE", "caller", Some("sales@default")),
+    ] {
+        mapper.map(&ev, &mut out);
+    }
+    let queued: Vec<(String, String)> = out
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Queued { channel, queue } => Some((channel, queue)),
+            _ => None,
+        })
+        .collect();
+    let pair = |c: &str, q: &str| (c.to_string(), q.to_string());
+    assert_eq!(
+        queued,
+        vec![
+            pair("agent", "support@default"),
+            pair("caller", "support@default"),
+            pair("caller", "sales@default"),
+        ]
+    );
 }
