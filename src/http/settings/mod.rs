@@ -16,6 +16,8 @@ mod c2c;
 mod callbacks;
 mod claim;
 mod crm;
+mod delivery;
+pub mod history;
 mod lines;
 mod pbx;
 pub mod session;
@@ -130,31 +132,36 @@ async fn act(
     }
     if name == "claim" {
         // The refusal page's form: no session (the account is not admitted yet).
-        return claim::redeem(state, &fields).await;
+        let view = claim::redeem(state, &fields).await?;
+        *origin = view.claim.as_ref().and_then(|c| c.origin.clone());
+        return Ok(see_other(state, view, origin.as_deref()));
     }
     let lang = *lang;
     let token = form_field(&fields, "session").unwrap_or("");
     let (session, integration) = authorize(state, token, origin).await?;
     let outcome = actions::run(state, name, &session, &integration, lang, &fields).await?;
-    let view_token = state.settings_views.put(views::View {
+    let view = views::View {
         session: token.to_string(),
         lang,
         notice: Some(outcome.notice),
         section: section_of(name),
         pbx_form: outcome.pbx_form,
         status: outcome.status,
-    });
+        claim: None,
+    };
+    Ok(see_other(state, view, origin.as_deref()))
+}
+
+/// `303 See Other` to the GET that shows `view`.
+fn see_other(state: &State, view: views::View, origin: Option<&str>) -> Response {
+    let view_token = state.settings_views.put(view);
     let mut resp = respond::bytes(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
     if let Ok(location) =
         hyper::header::HeaderValue::from_str(&format!("/integration/settings?token={view_token}"))
     {
         resp.headers_mut().insert(hyper::header::LOCATION, location);
     }
-    Ok(view::with_frame_headers(
-        resp,
-        &state.config.flowlu,
-        origin.as_deref(),
-    ))
+    view::with_frame_headers(resp, &state.config.flowlu, origin)
 }
 
 /// The page section (its element id) a form belongs to.
@@ -168,6 +175,7 @@ fn section_of(action: &str) -> &'static str {
         "c2c" | "c2c-rotate" => "c2c",
         "accounts-admit" => "accounts",
         "events-retry" | "events-resend" => "events",
+        "history-import" | "history-status" => "history",
         _ => "callbacks",
     }
 }
@@ -242,6 +250,9 @@ pub async fn show(state: &State, req: Request<Incoming>) -> Response {
         return error_page(state, e, lang, None);
     };
     let lang = v.lang;
+    if let Some(claim) = v.claim.clone() {
+        return claim::show(state, v, claim);
+    }
     let result = async {
         let (session, _) = authorize(state, &v.session, &mut origin).await?;
         Ok::<_, HttpError>(

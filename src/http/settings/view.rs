@@ -14,7 +14,6 @@ use crate::db::pbx_settings;
 use crate::flowlu::store::{self, CallSettings, UserRow};
 use crate::flowlu::{FlowluError, setup};
 use crate::http::respond::{self, Response};
-use crate::outbox;
 use crate::pbx::LinkState;
 
 type Texts = BTreeMap<String, String>;
@@ -35,6 +34,15 @@ pub fn t(lang: &str, key: &str) -> String {
         .get(key)
         .cloned()
         .unwrap_or_else(|| key.to_string())
+}
+
+/// The text for `key` in `lang` with each `{name}` replaced by its value.
+pub fn tf(lang: &str, key: &str, args: &[(&str, &str)]) -> String {
+    let mut text = t(lang, key);
+    for (name, value) in args {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    text
 }
 
 /// `en` or `ru` from a request field.
@@ -179,7 +187,10 @@ struct Page<'a> {
     lines: super::lines::LinesView,
     /// Live state by extension, for the mapped users.
     line_state: BTreeMap<String, &'static str>,
-    events: EventsView,
+    /// The delivery log (settings::delivery).
+    events: super::delivery::EventsView,
+    /// History import and the last back-fill (settings::history).
+    history: super::history::HistoryView,
     /// Result callbacks (src/http/settings/callbacks.rs).
     callbacks: super::callbacks::CallbacksView,
     /// Issue 8: CRM contacts and call rules.
@@ -188,26 +199,6 @@ struct Page<'a> {
     c2c: super::c2c::C2cView,
     /// Issue 12: the admitted accounts, for the PBX owner only.
     accounts: super::accounts::AccountsView,
-}
-
-/// Delivery of this account's call events: counts and the latest failures.
-#[derive(Serialize)]
-struct EventsView {
-    pending: i64,
-    failed: i64,
-    delivered: i64,
-    /// The oldest undelivered event's age, in minutes.
-    oldest_pending_minutes: Option<i64>,
-    recent_failures: Vec<FailureView>,
-}
-
-#[derive(Serialize)]
-struct FailureView {
-    id: i64,
-    kind: String,
-    call: String,
-    at: String,
-    error: String,
 }
 
 /// Renders the page for the session's integration and user, with its CSP.
@@ -219,7 +210,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         .await
         .map_err(FlowluError::Db)?;
     let config_pbx = state.config.pbx.kind().is_some();
-    let (integration, settings, users, stored_pbx, may_edit, (summary, failures)) = state
+    let (integration, settings, users, stored_pbx, may_edit, events) = state
         .db
         .run(move |c| {
             let integration =
@@ -230,31 +221,12 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
                 store::users(c, id)?,
                 pbx_settings::load(c)?,
                 pbx_settings::may_edit(c, id, config_pbx)?,
-                (
-                    outbox::summary(c, Some(id))?,
-                    outbox::list(c, Some(outbox::State::Failed), Some(id), 20)?,
-                ),
+                super::delivery::load(c, id)?,
             ))
         })
         .await?;
     let callbacks = super::callbacks::view(state, id).await?;
-    let now_ms = outbox::now_ms();
-    let events = EventsView {
-        pending: summary.pending,
-        failed: summary.failed,
-        delivered: summary.delivered,
-        oldest_pending_minutes: summary.oldest_pending_at.map(|t| (now_ms - t) / 60_000),
-        recent_failures: failures
-            .into_iter()
-            .map(|r| FailureView {
-                id: r.id,
-                kind: r.kind,
-                call: r.call_key,
-                at: utc(r.finished_at.unwrap_or(r.created_at)),
-                error: r.last_error.unwrap_or_default(),
-            })
-            .collect(),
-    };
+    let history = super::history::view(state, &integration).await?;
     let status = state.pbx.get();
     let current = state.pbx_settings.borrow().clone();
     let form = req.pbx_form.unwrap_or_else(|| match &current {
@@ -319,6 +291,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         lines,
         line_state,
         events,
+        history,
         callbacks,
         crm,
         c2c: super::c2c::view(state, c2c),
@@ -337,7 +310,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
 }
 
 /// Unix milliseconds as `2026-11-23 06:46 UTC`.
-fn utc(ms: i64) -> String {
+pub(super) fn utc(ms: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
@@ -401,7 +374,18 @@ mod tests {
     #[test]
     fn the_template_uses_only_known_keys() {
         let src = include_str!("../../../assets/templates/settings.html");
-        for piece in src.split("t.").skip(1) {
+        let mut pieces = src.split("t.");
+        let mut before = pieces.next().unwrap_or("");
+        for piece in pieces {
+            // `t.` itself, not the end of a longer name (`history.last_import.found`).
+            let own = !before
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            before = piece;
+            if !own {
+                continue;
+            }
             let key: String = piece
                 .chars()
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_')
