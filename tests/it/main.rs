@@ -45,6 +45,8 @@ mod routing;
 mod server;
 mod server_limits;
 mod service;
+mod settings_delivery;
+mod settings_history;
 mod settings_page;
 mod smoke;
 mod webhook;

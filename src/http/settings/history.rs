@@ -214,6 +214,8 @@ fn progress_notice(lang: &str, job: &JobView) -> Notice {
         t(lang, "history_reading")
     } else if let Some(e) = &job.error {
         format!("{}: {e}", t(lang, "history_failed"))
+    } else if job.total == 0 {
+        t(lang, "history_nothing_new")
     } else {
         t(lang, "history_progress")
             .replace("{sent}", &job.sent.to_string())
