@@ -69,8 +69,9 @@ pub struct AppState {
     pub c2c: crate::http::c2c::Limiter,
     /// The settings page's redirect-after-POST view tokens (in memory only).
     pub settings_views: crate::http::settings::views::Views,
-    /// The settings page's history import (one at a time per appliance).
-    pub settings_history: crate::http::settings::history::Imports,
+    /// The settings page's in-memory state: the history import (one at a time), the
+    /// last iframe POST's framing.
+    pub settings_live: crate::http::settings::Live,
 }
 
 pub type State = Arc<AppState>;
@@ -191,7 +192,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         webhook: Default::default(),
         c2c: Default::default(),
         settings_views: Default::default(),
-        settings_history: Default::default(),
+        settings_live: Default::default(),
         outbox: Outbox::new(
             outbox_db,
             Arc::new(EventTransport::new(weak.clone())),

@@ -48,6 +48,7 @@ mod service;
 mod settings_delivery;
 mod settings_history;
 mod settings_page;
+mod settings_russian;
 mod smoke;
 mod webhook;
 mod webhook_calls;

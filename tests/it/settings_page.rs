@@ -169,3 +169,62 @@ async fn error_pages_speak_the_request_language() {
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("Неверный запрос"), "{}", page.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_claim_form_redirects_and_reloading_does_not_send_the_code_again() {
+    let r = rig(|_| {}).await;
+    let code = appliance::flowlu::admission::new_claim_code(&r.app.db()).unwrap();
+    r.fake.add_user_at("tok-9", "newco.flowlu.com", "9", "Nina");
+    let mut ctx = Ctx::new("900", "newco.flowlu.com", "tok-9");
+    ctx.language = "ru".into();
+    let refused = r.open(&ctx).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let pending = crate::flowlu_support::hidden_field(&refused.body, "pending");
+
+    // A wrong code: 303 to a GET that shows the refusal once, with the form again.
+    let fields = [
+        ("pending", pending.as_str()),
+        ("claim_code", "AAAA-BBBB"),
+        ("lang", "ru"),
+    ];
+    let (status, location, referrer) = post_raw(&r, "claim", &fields).await;
+    assert_eq!(status, 303);
+    assert_eq!(referrer, "no-referrer");
+    assert!(
+        location.starts_with("/integration/settings?token="),
+        "{location}"
+    );
+    assert!(
+        !location.contains(&pending),
+        "the claim note stays out of URLs"
+    );
+    let page = r.app.get(&location).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert_eq!(
+        crate::flowlu_support::notice_of(&page.body).as_deref(),
+        Some("Код подтверждения неверен.")
+    );
+    assert!(page.body.contains("id=\"claim_code\""), "{}", page.body);
+    let reload = r.app.get(&location).await;
+    assert_eq!(reload.status, 200);
+    assert!(!reload.body.contains("id=\"notice\""), "shown once");
+
+    // The right code admits the account; reloading that page admits nothing again.
+    let fields = [
+        ("pending", pending.as_str()),
+        ("claim_code", code.as_str()),
+        ("lang", "ru"),
+    ];
+    let (status, location, _) = post_raw(&r, "claim", &fields).await;
+    assert_eq!(status, 303);
+    let page = r.app.get(&location).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Аккаунт допущен"), "{}", page.body);
+    assert!(!page.body.contains("id=\"claim_code\""));
+    let reload = r.app.get(&location).await;
+    assert_eq!(reload.status, 200);
+    assert_eq!(
+        r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'newco.flowlu.com'"),
+        1
+    );
+}

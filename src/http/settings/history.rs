@@ -141,7 +141,7 @@ fn calls_sent(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<u64>
 
 /// The job with its progress read from the outbox.
 async fn job_view(state: &State) -> Result<Option<JobView>, DbError> {
-    let Some(job) = state.settings_history.get() else {
+    let Some(job) = state.settings_live.history.get() else {
         return Ok(None);
     };
     let mut view = JobView {
@@ -252,11 +252,11 @@ pub async fn start(
         );
         return Ok(Outcome::forbidden(lang, "history_not_owner"));
     }
-    let seen = state.settings_history.get().map(|j| j.generation);
+    let seen = state.settings_live.history.get().map(|j| j.generation);
     let running = job_view(state).await?.filter(|j| j.running);
     let generation = match running {
         Some(_) => None,
-        None => state.settings_history.replace_if(seen, days),
+        None => state.settings_live.history.replace_if(seen, days),
     };
     let Some(generation) = generation else {
         let job = job_view(state).await?;
@@ -305,7 +305,7 @@ pub async fn start(
                 Phase::Failed(e.to_string())
             }
         };
-        state.settings_history.finish(generation, phase);
+        state.settings_live.history.finish(generation, phase);
     });
     Ok(Outcome::ok(lang, "history_started"))
 }

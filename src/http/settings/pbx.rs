@@ -91,12 +91,13 @@ pub(super) async fn form(
     test_only: bool,
 ) -> Result<Outcome, HttpError> {
     let current = state.pbx_settings.borrow().clone();
-    let echo = PbxForm {
+    let mut echo = PbxForm {
         kind: field(fields, "pbx_type").to_string(),
         host: field(fields, "pbx_host").to_string(),
         port: field(fields, "pbx_port").to_string(),
         user: field(fields, "pbx_user").to_string(),
         has_secret: current.as_ref().is_some_and(|c| !c.secret.is_empty()),
+        detail: String::new(),
     };
     let config_pbx = state.config.pbx.kind().is_some();
     let may_edit = state
@@ -128,7 +129,9 @@ pub(super) async fn form(
         ProbeResult::UnsupportedVersion(d) => ("probe_unsupported_version", d),
     };
     let passed = matches!(probe, ProbeResult::Ok(_));
-    let text = format!("{}: {detail}", super::view::t(lang, key));
+    // The PBX's own words stay untranslated, shown under the notice (`lang="en"`).
+    let text = super::view::t(lang, key);
+    echo.detail = detail.clone();
     if test_only {
         return Ok(Outcome {
             notice: Notice {

@@ -18,7 +18,8 @@ use crate::pbx::LinkState;
 
 type Texts = BTreeMap<String, String>;
 
-pub(super) fn texts(lang: &str) -> &'static Texts {
+/// Every text of `lang` (English for an unknown language).
+pub fn texts(lang: &str) -> &'static Texts {
     static EN: OnceLock<Texts> = OnceLock::new();
     static RU: OnceLock<Texts> = OnceLock::new();
     let parse = |src: &str| toml::from_str::<Texts>(src).expect("i18n files are valid TOML");
@@ -131,6 +132,8 @@ pub struct PbxForm {
     pub port: String,
     pub user: String,
     pub has_secret: bool,
+    /// The PBX's (or the system's) own words from the last test, untranslated.
+    pub detail: String,
 }
 
 /// Everything the page shows besides what is loaded from the database.
@@ -238,6 +241,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
             port: s.port.to_string(),
             user: s.user.clone(),
             has_secret: !s.secret.is_empty(),
+            detail: String::new(),
         },
         None => PbxForm {
             kind: "asterisk".into(),
@@ -326,15 +330,7 @@ pub fn with_frame_headers(
     config: &FlowluConfig,
     origin: Option<&str>,
 ) -> Response {
-    let mut ancestors: Vec<String> = match origin {
-        Some(origin) => vec![origin.to_string()],
-        None => config
-            .allowed_domains
-            .iter()
-            .map(|d| format!("https://*.{d}"))
-            .collect(),
-    };
-    ancestors.extend(config.frame_ancestors.iter().cloned());
+    let ancestors = super::framing::ancestors(config, origin);
     let csp = format!(
         "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
          form-action 'self'; base-uri 'none'; frame-ancestors {}",
