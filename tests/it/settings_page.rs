@@ -228,3 +228,74 @@ async fn the_claim_form_redirects_and_reloading_does_not_send_the_code_again() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_page_says_when_flowlu_may_not_frame_the_settings() {
+    let r = rig(|c| c.flowlu.frame_ancestors = vec!["https://apps.example.org".into()]).await;
+    r.fake.add_user("tok", "7", "Ann", "ann@example.com");
+    let index = |lang: &'static str| {
+        let r = &r;
+        async move {
+            r.app
+                .request(
+                    "GET",
+                    "/",
+                    &[("accept", "text/html"), ("accept-language", lang)],
+                    None,
+                )
+                .await
+        }
+    };
+    let page = index("en").await;
+    assert!(
+        page.body.contains("id=\"framing-unknown\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("frame_ancestors = [\"https:&#x2f;&#x2f;apps.example.org\"]"),
+        "{}",
+        page.body
+    );
+    let open_from = |origin: &'static str| {
+        let r = &r;
+        async move {
+            let body = Ctx::new("100", "acme.flowlu.com", "tok").json().to_string();
+            r.app
+                .request(
+                    "POST",
+                    "/integration/settings",
+                    &[
+                        ("content-type", "application/json"),
+                        ("origin", origin),
+                        ("sec-fetch-dest", "iframe"),
+                    ],
+                    Some(body.into_bytes()),
+                )
+                .await
+        }
+    };
+    // Flowlu opened the settings from a page the CSP does not name: the browser refuses
+    // to show it, and the operator page says what to set.
+    assert_eq!(open_from("https://app.flowlu.com").await.status, 200);
+    let page = index("en").await;
+    let line = &page.body[page
+        .body
+        .find("id=\"framing-refused\"")
+        .unwrap_or_else(|| panic!("{}", page.body))..];
+    let line = &line[..line.find("</p>").unwrap()];
+    assert!(line.contains("https:&#x2f;&#x2f;app.flowlu.com"), "{line}");
+    assert!(line.contains("[flowlu] frame_ancestors"), "{line}");
+    assert!(line.contains("acme.flowlu.com"), "{line}");
+    let ru = index("ru").await;
+    assert!(ru.body.contains("<html lang=\"ru\">"));
+    assert!(ru.body.contains("нельзя показать во Flowlu"), "{}", ru.body);
+    // From the account's own origin (or an extra one) it can be framed.
+    for allowed in ["https://acme.flowlu.com", "https://apps.example.org"] {
+        assert_eq!(open_from(allowed).await.status, 200);
+        let page = index("en").await;
+        assert!(page.body.contains("id=\"framing-ok\""), "{}", page.body);
+        assert!(!page.body.contains("framing-refused"));
+    }
+}
