@@ -390,6 +390,19 @@ mod tests {
                 assert!(texts("en").contains_key(&key), "unknown text key {key}");
             }
         }
+        // The keys the templates build (`t["events_state_" ~ state]`, ...).
+        for key in ["events_state_", "history_days_", "index_status_", "c2c_status_"] {
+            assert!(texts("en").keys().any(|k| k.starts_with(key)), "{key}");
+        }
+        for state in ["pending", "delivered", "failed"] {
+            assert!(texts("ru").contains_key(&format!("events_state_{state}")));
+        }
+        for days in super::super::history::DAYS {
+            assert!(texts("ru").contains_key(&format!("history_days_{days}")));
+        }
+        for status in ["ok", "degraded", "error"] {
+            assert!(texts("ru").contains_key(&format!("index_status_{status}")));
+        }
         for state in [
             "up",
             "down",
