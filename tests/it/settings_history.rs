@@ -39,32 +39,44 @@ fn pending_heads(r: &Rig) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_pbx_owner_imports_the_last_days_once_with_progress_on_the_page() {
+/// The PBX-owning account of `call_events::setup`, restarted with `[cdr]` reading a
+/// Master.csv that holds `scenarios` as calls made an hour ago (never seen live), and
+/// `edit` applied. Returns the rig, the account id, its event hook and the CSV's dir.
+pub(crate) async fn owner_with_records(
+    scenarios: &[&str],
+    edit: impl FnOnce(&mut appliance::Config) + Send + 'static,
+) -> (Rig, i64, String, tempfile::TempDir, Fake) {
     let fake: Fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, _id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
+    let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("Master.csv");
-    // Calls the PBX made an hour ago, that the appliance never saw.
-    let shift =
-        (appliance::outbox::now_ms() - 3_600_000 - fixture_ms("2026-11-23 06:46:08")) / 1000;
-    for scenario in [
-        "sip-inbound-answered",
-        "sip-inbound-missed",
-        "sip-agent-to-agent",
-    ] {
+    let hour_ago = appliance::outbox::now_ms() - 3_600_000;
+    let shift = (hour_ago - fixture_ms("2026-11-23 06:46:08")) / 1000;
+    for scenario in scenarios {
         append_csv(&csv, &fixture_rows(scenario), shift);
     }
     let Rig { app, fake: flowlu } = r;
-    let csv_path = csv.clone();
     let app = app
         .restart_with(move |c| {
-            cdr_config(c, &csv_path);
-            // A refused first attempt waits an hour: the import stays "running".
-            c.outbox.retry_schedule = vec!["1h".into()];
+            cdr_config(c, &csv);
+            edit(c);
         })
         .await;
-    let r = Rig { app, fake: flowlu };
+    (Rig { app, fake: flowlu }, id, hook, dir, fake)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pbx_owner_imports_the_last_days_once_with_progress_on_the_page() {
+    let scenarios = [
+        "sip-inbound-answered",
+        "sip-inbound-missed",
+        "sip-agent-to-agent",
+    ];
+    // A refused first attempt waits an hour: the import stays "running".
+    let (r, _id, hook, _dir, _pbx) = owner_with_records(&scenarios, |c| {
+        c.outbox.retry_schedule = vec!["1h".into()];
+    })
+    .await;
     assert_eq!(
         r.count("SELECT count(*) FROM calls"),
         0,

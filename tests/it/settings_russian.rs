@@ -2,15 +2,9 @@
 //! (and the operator's page `/`) carry no English text of the catalogue: every English
 //! text of `assets/i18n/en.toml` whose Russian differs is looked for in the visible text.
 
-use appliance::flowlu::store::IncomingRouting;
-
-use crate::call_events::setup;
-use crate::cdr_backfill::{append_csv, cdr_config, fixture_ms, fixture_rows};
 use crate::delivery::add;
 use crate::fake_flowlu::Reply;
-use crate::fake_pbx::Fake;
-use crate::fake_pbx::ami::{FakeAmi, Script};
-use crate::flowlu_support::{Ctx, Rig, notice_of};
+use crate::flowlu_support::{Ctx, notice_of};
 use crate::harness::{Resp, eventually};
 
 /// The English texts a Russian page must not show: each catalogue text (its pieces
@@ -94,22 +88,11 @@ fn assert_russian(what: &str, page: &Resp, english: &[String]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_russian_pages_show_no_english_text_of_the_catalogue() {
     let english = english_texts();
-    let fake: Fake = FakeAmi::start(vec![Script::new("sip-inbound-answered").idle_resync()]).await;
-    let (r, id, hook) = setup("asterisk", &fake, IncomingRouting::Pbx).await;
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("Master.csv");
-    let shift =
-        (appliance::outbox::now_ms() - 3_600_000 - fixture_ms("2026-11-23 06:46:08")) / 1000;
-    append_csv(&csv, &fixture_rows("sip-inbound-missed"), shift);
-    let Rig { app, fake: flowlu } = r;
-    let csv_path = csv.clone();
-    let app = app
-        .restart_with(move |c| {
-            cdr_config(c, &csv_path);
+    let (r, id, hook, _dir, _pbx) =
+        crate::settings_history::owner_with_records(&["sip-inbound-missed"], |c| {
             c.callbacks.allow_http_loopback = true;
         })
         .await;
-    let r = Rig { app, fake: flowlu };
     r.app.admit("other.flowlu.com");
     let mut ctx = Ctx::new("acc-1", "acme.flowlu.com", "tok-1");
     ctx.language = "ru".into();
@@ -297,18 +280,7 @@ async fn the_russian_pages_show_no_english_text_of_the_catalogue() {
         assert_eq!(page.status, 403);
         pages.push((path.into(), page));
     }
-    let page = r
-        .app
-        .request(
-            "POST",
-            "/integration/settings",
-            &[
-                ("content-type", "application/json"),
-                ("accept-language", "ru"),
-            ],
-            Some(b"[]".to_vec()),
-        )
-        .await;
+    let page = crate::settings_page::unreadable_in_russian(&r).await;
     assert_eq!(page.status, 400);
     pages.push(("400".into(), page));
     r.fake

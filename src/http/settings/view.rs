@@ -391,7 +391,12 @@ mod tests {
             }
         }
         // The keys the templates build (`t["events_state_" ~ state]`, ...).
-        for key in ["events_state_", "history_days_", "index_status_", "c2c_status_"] {
+        for key in [
+            "events_state_",
+            "history_days_",
+            "index_status_",
+            "c2c_status_",
+        ] {
             assert!(texts("en").keys().any(|k| k.starts_with(key)), "{key}");
         }
         for state in ["pending", "delivered", "failed"] {
