@@ -43,13 +43,22 @@ pub struct EventRow {
     pub state: &'static str,
     pub created: String,
     pub attempts: i64,
-    /// The last attempt's HTTP status, when it got an answer.
+    /// The last attempt's HTTP status, when it got an answer and `error` does not say it.
     pub status: Option<u16>,
     /// The outbox's text for the last attempt (redacted); empty when it went through.
     pub error: String,
 }
 
 fn row(r: Row) -> EventRow {
+    let error = r
+        .last_error
+        .as_deref()
+        .map(crate::http::redact::redact_text)
+        .unwrap_or_default();
+    // The outbox's text often names the status itself (`HTTP 422: …`): say it once.
+    let status = r
+        .last_status
+        .filter(|s| !error.starts_with(&format!("HTTP {s}")));
     EventRow {
         id: r.id,
         kind: r.kind,
@@ -57,12 +66,8 @@ fn row(r: Row) -> EventRow {
         state: r.state.as_str(),
         created: super::view::utc(r.created_at),
         attempts: r.attempts,
-        status: r.last_status,
-        error: r
-            .last_error
-            .as_deref()
-            .map(crate::http::redact::redact_text)
-            .unwrap_or_default(),
+        status,
+        error,
     }
 }
 
