@@ -8,7 +8,7 @@
 //!   runs while the PBX's records are read and until every call it queued is sent (or
 //!   given up, see the delivery log). A second start meanwhile says it is running.
 //! - Progress is "N of M calls sent": a call counts once none of its events waits in the
-//!   outbox ([`crate::cdr::import::progress`]). The page refreshes itself while an
+//!   outbox ([`crate::outbox::calls_sent`]). The page refreshes itself while an
 //!   import runs (`history-status`, a form like the others; `settings.js` submits it
 //!   every few seconds while nothing else on the page was touched).
 
@@ -47,10 +47,12 @@ struct Job {
 enum Phase {
     /// Reading the PBX's records and queueing the calls.
     Reading,
-    /// `ids` are queued; the outbox sends them.
+    /// `calls` (integration id, call id) are queued; the outbox sends them. Calls of
+    /// no account (`unassigned`) have no events.
     Queued {
         found: usize,
-        ids: Vec<String>,
+        calls: Vec<(i64, String)>,
+        unassigned: u64,
     },
     Failed(String),
 }
@@ -125,18 +127,11 @@ fn run_view(r: Run, owner: bool) -> RunView {
         found: r.found,
         reported: r.reported,
         corrected: r.corrected,
-        error: r.error.filter(|_| owner),
+        error: r
+            .error
+            .filter(|_| owner)
+            .map(|e| crate::http::redact::redact_text(&e)),
     }
-}
-
-/// How many of `ids` (calls) have no event left waiting.
-fn calls_sent(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<u64> {
-    let mut sent = 0;
-    for id in ids {
-        let (done, all) = crate::cdr::import::progress(c, std::slice::from_ref(id))?;
-        sent += u64::from(done == all);
-    }
-    Ok(sent)
 }
 
 /// The job with its progress read from the outbox.
@@ -156,13 +151,18 @@ async fn job_view(state: &State) -> Result<Option<JobView>, DbError> {
     match job.phase {
         Phase::Reading => (view.running, view.reading) = (true, true),
         Phase::Failed(e) => view.error = Some(e),
-        Phase::Queued { found, ids } => {
+        Phase::Queued {
+            found,
+            calls,
+            unassigned,
+        } => {
             view.found = found;
-            view.total = ids.len() as u64;
-            view.sent = state
-                .db
-                .run(move |c| Ok::<_, DbError>(calls_sent(c, &ids)?))
-                .await?;
+            view.total = calls.len() as u64 + unassigned;
+            view.sent = unassigned
+                + state
+                    .db
+                    .run(move |c| Ok::<_, DbError>(crate::outbox::calls_sent(c, &calls)?))
+                    .await?;
             view.running = view.sent < view.total;
         }
     }
@@ -294,15 +294,25 @@ pub async fn start(
                     plan.found,
                     plan.new.len()
                 );
+                // The account of each new call, as it was written.
+                let new: std::collections::BTreeSet<&str> =
+                    plan.new.iter().map(|c| c.id.as_str()).collect();
+                let calls: std::collections::BTreeSet<(i64, String)> = written
+                    .iter()
+                    .filter(|w| new.contains(w.call.id.as_str()))
+                    .filter_map(|w| Some((w.call.integration_id?, w.call.id.clone())))
+                    .collect();
+                let unassigned = (new.len() - calls.len()) as u64;
                 crate::engine::after_recorded(&state, written);
                 Phase::Queued {
                     found: plan.found,
-                    ids: plan.new.into_iter().map(|c| c.id).collect(),
+                    calls: calls.into_iter().collect(),
+                    unassigned,
                 }
             }
             Err(e) => {
                 log::warn!("history import failed: {e}");
-                Phase::Failed(e.to_string())
+                Phase::Failed(crate::http::redact::redact_text(&e.to_string()))
             }
         };
         state.settings_live.history.finish(generation, phase);
