@@ -72,6 +72,9 @@ pub struct AppState {
     pub settings_views: crate::http::settings::views::Views,
     /// Call recordings' links (publishing them, serving them).
     pub recordings: crate::recordings::Recordings,
+    /// The settings page's in-memory state: the history import (one at a time), the
+    /// last iframe POST's framing.
+    pub settings_live: crate::http::settings::Live,
 }
 
 pub type State = Arc<AppState>;
@@ -243,6 +246,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
             webhook: Default::default(),
             c2c: Default::default(),
             settings_views: Default::default(),
+            settings_live: Default::default(),
             outbox,
             pbx,
             pbx_settings,

@@ -66,7 +66,9 @@
 //!   routing, access log, who sees detail (`http::trust`: `[server] trusted_networks`,
 //!   the metrics token), and the handlers browsers, Flowlu and operators call
 //!   (including the Flowlu settings page, `http::settings`, whose forms redirect to a
-//!   GET through in-memory view tokens, `http::settings::views`; and the Flowlu webhook,
+//!   GET through in-memory view tokens, `http::settings::views`, with its delivery log,
+//!   history import and framing check in `http::settings::{delivery, history, framing}`;
+//!   and the Flowlu webhook,
 //!   `http::webhook`: click-to-call, call lists, employees, redirect, health; and the
 //!   click-to-call URL, `http::c2c`, which places calls through the webhook's call.make).
 //! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:

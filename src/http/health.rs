@@ -133,9 +133,15 @@ pub async fn index(state: &State, ctx: &Ctx, headers: &HeaderMap) -> Response {
         .config
         .public_url()
         .map(|base| format!("{base}/integration/settings"));
+    let lang = crate::http::settings::accept_lang(headers);
+    let framing =
+        crate::http::settings::framing::report(&state.config.flowlu, &state.settings_live.framing);
     let page = state.pages.render(
         "index.html",
         context! {
+            lang => lang,
+            t => crate::http::settings::texts(lang),
+            framing => minijinja::Value::from(minijinja::value::Serde(&framing)),
             version => health.version,
             status => health.status,
             detail => detail,

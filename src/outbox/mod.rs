@@ -20,6 +20,7 @@
 //! It must not know Flowlu's URLs or token handling: that is the transport's job.
 
 mod policy;
+mod progress;
 mod ratelimit;
 mod store;
 mod worker;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use policy::{RetryPolicy, parse_retry_after};
+pub use progress::calls_sent;
 pub use store::{
     Attempt, Row, Summary, enqueue, enqueue_reserved, list, purge, release_held, replay, show,
     summary,

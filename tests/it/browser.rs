@@ -2,8 +2,9 @@
 //! WebDriver HTTP protocol. A parent page on another origin (http://localhost:<port>,
 //! standing in for Flowlu) POSTs the context into an iframe with an auto-submitted form,
 //! the way Flowlu does; the test fills and saves forms inside the iframe, reads the
-//! values back from the page and the database, and keeps a screenshot in
-//! tests/artifacts/. Needs the Debian packages `chromium` and `chromium-driver`.
+//! values back from the page and the database, and keeps full-page screenshots in
+//! `target/browser-screenshots/` ([`artifacts`]). Needs the Debian packages `chromium`
+//! and `chromium-driver`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::flowlu_support::{Ctx, rig};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Where the screenshots go: `target/browser-screenshots/` of the build that runs the
+/// tests (the test binary is `target/<profile>/deps/it-…`).
+fn artifacts() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// Serves one HTML page (set after start) on http://localhost:<port>/.
 async fn parent_server(page: Arc<Mutex<String>>) -> u16 {
@@ -283,8 +298,7 @@ async fn the_settings_form_works_inside_a_cross_site_iframe() {
         r.app.base
     );
 
-    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = artifacts();
     let shot = artifacts.join("settings-iframe.png");
     let read_back = tokio::task::spawn_blocking(move || {
         let b = Browser::start();
@@ -396,8 +410,25 @@ async fn the_settings_page_fits_flowlu_s_side_panel_and_a_wide_window_in_both_la
     let r = rig(move |c| c.flowlu.frame_ancestors = vec![frame_parent]).await;
     r.fake
         .add_user("layout-token", "7", "Anna Layout", "anna@example.com");
-    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    // A delivery log with rows: the account's events wait (no channel yet), one failed
+    // with a long answer.
+    let _ = r
+        .session(&Ctx::new("100", "acme.flowlu.com", "layout-token"))
+        .await;
+    let id = r.integration_id("100");
+    for n in 1..=3 {
+        crate::delivery::add(&r, id, &format!("1733560000.{n}"), "call.completed", n);
+    }
+    r.app
+        .db()
+        .execute(
+            "UPDATE outbox SET state = 'failed', attempts = 8, last_status = 422,
+                    last_error = 'HTTP 422: the receiver refused the event (validation failed for field call.phone_number)'
+             WHERE id = (SELECT min(id) FROM outbox)",
+            [],
+        )
+        .unwrap();
+    let artifacts = artifacts();
     for lang in ["en", "ru"] {
         let mut ctx = Ctx::new("100", "acme.flowlu.com", "layout-token");
         ctx.language = lang.into();
@@ -445,12 +476,32 @@ async fn the_settings_page_fits_flowlu_s_side_panel_and_a_wide_window_in_both_la
                     Some(json!({"script": "return document.documentElement.scrollHeight;", "args": []})),
                 );
                 b.call("POST", "/frame/parent", Some(json!({})));
-                let tall = height.as_u64().unwrap_or(1400).clamp(600, 6000);
-                b.call(
-                    "POST",
-                    "/window/rect",
-                    Some(json!({"width": width, "height": tall + 140})),
-                );
+                // The whole page: the window (and so the iframe, 100vh) grown until the
+                // page's content fits it (bounded), checked before the shot.
+                let mut tall = height.as_u64().unwrap_or(1400).clamp(600, 16_000) + 140;
+                let mut fits = false;
+                for _ in 0..5 {
+                    b.call(
+                        "POST",
+                        "/window/rect",
+                        Some(json!({"width": width, "height": tall})),
+                    );
+                    let frame = b.find("iframe#crm");
+                    b.call("POST", "/frame", Some(json!({"id": {ELEMENT: frame}})));
+                    let short = b.call(
+                        "POST",
+                        "/execute/sync",
+                        Some(json!({"script": "const r = document.documentElement; return r.scrollHeight - r.clientHeight;", "args": []})),
+                    );
+                    b.call("POST", "/frame/parent", Some(json!({})));
+                    let short = short.as_i64().unwrap_or(0);
+                    if short <= 0 {
+                        fits = true;
+                        break;
+                    }
+                    tall += short as u64 + 20;
+                }
+                assert!(fits, "{lang} at {width} px: the shot holds the whole page ({tall} px)");
                 let png = b.call("GET", "/screenshot", None);
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD

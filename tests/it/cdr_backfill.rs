@@ -16,7 +16,7 @@ use crate::fake_pbx::ami::{FakeAmi, Script};
 use crate::flowlu_support::Rig;
 use crate::harness::eventually;
 
-fn fixture_rows(name: &str) -> Vec<Row> {
+pub(crate) fn fixture_rows(name: &str) -> Vec<Row> {
     let path = format!(
         "{}/tests/fixtures/asterisk/{name}.txt",
         env!("CARGO_MANIFEST_DIR")
@@ -47,11 +47,11 @@ pub(crate) fn append_csv(path: &Path, rows: &[Row], shift_secs: i64) {
     }
 }
 
-fn fixture_ms(text: &str) -> i64 {
+pub(crate) fn fixture_ms(text: &str) -> i64 {
     appliance::cdr::local_ms(text, &appliance::cdr::time_zone("UTC").unwrap()).unwrap()
 }
 
-fn cdr_config(c: &mut appliance::Config, csv: &Path) {
+pub(crate) fn cdr_config(c: &mut appliance::Config, csv: &Path) {
     c.cdr.source = "asterisk-csv".into();
     c.cdr.path = csv.display().to_string();
     c.cdr.timezone = "UTC".into();

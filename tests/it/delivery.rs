@@ -11,7 +11,7 @@ use crate::flowlu_support::{Ctx, Rig, rig};
 use crate::harness::eventually;
 
 /// An appliance with a connected account and a fast retry schedule.
-async fn connected() -> (Rig, i64, String) {
+pub(crate) async fn connected() -> (Rig, i64, String) {
     let r = rig(|c| {
         c.outbox.retry_schedule = vec!["20ms".into(); 8];
         c.outbox.jitter_percent = 0;
@@ -38,7 +38,7 @@ async fn connected() -> (Rig, i64, String) {
     (r, id, hook)
 }
 
-fn add(r: &Rig, id: i64, call: &str, kind: &str, n: usize) {
+pub(crate) fn add(r: &Rig, id: i64, call: &str, kind: &str, n: usize) {
     let event_id = format!("{call}-{n}");
     r.app
         .state
@@ -68,7 +68,7 @@ fn received_ids(r: &Rig, hook: &str) -> Vec<String> {
         .collect()
 }
 
-fn states(r: &Rig) -> Vec<(String, State)> {
+pub(crate) fn states(r: &Rig) -> Vec<(String, State)> {
     let mut rows = r
         .app
         .state

@@ -375,8 +375,9 @@ async fn oversized_bodies_413_wrong_types_415_put_405_and_get_without_a_view_403
     // A GET is the page after a form's redirect: without a live view token it says to
     // open the settings again, in the browser's language.
     for (query, lang, text) in [
-        ("", "en", "open the settings again in Flowlu"),
+        ("", "en", "meant to be opened from Flowlu"),
         ("?token=guessed", "ru", "откройте настройки снова во Flowlu"),
+        ("", "ru", "она открывается из Flowlu"),
     ] {
         let resp = r
             .app

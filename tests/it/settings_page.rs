@@ -154,8 +154,14 @@ async fn error_pages_speak_the_request_language() {
     assert_eq!(page.status, 401, "{}", page.body);
     assert!(page.body.contains("401 Вход не выполнен"), "{}", page.body);
     // Before the request says anything: Accept-Language.
-    let page = r
-        .app
+    let page = unreadable_in_russian(&r).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("Неверный запрос"), "{}", page.body);
+}
+
+/// An iframe POST the appliance cannot read (a JSON array) from a Russian browser.
+pub(crate) async fn unreadable_in_russian(r: &Rig) -> crate::harness::Resp {
+    r.app
         .request(
             "POST",
             "/integration/settings",
@@ -165,7 +171,135 @@ async fn error_pages_speak_the_request_language() {
             ],
             Some(b"[]".to_vec()),
         )
-        .await;
-    assert_eq!(page.status, 400, "{}", page.body);
-    assert!(page.body.contains("Неверный запрос"), "{}", page.body);
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_claim_form_redirects_and_reloading_does_not_send_the_code_again() {
+    let r = rig(|_| {}).await;
+    let code = appliance::flowlu::admission::new_claim_code(&r.app.db()).unwrap();
+    r.fake.add_user_at("tok-9", "newco.flowlu.com", "9", "Nina");
+    let mut ctx = Ctx::new("900", "newco.flowlu.com", "tok-9");
+    ctx.language = "ru".into();
+    let refused = r.open(&ctx).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let pending = crate::flowlu_support::hidden_field(&refused.body, "pending");
+
+    // A wrong code: 303 to a GET that shows the refusal once, with the form again.
+    let fields = [
+        ("pending", pending.as_str()),
+        ("claim_code", "AAAA-BBBB"),
+        ("lang", "ru"),
+    ];
+    let (status, location, referrer) = post_raw(&r, "claim", &fields).await;
+    assert_eq!(status, 303);
+    assert_eq!(referrer, "no-referrer");
+    assert!(
+        location.starts_with("/integration/settings?token="),
+        "{location}"
+    );
+    assert!(
+        !location.contains(&pending),
+        "the claim note stays out of URLs"
+    );
+    let page = r.app.get(&location).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert_eq!(
+        crate::flowlu_support::notice_of(&page.body).as_deref(),
+        Some("Код подтверждения неверен.")
+    );
+    assert!(page.body.contains("id=\"claim_code\""), "{}", page.body);
+    let reload = r.app.get(&location).await;
+    assert_eq!(reload.status, 200);
+    assert!(!reload.body.contains("id=\"notice\""), "shown once");
+
+    // The right code admits the account; reloading that page admits nothing again.
+    let fields = [
+        ("pending", pending.as_str()),
+        ("claim_code", code.as_str()),
+        ("lang", "ru"),
+    ];
+    let (status, location, _) = post_raw(&r, "claim", &fields).await;
+    assert_eq!(status, 303);
+    let page = r.app.get(&location).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Аккаунт допущен"), "{}", page.body);
+    assert!(!page.body.contains("id=\"claim_code\""));
+    let reload = r.app.get(&location).await;
+    assert_eq!(reload.status, 200);
+    assert_eq!(
+        r.count("SELECT count(*) FROM flowlu_admissions WHERE domain = 'newco.flowlu.com'"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_page_says_when_flowlu_may_not_frame_the_settings() {
+    let r = rig(|c| c.flowlu.frame_ancestors = vec!["https://apps.example.org".into()]).await;
+    r.fake.add_user("tok", "7", "Ann", "ann@example.com");
+    let index = |lang: &'static str| {
+        let r = &r;
+        async move {
+            r.app
+                .request(
+                    "GET",
+                    "/",
+                    &[("accept", "text/html"), ("accept-language", lang)],
+                    None,
+                )
+                .await
+        }
+    };
+    let page = index("en").await;
+    assert!(
+        page.body.contains("id=\"framing-unknown\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("frame_ancestors = [\"https:&#x2f;&#x2f;apps.example.org\"]"),
+        "{}",
+        page.body
+    );
+    let open_from = |origin: &'static str| {
+        let r = &r;
+        async move {
+            let body = Ctx::new("100", "acme.flowlu.com", "tok").json().to_string();
+            r.app
+                .request(
+                    "POST",
+                    "/integration/settings",
+                    &[
+                        ("content-type", "application/json"),
+                        ("origin", origin),
+                        ("sec-fetch-dest", "iframe"),
+                    ],
+                    Some(body.into_bytes()),
+                )
+                .await
+        }
+    };
+    // Flowlu opened the settings from a page the CSP does not name: the browser refuses
+    // to show it, and the operator page says what to set.
+    assert_eq!(open_from("https://app.flowlu.com").await.status, 200);
+    let page = index("en").await;
+    let line = &page.body[page
+        .body
+        .find("id=\"framing-refused\"")
+        .unwrap_or_else(|| panic!("{}", page.body))..];
+    let line = &line[..line.find("</p>").unwrap()];
+    assert!(line.contains("https:&#x2f;&#x2f;app.flowlu.com"), "{line}");
+    assert!(line.contains("[flowlu] frame_ancestors"), "{line}");
+    assert!(line.contains("acme.flowlu.com"), "{line}");
+    let ru = index("ru").await;
+    assert!(ru.body.contains("<html lang=\"ru\">"));
+    assert!(ru.body.contains("нельзя показать во Flowlu"), "{}", ru.body);
+    // From the account's own origin (or an extra one) it can be framed.
+    for allowed in ["https://acme.flowlu.com", "https://apps.example.org"] {
+        assert_eq!(open_from(allowed).await.status, 200);
+        let page = index("en").await;
+        assert!(page.body.contains("id=\"framing-ok\""), "{}", page.body);
+        assert!(!page.body.contains("framing-refused"));
+    }
 }

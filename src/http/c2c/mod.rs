@@ -65,10 +65,12 @@ pub async fn handle(
     query: Option<&str>,
 ) -> Response {
     let html = wants_html(headers);
+    let lang = crate::http::settings::accept_lang(headers);
     let resp = if method == Method::GET {
         match serve(state, query).await {
-            Ok(resp) if html => page(state, resp).await,
+            Ok(resp) if html => page(state, resp, lang).await,
             Ok(resp) => resp,
+            Err(e) if html => crate::http::settings::error_response(&state.pages, e, lang),
             Err(e) => e.into_response(&state.pages, html),
         }
     } else {
@@ -143,7 +145,7 @@ fn private(mut resp: Response) -> Response {
 }
 
 /// The JSON answer as a small page for a browser, with the same status.
-async fn page(state: &State, resp: Response) -> Response {
+async fn page(state: &State, resp: Response, lang: &'static str) -> Response {
     let (parts, body) = resp.into_parts();
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -155,11 +157,13 @@ async fn page(state: &State, resp: Response) -> Response {
         let message = json["error"]["message"].as_str().unwrap_or("").to_string();
         let code = json["error"]["code"].as_str().unwrap_or("");
         let e = HttpError::new(status, "", format!("{message} ({code})"));
-        return e.into_response(&state.pages, true);
+        return crate::http::settings::error_response(&state.pages, e, lang);
     }
     let html = state.pages.render(
         "c2c.html",
         minijinja::context! {
+            lang => lang,
+            t => crate::http::settings::texts(lang),
             call_id => json["call_id"].as_str().unwrap_or(""),
             status => json["status"].as_str().unwrap_or(""),
         },

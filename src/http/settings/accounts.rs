@@ -49,7 +49,18 @@ pub async fn admit(
 ) -> Result<Outcome, HttpError> {
     let domain = match admission::normalize(&state.config.flowlu, field(fields, "domain")) {
         Ok(domain) => domain,
-        Err(why) => return Ok(Outcome::invalid(lang, why)),
+        Err(why) => {
+            log::info!("integration {id}: account not admitted: {why}");
+            let why = super::view::tf(
+                lang,
+                "invalid_account_domain",
+                &[
+                    ("domain", field(fields, "domain").trim()),
+                    ("allowed", &state.config.flowlu.allowed_domains.join(", ")),
+                ],
+            );
+            return Ok(Outcome::invalid(lang, why));
+        }
     };
     let admitted = state
         .db

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use hyper::StatusCode;
 
 use super::session::Session;
-use super::view::{Notice, PbxForm};
+use super::view::{Notice, PbxForm, t, tf};
 use crate::app::State;
 use crate::flowlu::FlowluError;
 use crate::flowlu::setup::{self, Connected};
@@ -19,6 +19,10 @@ use crate::http::HttpError;
 
 pub const NAMES: &[&str] = &[
     "events-retry",
+    "events-resend",
+    // Issue 14: history import (settings::history).
+    "history-import",
+    "history-status",
     "connect",
     "disconnect",
     "calls",
@@ -116,21 +120,10 @@ pub async fn run(
         "c2c" => super::c2c::toggle(state, id, lang, field(fields, "enabled")).await,
         "c2c-rotate" => super::c2c::rotate(state, id, lang).await,
         "accounts-admit" => super::accounts::admit(state, id, lang, fields).await,
-        "events-retry" => {
-            let requeued = state
-                .db
-                .run(move |c| Ok::<_, crate::db::DbError>(crate::outbox::replay(c, &[], Some(id))?))
-                .await?;
-            state.outbox.wake();
-            Ok(Outcome::ok(
-                lang,
-                if requeued > 0 {
-                    "events_requeued"
-                } else {
-                    "events_none_failed"
-                },
-            ))
-        }
+        "events-retry" => super::delivery::retry_all(state, id, lang).await,
+        "events-resend" => super::delivery::resend(state, id, lang, fields).await,
+        "history-import" => super::history::start(state, integration, lang, fields).await,
+        "history-status" => super::history::status(state, lang).await,
         _ => Err(HttpError::not_found()),
     }
 }
@@ -148,10 +141,7 @@ async fn connect(
 ) -> Result<Outcome, HttpError> {
     let name = field(fields, "channel_name").trim().to_string();
     if !plain_text(&name, 100) {
-        return Ok(Outcome::invalid(
-            lang,
-            "the channel name must be at most 100 characters on one line",
-        ));
+        return Ok(Outcome::invalid(lang, t(lang, "invalid_channel_name")));
     }
     state
         .db
@@ -192,10 +182,7 @@ async fn calls(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+*#@._-/".contains(&b))
     {
-        return Ok(Outcome::invalid(
-            lang,
-            "the default line may hold up to 64 letters, digits and + * # @ . _ - /",
-        ));
+        return Ok(Outcome::invalid(lang, t(lang, "invalid_default_line")));
     }
     let country = field(fields, "default_country_code")
         .trim()
@@ -206,21 +193,20 @@ async fn calls(
         || country.starts_with('0')
         || !crate::calls::phone::is_country_code(&country)
     {
-        return Ok(Outcome::invalid(
-            lang,
-            "the country calling code must be a country's calling code, e.g. 7, 1 or 44",
-        ));
+        return Ok(Outcome::invalid(lang, t(lang, "invalid_country_code")));
     }
     let record = match field(fields, "record_calls") {
         "" | "0" | "false" | "off" => false,
         "1" | "true" | "on" => true,
-        _ => return Ok(Outcome::invalid(lang, "record_calls must be on or off")),
+        _ => {
+            return Ok(Outcome::invalid(
+                lang,
+                tf(lang, "invalid_on_off", &[("field", "record_calls")]),
+            ));
+        }
     };
     let Some(routing) = IncomingRouting::parse(field(fields, "incoming_routing")) else {
-        return Ok(Outcome::invalid(
-            lang,
-            "incoming routing must be \"crm\" or \"pbx\"",
-        ));
+        return Ok(Outcome::invalid(lang, t(lang, "invalid_routing")));
     };
     state
         .db
@@ -263,7 +249,7 @@ async fn mapping(
         if !ext.is_empty() && !valid_extension(ext) {
             return Ok(Outcome::invalid(
                 lang,
-                format!("{ext:?} is not an extension (up to 32 letters, digits and * # + _ . -)"),
+                tf(lang, "invalid_extension", &[("ext", ext)]),
             ));
         }
         wanted.push((user.to_string(), (!ext.is_empty()).then(|| ext.to_string())));
@@ -277,21 +263,15 @@ async fn mapping(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Ok(Outcome::invalid(
-                lang,
-                "the Flowlu user ID must be up to 64 letters, digits, - or _",
-            ));
+            return Ok(Outcome::invalid(lang, t(lang, "invalid_user_id")));
         }
         if !plain_text(&new_name, 100) {
-            return Ok(Outcome::invalid(
-                lang,
-                "the name must be at most 100 characters",
-            ));
+            return Ok(Outcome::invalid(lang, t(lang, "invalid_name")));
         }
         if !new_ext.is_empty() && !valid_extension(&new_ext) {
             return Ok(Outcome::invalid(
                 lang,
-                format!("{new_ext:?} is not an extension"),
+                tf(lang, "invalid_extension", &[("ext", &new_ext)]),
             ));
         }
         wanted.retain(|(u, _)| *u != new_user);
@@ -300,10 +280,7 @@ async fn mapping(
             (!new_ext.is_empty()).then(|| new_ext.clone()),
         ));
     } else if !new_ext.is_empty() || !new_name.is_empty() {
-        return Ok(Outcome::invalid(
-            lang,
-            "enter the Flowlu user ID of the employee to add",
-        ));
+        return Ok(Outcome::invalid(lang, t(lang, "invalid_new_user_missing")));
     }
     let mut seen_users = HashSet::new();
     let mut seen_exts = HashSet::new();
@@ -311,7 +288,7 @@ async fn mapping(
         if !seen_users.insert(user.clone()) {
             return Ok(Outcome::invalid(
                 lang,
-                format!("user {user} is listed twice"),
+                tf(lang, "invalid_user_twice", &[("user", user)]),
             ));
         }
         if let Some(ext) = ext
@@ -319,7 +296,7 @@ async fn mapping(
         {
             return Ok(Outcome::invalid(
                 lang,
-                format!("extension {ext} is given to two employees"),
+                tf(lang, "invalid_extension_twice", &[("ext", ext)]),
             ));
         }
     }
@@ -334,9 +311,7 @@ async fn mapping(
             // Unmap every submitted user first, so extensions can move between them.
             for (user, _) in &wanted {
                 if !store::set_extension(&tx, id, user, None)? {
-                    return Ok(Err(format!(
-                        "user {user} is not an employee of this account"
-                    )));
+                    return Ok(Err(tf(lang, "invalid_not_employee", &[("user", user)])));
                 }
             }
             for (user, ext) in &wanted {
@@ -344,8 +319,10 @@ async fn mapping(
                 if let Some(holder) = store::user_for_extension(&tx, id, ext)?
                     && !submitted.contains(holder.as_str())
                 {
-                    return Ok(Err(format!(
-                        "extension {ext} already belongs to user {holder}"
+                    return Ok(Err(tf(
+                        lang,
+                        "invalid_extension_taken",
+                        &[("ext", ext), ("user", &holder)],
                     )));
                 }
                 store::set_extension(&tx, id, user, Some(ext))?;

@@ -48,7 +48,10 @@ pub async fn toggle(
     let on = match enabled {
         "" | "0" | "false" | "off" => false,
         "1" | "true" | "on" => true,
-        _ => return Ok(Outcome::invalid(lang, "enabled must be on or off")),
+        _ => {
+            let why = super::view::tf(lang, "invalid_on_off", &[("field", "enabled")]);
+            return Ok(Outcome::invalid(lang, why));
+        }
     };
     let now = crate::util::now_ms();
     state

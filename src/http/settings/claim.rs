@@ -14,6 +14,7 @@ use sha2::Sha256;
 
 use super::actions::{self, Fields};
 use super::view::{self, Notice};
+use super::views::{ClaimView, View};
 use crate::app::State;
 use crate::flowlu::admission::{self, Claim};
 use crate::flowlu::store;
@@ -117,8 +118,9 @@ fn error(lang: &str, key: &str) -> Notice {
     }
 }
 
-/// `POST /integration/settings/claim`: the claim code typed on the refusal page.
-pub async fn redeem(state: &State, fields: &Fields) -> Result<Response, HttpError> {
+/// `POST /integration/settings/claim`: the claim code typed on the refusal page. The
+/// outcome is shown by the GET its view (returned here) redirects to.
+pub async fn redeem(state: &State, fields: &Fields) -> Result<View, HttpError> {
     let field = |k: &str| actions::field(fields, k);
     let lang = view::lang(Some(field("lang")));
     let pending = field("pending").to_string();
@@ -159,13 +161,36 @@ pub async fn redeem(state: &State, fields: &Fields) -> Result<Response, HttpErro
             false,
         ),
     };
-    Ok(render(
-        state,
+    Ok(View {
+        session: String::new(),
         lang,
+        notice: Some(notice),
+        section: "",
+        pbx_form: None,
         status,
-        (Some(notice), admitted, still_pending, &pending),
-        origin.as_deref(),
-    ))
+        claim: Some(ClaimView {
+            admitted,
+            claim_pending: still_pending,
+            pending,
+            origin,
+        }),
+    })
+}
+
+/// The page a claim's redirect shows.
+pub fn show(state: &State, v: View, claim: ClaimView) -> Response {
+    render(
+        state,
+        v.lang,
+        v.status,
+        (
+            v.notice,
+            claim.admitted,
+            claim.claim_pending,
+            &claim.pending,
+        ),
+        claim.origin.as_deref(),
+    )
 }
 
 #[cfg(test)]

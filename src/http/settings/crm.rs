@@ -73,7 +73,7 @@ pub async fn run(
         match field(fields, key) {
             "" | "0" | "false" | "off" => Ok(false),
             "1" | "true" | "on" => Ok(true),
-            _ => Err(format!("{key} must be on or off")),
+            _ => Err(super::view::tf(lang, "invalid_on_off", &[("field", key)])),
         }
     };
     let flags = [
@@ -97,7 +97,7 @@ pub async fn run(
             _ => {
                 return Ok(Outcome::invalid(
                     lang,
-                    "the due time must be 0 to 10080 minutes",
+                    super::view::t(lang, "invalid_due_minutes"),
                 ));
             }
         }
@@ -106,7 +106,7 @@ pub async fn run(
     if user.len() > 32 || !user.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(Outcome::invalid(
             lang,
-            "the default user must be a Flowlu user ID (digits)",
+            super::view::t(lang, "invalid_default_user"),
         ));
     }
     let rules = crm::Rules {

@@ -16,6 +16,9 @@ mod c2c;
 mod callbacks;
 mod claim;
 mod crm;
+mod delivery;
+pub mod framing;
+pub mod history;
 mod lines;
 mod pbx;
 pub mod session;
@@ -30,6 +33,15 @@ use super::form::{self, Decoded};
 use super::respond::{self, Response};
 use crate::app::State;
 use crate::flowlu::{FlowluError, context, domain, setup, store};
+
+/// The settings page's state kept in memory (a restart forgets it).
+#[derive(Default)]
+pub struct Live {
+    /// The history import (one at a time per appliance).
+    pub history: history::Imports,
+    /// The last iframe POST, for the operator page's framing line.
+    pub framing: framing::Framing,
+}
 
 /// `POST /integration/settings`: Flowlu opens the iframe with the account context.
 pub async fn entry(state: &State, req: Request<Incoming>) -> Response {
@@ -47,6 +59,7 @@ async fn open(
     origin: &mut Option<String>,
     lang: &mut &'static str,
 ) -> Result<Response, HttpError> {
+    let headers = req.headers().clone();
     let (parts, body) = respond::read_body(req, state.config.server.max_body_bytes).await?;
     let offset = state.config.flowlu.expires_at_utc_offset_minutes;
     let ctx = match form::decode(&parts.headers, &body, true)? {
@@ -68,6 +81,11 @@ async fn open(
     if let Ok(target) = domain::target(&state.config.flowlu, &ctx.domain, ctx.https) {
         *origin = Some(target.origin);
     }
+    let ancestors = framing::ancestors(&state.config.flowlu, origin.as_deref());
+    state
+        .settings_live
+        .framing
+        .note(&headers, &ctx.domain, &ancestors);
     let who = match setup::identify(&state.flowlu, &ctx).await {
         Ok(who) => who,
         Err(FlowluError::NotAdmitted(domain)) => {
@@ -130,31 +148,36 @@ async fn act(
     }
     if name == "claim" {
         // The refusal page's form: no session (the account is not admitted yet).
-        return claim::redeem(state, &fields).await;
+        let view = claim::redeem(state, &fields).await?;
+        *origin = view.claim.as_ref().and_then(|c| c.origin.clone());
+        return Ok(see_other(state, view, origin.as_deref()));
     }
     let lang = *lang;
     let token = form_field(&fields, "session").unwrap_or("");
     let (session, integration) = authorize(state, token, origin).await?;
     let outcome = actions::run(state, name, &session, &integration, lang, &fields).await?;
-    let view_token = state.settings_views.put(views::View {
+    let view = views::View {
         session: token.to_string(),
         lang,
         notice: Some(outcome.notice),
         section: section_of(name),
         pbx_form: outcome.pbx_form,
         status: outcome.status,
-    });
+        claim: None,
+    };
+    Ok(see_other(state, view, origin.as_deref()))
+}
+
+/// `303 See Other` to the GET that shows `view`.
+fn see_other(state: &State, view: views::View, origin: Option<&str>) -> Response {
+    let view_token = state.settings_views.put(view);
     let mut resp = respond::bytes(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
     if let Ok(location) =
         hyper::header::HeaderValue::from_str(&format!("/integration/settings?token={view_token}"))
     {
         resp.headers_mut().insert(hyper::header::LOCATION, location);
     }
-    Ok(view::with_frame_headers(
-        resp,
-        &state.config.flowlu,
-        origin.as_deref(),
-    ))
+    view::with_frame_headers(resp, &state.config.flowlu, origin)
 }
 
 /// The page section (its element id) a form belongs to.
@@ -168,6 +191,7 @@ fn section_of(action: &str) -> &'static str {
         "c2c" | "c2c-rotate" => "c2c",
         "accounts-admit" => "accounts",
         "events-retry" | "events-resend" => "events",
+        "history-import" | "history-status" => "history",
         _ => "callbacks",
     }
 }
@@ -233,6 +257,17 @@ pub async fn show(state: &State, req: Request<Incoming>) -> Response {
                 .map(|(_, v)| v.into_owned())
         })
         .unwrap_or_default();
+    if token.is_empty() {
+        // The iframe URL opened on its own (typed into a browser): not from Flowlu.
+        let e = HttpError::new(
+            StatusCode::FORBIDDEN,
+            "not_from_flowlu",
+            "this is the settings page of the Flowlu telephony app: it is meant to be opened \
+             from Flowlu (the app's settings), which sends the account's context; open the \
+             settings again in Flowlu",
+        );
+        return error_page(state, e, lang, None);
+    }
     let Some(v) = state.settings_views.load(&token) else {
         let e = HttpError::new(
             StatusCode::FORBIDDEN,
@@ -242,6 +277,9 @@ pub async fn show(state: &State, req: Request<Incoming>) -> Response {
         return error_page(state, e, lang, None);
     };
     let lang = v.lang;
+    if let Some(claim) = v.claim.clone() {
+        return claim::show(state, v, claim);
+    }
     let result = async {
         let (session, _) = authorize(state, &v.session, &mut origin).await?;
         Ok::<_, HttpError>(
@@ -285,10 +323,20 @@ fn form_field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> 
         .map(|(_, v)| v.as_str())
 }
 
+/// The catalogue of `lang`'s texts, and the language an `Accept-Language` prefers, for
+/// the pages outside the settings page (`/`, `/c2c`).
+pub use view::{accept_lang, texts};
+
+/// An error as a small HTML page in `lang` (for pages outside the settings iframe).
+pub fn error_response(pages: &super::Pages, e: HttpError, lang: &'static str) -> Response {
+    let page = view::error_html(pages, &e, lang);
+    let mut resp = e.into_response(pages, true);
+    *resp.body_mut() = respond::full(page);
+    resp
+}
+
 /// An error as a small page in `lang` the iframe may show.
 fn error_page(state: &State, e: HttpError, lang: &'static str, origin: Option<&str>) -> Response {
-    let page = view::error_html(&state.pages, &e, lang);
-    let mut resp = e.into_response(&state.pages, true);
-    *resp.body_mut() = respond::full(page);
+    let resp = error_response(&state.pages, e, lang);
     view::with_frame_headers(resp, &state.config.flowlu, origin)
 }

@@ -19,17 +19,15 @@ use crate::util::is_host_name;
 /// How long "test connection" waits for the PBX.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a PBX form with an empty secret and a new address is refused.
-const SECRET_AGAIN: &str = "the PBX address changed: enter the secret again (a saved secret \
-                            is only used for the type, host and port it was saved with)";
+/// Why a PBX form with an empty secret and a new address is refused (a text key).
+const SECRET_AGAIN: &str = "pbx_secret_again";
 
-/// Reads the PBX form. `Err` carries the message for the admin.
+/// Reads the PBX form. `Err` carries the text key of the message for the admin.
 fn parse_pbx(
     fields: &Fields,
     current: Option<&ConnectionSettings>,
-) -> Result<ConnectionSettings, String> {
-    let kind = PbxType::parse(field(fields, "pbx_type"))
-        .ok_or("choose the PBX type: asterisk or freeswitch")?;
+) -> Result<ConnectionSettings, &'static str> {
+    let kind = PbxType::parse(field(fields, "pbx_type")).ok_or("invalid_pbx_type")?;
     let host = field(fields, "pbx_host").trim().to_ascii_lowercase();
     let host_ok = host.parse::<std::net::IpAddr>().is_ok()
         || (host.starts_with('[')
@@ -39,7 +37,7 @@ fn parse_pbx(
                 .is_ok())
         || is_host_name(&host);
     if !host_ok {
-        return Err("the PBX host must be a host name or an IP address (no port or scheme)".into());
+        return Err("invalid_pbx_host");
     }
     let host = host
         .trim_start_matches('[')
@@ -51,18 +49,18 @@ fn parse_pbx(
             .parse::<u16>()
             .ok()
             .filter(|&p| p > 0)
-            .ok_or("the port must be a number from 1 to 65535 (or empty)")?,
+            .ok_or("invalid_pbx_port")?,
     };
     let user = field(fields, "pbx_user").trim().to_string();
     if user.len() > 64 || !user.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the AMI user name must be at most 64 characters without spaces".into());
+        return Err("invalid_pbx_user");
     }
     if kind == PbxType::Asterisk && user.is_empty() {
-        return Err("Asterisk needs the AMI user name (manager.conf)".into());
+        return Err("invalid_pbx_user_missing");
     }
     let typed = field(fields, "pbx_secret");
     if typed.len() > 256 || typed.chars().any(char::is_control) {
-        return Err("the secret must be at most 256 characters on one line".into());
+        return Err("invalid_pbx_secret");
     }
     // A saved secret is only ever sent to the PBX it was saved for: a new type, host or
     // port needs it typed again, so a changed address can never collect it.
@@ -70,11 +68,11 @@ fn parse_pbx(
         (false, _) => Secret::new(typed),
         (true, Some(c)) if !c.secret.is_empty() => {
             if c.kind != kind || c.host != host || c.port != port {
-                return Err(SECRET_AGAIN.into());
+                return Err(SECRET_AGAIN);
             }
             c.secret.clone()
         }
-        (true, _) => return Err("enter the AMI secret or event socket password".into()),
+        (true, _) => return Err("invalid_pbx_secret_missing"),
     };
     Ok(ConnectionSettings {
         kind,
@@ -93,12 +91,13 @@ pub(super) async fn form(
     test_only: bool,
 ) -> Result<Outcome, HttpError> {
     let current = state.pbx_settings.borrow().clone();
-    let echo = PbxForm {
+    let mut echo = PbxForm {
         kind: field(fields, "pbx_type").to_string(),
         host: field(fields, "pbx_host").to_string(),
         port: field(fields, "pbx_port").to_string(),
         user: field(fields, "pbx_user").to_string(),
         has_secret: current.as_ref().is_some_and(|c| !c.secret.is_empty()),
+        detail: String::new(),
     };
     let config_pbx = state.config.pbx.kind().is_some();
     let may_edit = state
@@ -114,7 +113,7 @@ pub(super) async fn form(
         Err(why) => {
             return Ok(Outcome {
                 pbx_form: Some(echo),
-                ..Outcome::invalid(lang, why)
+                ..Outcome::invalid(lang, super::view::t(lang, why))
             });
         }
     };
@@ -130,7 +129,9 @@ pub(super) async fn form(
         ProbeResult::UnsupportedVersion(d) => ("probe_unsupported_version", d),
     };
     let passed = matches!(probe, ProbeResult::Ok(_));
-    let text = format!("{}: {detail}", super::view::t(lang, key));
+    // The PBX's own words stay untranslated, shown under the notice (`lang="en"`).
+    let text = super::view::t(lang, key);
+    echo.detail = detail.clone();
     if test_only {
         return Ok(Outcome {
             notice: Notice {
@@ -250,6 +251,7 @@ mod tests {
                 Some(&current),
             );
             assert_eq!(moved.unwrap_err(), SECRET_AGAIN, "{kind} {host} {port}");
+            assert!(super::super::view::texts("en").contains_key(SECRET_AGAIN));
         }
         let typed = parse_pbx(
             &f(&[
@@ -288,7 +290,11 @@ mod tests {
                 ("pbx_secret", ""),
             ],
         ] {
-            assert!(parse_pbx(&f(&bad), None).is_err(), "{bad:?}");
+            let why = parse_pbx(&f(&bad), None).expect_err(&format!("{bad:?}"));
+            assert!(
+                super::super::view::texts("ru").contains_key(why),
+                "{why} is a text of the catalogue"
+            );
         }
     }
 }

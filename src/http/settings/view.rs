@@ -14,12 +14,12 @@ use crate::flowlu::pbx_settings;
 use crate::flowlu::store::{self, CallSettings, UserRow};
 use crate::flowlu::{FlowluError, setup};
 use crate::http::respond::{self, Response};
-use crate::outbox;
 use crate::pbx::LinkState;
 
 type Texts = BTreeMap<String, String>;
 
-pub(super) fn texts(lang: &str) -> &'static Texts {
+/// Every text of `lang` (English for an unknown language).
+pub fn texts(lang: &str) -> &'static Texts {
     static EN: OnceLock<Texts> = OnceLock::new();
     static RU: OnceLock<Texts> = OnceLock::new();
     let parse = |src: &str| toml::from_str::<Texts>(src).expect("i18n files are valid TOML");
@@ -35,6 +35,15 @@ pub fn t(lang: &str, key: &str) -> String {
         .get(key)
         .cloned()
         .unwrap_or_else(|| key.to_string())
+}
+
+/// The text for `key` in `lang` with each `{name}` replaced by its value.
+pub fn tf(lang: &str, key: &str, args: &[(&str, &str)]) -> String {
+    let mut text = t(lang, key);
+    for (name, value) in args {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    text
 }
 
 /// `en` or `ru` from a request field.
@@ -123,6 +132,8 @@ pub struct PbxForm {
     pub port: String,
     pub user: String,
     pub has_secret: bool,
+    /// The PBX's (or the system's) own words from the last test, untranslated.
+    pub detail: String,
 }
 
 /// Everything the page shows besides what is loaded from the database.
@@ -179,7 +190,10 @@ struct Page<'a> {
     lines: super::lines::LinesView,
     /// Live state by extension, for the mapped users.
     line_state: BTreeMap<String, &'static str>,
-    events: EventsView,
+    /// The delivery log (settings::delivery).
+    events: super::delivery::EventsView,
+    /// History import and the last back-fill (settings::history).
+    history: super::history::HistoryView,
     /// Result callbacks (src/http/settings/callbacks.rs).
     callbacks: super::callbacks::CallbacksView,
     /// Issue 8: CRM contacts and call rules.
@@ -188,26 +202,6 @@ struct Page<'a> {
     c2c: super::c2c::C2cView,
     /// Issue 12: the admitted accounts, for the PBX owner only.
     accounts: super::accounts::AccountsView,
-}
-
-/// Delivery of this account's call events: counts and the latest failures.
-#[derive(Serialize)]
-struct EventsView {
-    pending: i64,
-    failed: i64,
-    delivered: i64,
-    /// The oldest undelivered event's age, in minutes.
-    oldest_pending_minutes: Option<i64>,
-    recent_failures: Vec<FailureView>,
-}
-
-#[derive(Serialize)]
-struct FailureView {
-    id: i64,
-    kind: String,
-    call: String,
-    at: String,
-    error: String,
 }
 
 /// Renders the page for the session's integration and user, with its CSP.
@@ -219,7 +213,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         .await
         .map_err(FlowluError::Db)?;
     let config_pbx = state.config.pbx.kind().is_some();
-    let (integration, settings, users, stored_pbx, may_edit, (summary, failures)) = state
+    let (integration, settings, users, stored_pbx, may_edit, events) = state
         .db
         .run(move |c| {
             let integration =
@@ -230,31 +224,12 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
                 store::users(c, id)?,
                 pbx_settings::load(c)?,
                 pbx_settings::may_edit(c, id, config_pbx)?,
-                (
-                    outbox::summary(c, Some(id))?,
-                    outbox::list(c, Some(outbox::State::Failed), Some(id), 20)?,
-                ),
+                super::delivery::load(c, id)?,
             ))
         })
         .await?;
     let callbacks = super::callbacks::view(state, id).await?;
-    let now_ms = outbox::now_ms();
-    let events = EventsView {
-        pending: summary.pending,
-        failed: summary.failed,
-        delivered: summary.delivered,
-        oldest_pending_minutes: summary.oldest_pending_at.map(|t| (now_ms - t) / 60_000),
-        recent_failures: failures
-            .into_iter()
-            .map(|r| FailureView {
-                id: r.id,
-                kind: r.kind,
-                call: r.call_key,
-                at: utc(r.finished_at.unwrap_or(r.created_at)),
-                error: r.last_error.unwrap_or_default(),
-            })
-            .collect(),
-    };
+    let history = super::history::view(state, &integration).await?;
     let status = state.pbx.get();
     let current = state.pbx_settings.borrow().clone();
     let form = req.pbx_form.unwrap_or_else(|| match &current {
@@ -266,6 +241,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
             port: s.port.to_string(),
             user: s.user.clone(),
             has_secret: !s.secret.is_empty(),
+            detail: String::new(),
         },
         None => PbxForm {
             kind: "asterisk".into(),
@@ -319,6 +295,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
         lines,
         line_state,
         events,
+        history,
         callbacks,
         crm,
         c2c: super::c2c::view(state, c2c),
@@ -337,7 +314,7 @@ pub async fn page(state: &State, req: PageRequest<'_>) -> Result<Response, Flowl
 }
 
 /// Unix milliseconds as `2026-11-23 06:46 UTC`.
-fn utc(ms: i64) -> String {
+pub(super) fn utc(ms: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
@@ -353,15 +330,7 @@ pub fn with_frame_headers(
     config: &FlowluConfig,
     origin: Option<&str>,
 ) -> Response {
-    let mut ancestors: Vec<String> = match origin {
-        Some(origin) => vec![origin.to_string()],
-        None => config
-            .allowed_domains
-            .iter()
-            .map(|d| format!("https://*.{d}"))
-            .collect(),
-    };
-    ancestors.extend(config.frame_ancestors.iter().cloned());
+    let ancestors = super::framing::ancestors(config, origin);
     let csp = format!(
         "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
          form-action 'self'; base-uri 'none'; frame-ancestors {}",
@@ -401,7 +370,18 @@ mod tests {
     #[test]
     fn the_template_uses_only_known_keys() {
         let src = include_str!("../../../assets/templates/settings.html");
-        for piece in src.split("t.").skip(1) {
+        let mut pieces = src.split("t.");
+        let mut before = pieces.next().unwrap_or("");
+        for piece in pieces {
+            // `t.` itself, not the end of a longer name (`history.last_import.found`).
+            let own = !before
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            before = piece;
+            if !own {
+                continue;
+            }
             let key: String = piece
                 .chars()
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_')
@@ -409,6 +389,24 @@ mod tests {
             if !key.is_empty() {
                 assert!(texts("en").contains_key(&key), "unknown text key {key}");
             }
+        }
+        // The keys the templates build (`t["events_state_" ~ state]`, ...).
+        for key in [
+            "events_state_",
+            "history_days_",
+            "index_status_",
+            "c2c_status_",
+        ] {
+            assert!(texts("en").keys().any(|k| k.starts_with(key)), "{key}");
+        }
+        for state in ["pending", "delivered", "failed"] {
+            assert!(texts("ru").contains_key(&format!("events_state_{state}")));
+        }
+        for days in super::super::history::DAYS {
+            assert!(texts("ru").contains_key(&format!("history_days_{days}")));
+        }
+        for status in ["ok", "degraded", "error"] {
+            assert!(texts("ru").contains_key(&format!("index_status_{status}")));
         }
         for state in [
             "up",

@@ -43,6 +43,19 @@ pub struct View {
     pub section: &'static str,
     pub pbx_form: Option<PbxForm>,
     pub status: StatusCode,
+    /// The refusal page's claim form was sent (no session then): what that page shows.
+    pub claim: Option<ClaimView>,
+}
+
+/// The not-admitted page after its claim form (`settings::claim`).
+#[derive(Debug, Clone)]
+pub struct ClaimView {
+    pub admitted: bool,
+    pub claim_pending: bool,
+    /// The signed note of the account's domain, for the form again.
+    pub pending: String,
+    /// The account's Flowlu origin, allowed to frame the page.
+    pub origin: Option<String>,
 }
 
 struct Entry {
@@ -114,6 +127,7 @@ mod tests {
             section: "calls",
             pbx_form: None,
             status: StatusCode::UNPROCESSABLE_ENTITY,
+            claim: None,
         }
     }
 
