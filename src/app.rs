@@ -183,6 +183,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let (pbx_handle, pbx_events, pbx_supervisor) = crate::pbx::channel(&config.pbx, pbx.clone());
     let (engine, engine_inbox) = crate::engine::channel();
     let config = Arc::new(config);
+    let flowlu = Flowlu::new(&config.flowlu, session_key);
     let state = Arc::new_cyclic(|weak| AppState {
         engine,
         engine_inbox: Mutex::new(Some(engine_inbox)),
@@ -191,7 +192,12 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         settings_views: Default::default(),
         outbox: Outbox::new(
             outbox_db,
-            Arc::new(EventTransport::new(weak.clone())),
+            Arc::new(EventTransport::new(
+                db.clone(),
+                flowlu.client.clone(),
+                config.flowlu.clone(),
+                weak.clone(),
+            )),
             policy,
             max_in_flight,
         ),
@@ -200,7 +206,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         pbx_handle,
         pbx_events: Mutex::new(Some(pbx_events)),
         pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
-        flowlu: Flowlu::new(&config.flowlu, session_key),
+        flowlu,
         live: watch::channel(config.clone()).0,
         config,
         db,

@@ -68,6 +68,20 @@ fn busy(tries: i32) -> bool {
     true
 }
 
+const FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
+/// What every connection gets when it is opened.
+fn set_up(c: &mut Connection) -> rusqlite::Result<()> {
+    c.execute_batch(PRAGMAS)?;
+    c.busy_handler(Some(busy))?;
+    // `transaction()` takes the write lock at BEGIN. A deferred transaction that reads
+    // and then writes cannot wait for another writer: SQLite fails its upgrade at once
+    // with "database is locked" (busy_timeout does not apply), which concurrent
+    // webhook, engine and outbox writes hit.
+    c.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+    Ok(())
+}
+
 /// A pool of connections to the appliance database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -102,17 +116,8 @@ impl Db {
             migrate::migrate(&mut conn, migrations)?;
         }
         let manager = SqliteConnectionManager::file(path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| {
-                c.execute_batch(PRAGMAS)?;
-                c.busy_handler(Some(busy))?;
-                // `transaction()` takes the write lock at BEGIN. A deferred transaction
-                // that reads and then writes cannot wait for another writer: SQLite fails
-                // its upgrade at once with "database is locked" (busy_timeout does not
-                // apply), which concurrent webhook, engine and outbox writes hit.
-                c.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
-                Ok(())
-            });
+            .with_flags(FLAGS)
+            .with_init(set_up);
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(10))
@@ -133,6 +138,15 @@ impl Db {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A connection of its own, outside the pool, set up like the pooled ones: for a
+    /// worker that writes in batches (the outbox), so its page cache stays warm and it
+    /// never waits for a pooled connection.
+    pub fn dedicated(&self) -> Result<Connection, DbError> {
+        let mut conn = Connection::open_with_flags(&self.path, FLAGS)?;
+        set_up(&mut conn)?;
+        Ok(conn)
     }
 
     /// Runs `f` with a pooled connection on tokio's blocking pool. All SQLite access from

@@ -5,54 +5,108 @@
 //! Flowlu-specific meaning of answers is decided here and nowhere else: error code 11 in
 //! a body counts as a 401 (refresh the token), error code 13 as a 503 (retry later).
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
+use super::client::Client;
 use super::{FlowluError, paths, store, tokens};
 use crate::app::AppState;
 use crate::calls::{Call, CallStatus};
-use crate::outbox::{BoxFuture, Readiness, Reply, SendError, Transport, parse_retry_after};
+use crate::config::FlowluConfig;
+use crate::db::Db;
+use crate::outbox::{BoxFuture, Loaded, Readiness, Reply, SendError, Transport, parse_retry_after};
 use crate::secret::Secret;
 
 /// Delivers outbox rows to `/external/telephony/hook/mini_app/{account}/{uuid}`.
+///
+/// The worker's batch transaction reads each account's row and token once
+/// ([`Transport::load_account`]); the rows of that batch go out with those credentials
+/// without another database trip, unless the token is about to expire (then
+/// [`tokens::access_token`] refreshes it first, as for any other caller).
 pub struct EventTransport {
-    /// Weak: the state owns the outbox that owns this transport.
+    db: Db,
+    client: Client,
+    /// Which hosts may be called (`[flowlu]`, as the service started).
+    config: FlowluConfig,
+    /// Token refresh after a 401 and the CRM's REST requests (`crm.*` rows) still go
+    /// through the state. Weak: the state owns the outbox that owns this transport.
     state: Weak<AppState>,
     /// The token each account's last event went out with, to refresh exactly that one
     /// after a 401.
     last_token: Mutex<HashMap<i64, Secret>>,
 }
 
+/// What a batch read about an account: its credentials, or why there are none now.
+struct Snapshot {
+    credentials: Result<(tokens::Credentials, i64), String>,
+}
+
 impl EventTransport {
-    pub fn new(state: Weak<AppState>) -> EventTransport {
+    pub fn new(
+        db: Db,
+        client: Client,
+        config: FlowluConfig,
+        state: Weak<AppState>,
+    ) -> EventTransport {
         EventTransport {
+            db,
+            client,
+            config,
             state,
             last_token: Mutex::new(HashMap::new()),
         }
     }
 
     async fn readiness_of(&self, id: i64) -> Readiness {
-        let Some(state) = self.state.upgrade() else {
-            return Readiness::Hold("shutting down".into());
-        };
-        let found = state
+        let found = self
             .db
             .run(move |c| Ok::<_, FlowluError>(store::integration(c, id)?))
             .await;
-        match found {
-            Ok(Some(i)) if i.needs_reconnect => {
-                Readiness::Hold("the account needs to be reconnected in Flowlu".into())
-            }
-            Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(
-                "the telephony channel is not connected (Connect on the settings page)".into(),
-            ),
-            Ok(Some(_)) => Readiness::Ready,
-            Ok(None) => Readiness::Hold(format!("no account {id}")),
-            Err(e) => Readiness::Hold(e.to_string()),
+        readiness(id, found)
+    }
+
+    /// An account's state, read in the worker's transaction.
+    fn load(&self, conn: &rusqlite::Connection, id: i64) -> Loaded {
+        let found = store::integration(conn, id).map_err(FlowluError::from);
+        let rate_limit = found
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(|i| i.ratelimit.max(1));
+        let credentials = match &found {
+            Ok(Some(i)) => self.stored_credentials(conn, i),
+            _ => Err(String::new()),
+        };
+        Loaded {
+            readiness: readiness(id, found),
+            rate_limit,
+            context: Some(Arc::new(Snapshot { credentials })),
         }
+    }
+
+    /// The stored token of `integration` and when it expires (unix seconds).
+    fn stored_credentials(
+        &self,
+        conn: &rusqlite::Connection,
+        integration: &store::Integration,
+    ) -> Result<(tokens::Credentials, i64), String> {
+        let user = integration.token_user_id.as_deref().ok_or("no token")?;
+        let row = store::token_for_user(conn, integration.id, user)
+            .map_err(|e| e.to_string())?
+            .ok_or("no token")?;
+        let target = integration
+            .target(&self.config)
+            .map_err(|e| e.to_string())?;
+        let credentials = tokens::Credentials {
+            integration: integration.clone(),
+            target,
+            access_token: row.access_token,
+        };
+        Ok((credentials, row.expires_at))
     }
 
     /// The state and account `id`'s credentials for one delivery, remembering the token
@@ -75,15 +129,42 @@ impl EventTransport {
         Ok((state, creds))
     }
 
-    async fn send_event(&self, id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError> {
-        let (state, creds) = self.credentials(id).await?;
+    /// The batch's credentials for `id` while its token is valid for another 30 s, else
+    /// (or without a batch) a fresh read and, when due, a refresh.
+    async fn credentials_for(
+        &self,
+        id: i64,
+        context: Option<&(dyn Any + Send + Sync)>,
+    ) -> Result<tokens::Credentials, SendError> {
+        let snapshot = context.and_then(|c| c.downcast_ref::<Snapshot>());
+        if let Some(Snapshot {
+            credentials: Ok((creds, expires_at)),
+        }) = snapshot
+            && *expires_at > store::now() + 30
+        {
+            self.last_token
+                .lock()
+                .expect("token map")
+                .insert(id, creds.access_token.clone());
+            return Ok(creds.clone());
+        }
+        Ok(self.credentials(id).await?.1)
+    }
+
+    async fn send_event(
+        &self,
+        id: i64,
+        event_id: &str,
+        body: &[u8],
+        context: Option<&(dyn Any + Send + Sync)>,
+    ) -> Result<Reply, SendError> {
+        let creds = self.credentials_for(id, context).await?;
         let uuid =
             creds.integration.telephony_uuid.clone().ok_or_else(|| {
                 SendError::Network("the telephony channel is not connected".into())
             })?;
         let path = paths::event_hook(&creds.integration.account_id, &uuid);
-        let reply = state
-            .flowlu
+        let reply = self
             .client
             .post_event(&creds.target, &path, &creds.access_token, body, event_id)
             .await;
@@ -108,8 +189,13 @@ impl EventTransport {
         kind: &str,
         event_id: &str,
         body: &[u8],
+        context: Option<&(dyn Any + Send + Sync)>,
     ) -> Result<Reply, SendError> {
-        let (state, creds) = self.credentials(id).await?;
+        let creds = self.credentials_for(id, context).await?;
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| SendError::Network("shutting down".into()))?;
         super::crm::send::deliver(&state, &creds, kind, event_id, body).await
     }
 
@@ -131,9 +217,7 @@ impl Transport for EventTransport {
 
     fn rate_limit(&self, integration_id: i64) -> BoxFuture<'_, Option<u32>> {
         Box::pin(async move {
-            let state = self.state.upgrade()?;
-            state
-                .db
+            self.db
                 .run(move |c| Ok::<_, FlowluError>(store::integration(c, integration_id)?))
                 .await
                 .ok()
@@ -148,7 +232,7 @@ impl Transport for EventTransport {
         event_id: &'a str,
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Reply, SendError>> {
-        Box::pin(self.send_event(integration_id, event_id, body))
+        Box::pin(self.send_event(integration_id, event_id, body, None))
     }
 
     fn send_kind<'a>(
@@ -159,14 +243,49 @@ impl Transport for EventTransport {
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Reply, SendError>> {
         if super::crm::kinds::is_crm(kind) {
-            Box::pin(self.send_crm(integration_id, kind, event_id, body))
+            Box::pin(self.send_crm(integration_id, kind, event_id, body, None))
         } else {
-            Box::pin(self.send_event(integration_id, event_id, body))
+            Box::pin(self.send_event(integration_id, event_id, body, None))
+        }
+    }
+
+    fn load_account(&self, conn: &rusqlite::Connection, integration_id: i64) -> Option<Loaded> {
+        Some(self.load(conn, integration_id))
+    }
+
+    fn send_loaded<'a>(
+        &'a self,
+        context: &'a (dyn Any + Send + Sync),
+        integration_id: i64,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        let context = Some(context);
+        if super::crm::kinds::is_crm(kind) {
+            Box::pin(self.send_crm(integration_id, kind, event_id, body, context))
+        } else {
+            Box::pin(self.send_event(integration_id, event_id, body, context))
         }
     }
 
     fn refresh(&self, integration_id: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(self.refresh_token(integration_id))
+    }
+}
+
+/// Whether account `id` (as read) can take deliveries now.
+fn readiness(id: i64, found: Result<Option<store::Integration>, FlowluError>) -> Readiness {
+    match found {
+        Ok(Some(i)) if i.needs_reconnect => {
+            Readiness::Hold("the account needs to be reconnected in Flowlu".into())
+        }
+        Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(
+            "the telephony channel is not connected (Connect on the settings page)".into(),
+        ),
+        Ok(Some(_)) => Readiness::Ready,
+        Ok(None) => Readiness::Hold(format!("no account {id}")),
+        Err(e) => Readiness::Hold(e.to_string()),
     }
 }
 
