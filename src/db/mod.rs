@@ -82,6 +82,27 @@ fn set_up(c: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Threads of the runtime's blocking pool, which runs every [`Db::run`] and every
+/// outgoing Flowlu request: `max_in_flight` deliveries (`[outbox]`, as the service
+/// starts) plus room for the engine's, the web pages' and the other workers' work.
+pub fn blocking_threads(max_in_flight: u64) -> usize {
+    usize::try_from(max_in_flight)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64)
+}
+
+/// Caps glibc's malloc arenas at two. By default glibc gives each thread that allocates
+/// under contention an arena of its own (up to eight per core), and each keeps its freed
+/// memory: with the blocking pool's threads that made the resident size grow with every
+/// burst of calls rather than with what is in use. Call before threads start.
+pub fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// A pool of connections to the appliance database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {

@@ -144,6 +144,9 @@ impl Outbox {
         let mut in_flight: JoinSet<Vec<Op>> = JoinSet::new();
         // Outcomes of finished deliveries, stored by the next batch.
         let mut done: Vec<Op> = Vec::new();
+        // New rows were written (a new call's `call.init`, say): lease even with fewer
+        // than a batch's slots free, so they need not wait for a batch to complete.
+        let mut woken = true;
         loop {
             while let Some(finished) = in_flight.try_join_next() {
                 done.extend(finished.unwrap_or_default());
@@ -154,7 +157,8 @@ impl Outbox {
             let max = self.inner.max_in_flight();
             let batch = (max / 4).max(1);
             let room = max.saturating_sub(in_flight.len());
-            let leasing = room >= batch || in_flight.is_empty();
+            let leasing = room >= batch || in_flight.is_empty() || (woken && room > 0);
+            woken = false;
             let mut wait = IDLE_POLL;
             if leasing || !done.is_empty() {
                 let ops = std::mem::take(&mut done);
@@ -190,11 +194,11 @@ impl Outbox {
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                () = self.inner.wake.notified() => {}
+                () = self.inner.wake.notified() => woken = true,
                 Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
                     done.extend(finished.unwrap_or_default());
                 }
-                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => woken = true,
             }
         }
         // What finished is stored now; what is still in flight when it finishes.
