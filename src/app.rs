@@ -15,13 +15,15 @@ use crate::acme;
 use crate::config::{Config, PbxConfig};
 use crate::db::{Db, DbError, pbx_settings};
 use crate::engine::{EngineHandle, EngineInbox};
-use crate::flowlu::Flowlu;
-use crate::flowlu::events::EventTransport;
+use crate::flowlu::events::{Accounts, EventTransport};
+use crate::flowlu::tokens::{self, Credentials};
+use crate::flowlu::{Flowlu, FlowluError};
 use crate::http::Pages;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, RetryPolicy};
+use crate::outbox::{BoxFuture, Outbox, Reply, RetryPolicy, SendError};
 use crate::pbx::{ConnectionSettings, PbxEvents, PbxHandle, StatusBoard, Supervisor};
 use crate::routing::{Decider, RoutingSettings, RoutingStatus};
+use crate::secret::Secret;
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -196,7 +198,7 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
                 db.clone(),
                 flowlu.client.clone(),
                 config.flowlu.clone(),
-                weak.clone(),
+                Arc::new(StateAccounts(weak.clone())),
             )),
             policy,
             max_in_flight,
@@ -221,6 +223,53 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
         .outbox
         .on_delivered(Box::new(state.metrics.delivery_observer()));
     Ok((state, tls_acceptor))
+}
+
+/// The outbox transport's token upkeep and CRM requests, through the state (weak: the
+/// state owns the outbox that owns the transport).
+struct StateAccounts(std::sync::Weak<AppState>);
+
+impl StateAccounts {
+    fn state(&self) -> Result<State, FlowluError> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| FlowluError::Unavailable("shutting down".into()))
+    }
+}
+
+impl Accounts for StateAccounts {
+    fn access_token(&self, id: i64) -> BoxFuture<'_, Result<Credentials, FlowluError>> {
+        Box::pin(async move {
+            let state = self.state()?;
+            tokens::access_token(&state, id).await
+        })
+    }
+
+    fn force_refresh(
+        &self,
+        id: i64,
+        rejected: Secret,
+    ) -> BoxFuture<'_, Result<Credentials, FlowluError>> {
+        Box::pin(async move {
+            let state = self.state()?;
+            tokens::force_refresh(&state, id, &rejected).await
+        })
+    }
+
+    fn deliver_crm<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        Box::pin(async move {
+            let state = self
+                .state()
+                .map_err(|e| SendError::Network(e.to_string()))?;
+            crate::flowlu::crm::send::deliver(&state, creds, kind, event_id, body).await
+        })
+    }
 }
 
 /// Runs the appliance on `listener` until `shutdown` resolves, then drains in-flight

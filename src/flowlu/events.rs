@@ -7,14 +7,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
 use super::client::Client;
 use super::{FlowluError, paths, store, tokens};
-use crate::app::AppState;
 use crate::calls::{Call, CallStatus};
 use crate::config::FlowluConfig;
 use crate::db::Db;
@@ -32,12 +31,33 @@ pub struct EventTransport {
     client: Client,
     /// Which hosts may be called (`[flowlu]`, as the service started).
     config: FlowluConfig,
-    /// Token refresh after a 401 and the CRM's REST requests (`crm.*` rows) still go
-    /// through the state. Weak: the state owns the outbox that owns this transport.
-    state: Weak<AppState>,
+    /// Token upkeep and the CRM's REST requests (`crm.*` rows), provided by `app`.
+    accounts: Arc<dyn Accounts>,
     /// The token each account's last event went out with, to refresh exactly that one
     /// after a 401.
     last_token: Mutex<HashMap<i64, Secret>>,
+}
+
+/// What the transport needs from the rest of the appliance beyond the database and the
+/// HTTP client: token upkeep ([`tokens::access_token`], [`tokens::force_refresh`]) and a
+/// `crm.*` row's requests (`crm::send::deliver`). `app` wires it up.
+pub trait Accounts: Send + Sync + 'static {
+    /// A valid token for account `id`, refreshed first when it is due.
+    fn access_token(&self, id: i64) -> BoxFuture<'_, Result<tokens::Credentials, FlowluError>>;
+    /// One refresh after Flowlu refused `rejected` (none when it was replaced meanwhile).
+    fn force_refresh(
+        &self,
+        id: i64,
+        rejected: Secret,
+    ) -> BoxFuture<'_, Result<tokens::Credentials, FlowluError>>;
+    /// Sends a `crm.*` row of `kind` with `creds`.
+    fn deliver_crm<'a>(
+        &'a self,
+        creds: &'a tokens::Credentials,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>>;
 }
 
 /// What a batch read about an account: its credentials, or why there are none now.
@@ -50,13 +70,13 @@ impl EventTransport {
         db: Db,
         client: Client,
         config: FlowluConfig,
-        state: Weak<AppState>,
+        accounts: Arc<dyn Accounts>,
     ) -> EventTransport {
         EventTransport {
             db,
             client,
             config,
-            state,
+            accounts,
             last_token: Mutex::new(HashMap::new()),
         }
     }
@@ -109,24 +129,19 @@ impl EventTransport {
         Ok((credentials, row.expires_at))
     }
 
-    /// The state and account `id`'s credentials for one delivery, remembering the token
-    /// it goes out with.
-    async fn credentials(
-        &self,
-        id: i64,
-    ) -> Result<(std::sync::Arc<AppState>, tokens::Credentials), SendError> {
-        let state = self
-            .state
-            .upgrade()
-            .ok_or_else(|| SendError::Network("shutting down".into()))?;
-        let creds = tokens::access_token(&state, id)
+    /// Account `id`'s credentials for one delivery, remembering the token it goes out
+    /// with.
+    async fn credentials(&self, id: i64) -> Result<tokens::Credentials, SendError> {
+        let creds = self
+            .accounts
+            .access_token(id)
             .await
             .map_err(|e| SendError::Network(e.to_string()))?;
         self.last_token
             .lock()
             .expect("token map")
             .insert(id, creds.access_token.clone());
-        Ok((state, creds))
+        Ok(creds)
     }
 
     /// The batch's credentials for `id` while its token is valid for another 30 s, else
@@ -148,7 +163,7 @@ impl EventTransport {
                 .insert(id, creds.access_token.clone());
             return Ok(creds.clone());
         }
-        Ok(self.credentials(id).await?.1)
+        self.credentials(id).await
     }
 
     async fn send_event(
@@ -192,19 +207,16 @@ impl EventTransport {
         context: Option<&(dyn Any + Send + Sync)>,
     ) -> Result<Reply, SendError> {
         let creds = self.credentials_for(id, context).await?;
-        let state = self
-            .state
-            .upgrade()
-            .ok_or_else(|| SendError::Network("shutting down".into()))?;
-        super::crm::send::deliver(&state, &creds, kind, event_id, body).await
+        self.accounts
+            .deliver_crm(&creds, kind, event_id, body)
+            .await
     }
 
     async fn refresh_token(&self, id: i64) -> Result<(), String> {
-        let state = self.state.upgrade().ok_or("shutting down")?;
         let rejected = self.last_token.lock().expect("token map").get(&id).cloned();
         let result = match rejected {
-            Some(rejected) => tokens::force_refresh(&state, id, &rejected).await,
-            None => tokens::access_token(&state, id).await,
+            Some(rejected) => self.accounts.force_refresh(id, rejected).await,
+            None => self.accounts.access_token(id).await,
         };
         result.map(|_| ()).map_err(|e| e.to_string())
     }
