@@ -15,14 +15,15 @@ use crate::acme;
 use crate::config::{Config, PbxConfig};
 use crate::db::{Db, DbError};
 use crate::engine::{EngineHandle, EngineInbox};
-use crate::flowlu::Flowlu;
-use crate::flowlu::events::EventTransport;
-use crate::flowlu::pbx_settings;
+use crate::flowlu::events::{Accounts, EventTransport};
+use crate::flowlu::tokens::{self, Credentials};
+use crate::flowlu::{Flowlu, FlowluError, pbx_settings};
 use crate::http::Pages;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, RetryPolicy};
+use crate::outbox::{BoxFuture, Outbox, Reply, RetryPolicy, SendError};
 use crate::pbx::{ConnectionSettings, PbxEvents, PbxHandle, StatusBoard, Supervisor};
 use crate::routing::{Decider, RoutingSettings, RoutingStatus};
+use crate::secret::Secret;
 use crate::tls::{self, ReloadableCert, TlsError};
 
 /// Everything a request handler or worker may touch. Shared as [`State`].
@@ -96,21 +97,6 @@ impl AppState {
             config: self.config.clone(),
             live: self.live.subscribe(),
         }
-    }
-}
-
-// TEMPORARY, for `flowlu/events.rs` only (helper i17b replaces its `Weak<AppState>`):
-// it hands the whole state where `flowlu::tokens` and `flowlu::crm::send` take the
-// Flowlu handle. Remove both with that file's TEMPORARY line in lib.rs's module map.
-impl AsRef<Flowlu> for AppState {
-    fn as_ref(&self) -> &Flowlu {
-        &self.flowlu
-    }
-}
-
-impl AsRef<Flowlu> for Arc<AppState> {
-    fn as_ref(&self) -> &Flowlu {
-        &self.flowlu
     }
 }
 
@@ -226,50 +212,106 @@ pub async fn prepare(config: Config) -> Result<(State, Option<TlsAcceptor>), Run
     let config = Arc::new(config);
     let live = watch::channel(config.clone()).0;
     let recordings = crate::recordings::Recordings::new(db.clone(), live.subscribe());
-    let state = Arc::new_cyclic(|weak| {
+    // Flowlu's handle owns the outbox (tokens arriving release held deliveries), whose
+    // transport asks Flowlu's handle for tokens: the transport holds it weakly.
+    let flowlu = Arc::new_cyclic(|weak| {
+        let client = crate::flowlu::client::Client::new(&config.flowlu);
         let outbox = Outbox::new(
             outbox_db,
-            Arc::new(EventTransport::new(weak.clone())),
+            Arc::new(EventTransport::new(
+                db.clone(),
+                client.clone(),
+                config.flowlu.clone(),
+                Arc::new(FlowluAccounts(weak.clone())),
+            )),
             policy,
             max_in_flight,
         );
-        let flowlu = Flowlu::new(
+        Flowlu::new(
+            client,
             &config.flowlu,
             config.public_url(),
             db.clone(),
-            outbox.clone(),
-            session_key,
-        );
-        AppState {
-            engine,
-            engine_inbox: Mutex::new(Some(engine_inbox)),
-            webhook: Default::default(),
-            c2c: Default::default(),
-            settings_views: Default::default(),
-            settings_live: Default::default(),
             outbox,
-            pbx,
-            pbx_settings,
-            pbx_handle,
-            pbx_events: Mutex::new(Some(pbx_events)),
-            pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
-            flowlu: Arc::new(flowlu),
-            live,
-            config,
-            db,
-            pages: Pages::new(),
-            tls: tls_reloader,
-            metrics: Arc::new(Metrics::new()),
-            routing: RoutingStatus::default(),
-            routing_decider: Mutex::new(None),
-            callbacks: callbacks_worker,
-            recordings,
-        }
+            session_key,
+        )
+    });
+    let state = Arc::new(AppState {
+        engine,
+        engine_inbox: Mutex::new(Some(engine_inbox)),
+        webhook: Default::default(),
+        c2c: Default::default(),
+        settings_views: Default::default(),
+        settings_live: Default::default(),
+        outbox: flowlu.outbox.clone(),
+        pbx,
+        pbx_settings,
+        pbx_handle,
+        pbx_events: Mutex::new(Some(pbx_events)),
+        pbx_supervisor: Mutex::new(Some(pbx_supervisor)),
+        flowlu,
+        live,
+        config,
+        db,
+        pages: Pages::new(),
+        tls: tls_reloader,
+        metrics: Arc::new(Metrics::new()),
+        routing: RoutingStatus::default(),
+        routing_decider: Mutex::new(None),
+        callbacks: callbacks_worker,
+        recordings,
     });
     state
         .outbox
         .on_delivered(Box::new(state.metrics.delivery_observer()));
     Ok((state, tls_acceptor))
+}
+
+/// The outbox transport's token upkeep and CRM requests, through Flowlu's handle (weak:
+/// that handle owns the outbox that owns the transport).
+struct FlowluAccounts(std::sync::Weak<Flowlu>);
+
+impl FlowluAccounts {
+    fn flowlu(&self) -> Result<Arc<Flowlu>, FlowluError> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| FlowluError::Unavailable("shutting down".into()))
+    }
+}
+
+impl Accounts for FlowluAccounts {
+    fn access_token(&self, id: i64) -> BoxFuture<'_, Result<Credentials, FlowluError>> {
+        Box::pin(async move {
+            let flowlu = self.flowlu()?;
+            tokens::access_token(&flowlu, id).await
+        })
+    }
+
+    fn force_refresh(
+        &self,
+        id: i64,
+        rejected: Secret,
+    ) -> BoxFuture<'_, Result<Credentials, FlowluError>> {
+        Box::pin(async move {
+            let flowlu = self.flowlu()?;
+            tokens::force_refresh(&flowlu, id, &rejected).await
+        })
+    }
+
+    fn deliver_crm<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        Box::pin(async move {
+            let flowlu = self
+                .flowlu()
+                .map_err(|e| SendError::Network(e.to_string()))?;
+            crate::flowlu::crm::send::deliver(&flowlu, creds, kind, event_id, body).await
+        })
+    }
 }
 
 /// Runs the appliance on `listener` until `shutdown` resolves, then drains in-flight

@@ -42,7 +42,6 @@
 //! 0  tls           (imports nothing of the crate)
 //! 0  util          (imports nothing of the crate)
 //!
-//!    TEMPORARY  src/flowlu/events.rs → app  (its `Weak<AppState>`; issue 17 removes it)
 //! ```
 //!
 //! - [`cli`]: command-line surface (clap): `run`, `--init` (the setup wizard),

@@ -17,9 +17,14 @@ pub fn run(cli: &Cli) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     init_logging(&config);
+    crate::db::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("appliance")
+        // SQLite and outgoing HTTPS run here (`Db::run`, the Flowlu client): enough for
+        // every delivery in flight plus the database work around it, not the 512
+        // threads a burst could otherwise start.
+        .max_blocking_threads(crate::db::blocking_threads(config.outbox.max_in_flight))
         .build()
     {
         Ok(rt) => rt,

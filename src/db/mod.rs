@@ -67,6 +67,41 @@ fn busy(tries: i32) -> bool {
     true
 }
 
+const FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
+/// What every connection gets when it is opened.
+fn set_up(c: &mut Connection) -> rusqlite::Result<()> {
+    c.execute_batch(PRAGMAS)?;
+    c.busy_handler(Some(busy))?;
+    // `transaction()` takes the write lock at BEGIN. A deferred transaction that reads
+    // and then writes cannot wait for another writer: SQLite fails its upgrade at once
+    // with "database is locked" (busy_timeout does not apply), which concurrent
+    // webhook, engine and outbox writes hit.
+    c.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+    Ok(())
+}
+
+/// Threads of the runtime's blocking pool, which runs every [`Db::run`] and every
+/// outgoing Flowlu request: `max_in_flight` deliveries (`[outbox]`, as the service
+/// starts) plus room for the engine's, the web pages' and the other workers' work.
+pub fn blocking_threads(max_in_flight: u64) -> usize {
+    usize::try_from(max_in_flight)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64)
+}
+
+/// Caps glibc's malloc arenas at two. By default glibc gives each thread that allocates
+/// under contention an arena of its own (up to eight per core), and each keeps its freed
+/// memory: with the blocking pool's threads that made the resident size grow with every
+/// burst of calls rather than with what is in use. Call before threads start.
+pub fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// A pool of connections to the appliance database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -101,17 +136,8 @@ impl Db {
             migrate::migrate(&mut conn, migrations)?;
         }
         let manager = SqliteConnectionManager::file(path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| {
-                c.execute_batch(PRAGMAS)?;
-                c.busy_handler(Some(busy))?;
-                // `transaction()` takes the write lock at BEGIN. A deferred transaction
-                // that reads and then writes cannot wait for another writer: SQLite fails
-                // its upgrade at once with "database is locked" (busy_timeout does not
-                // apply), which concurrent webhook, engine and outbox writes hit.
-                c.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
-                Ok(())
-            });
+            .with_flags(FLAGS)
+            .with_init(set_up);
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(10))
@@ -132,6 +158,15 @@ impl Db {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A connection of its own, outside the pool, set up like the pooled ones: for a
+    /// worker that writes in batches (the outbox), so its page cache stays warm and it
+    /// never waits for a pooled connection.
+    pub fn dedicated(&self) -> Result<Connection, DbError> {
+        let mut conn = Connection::open_with_flags(&self.path, FLAGS)?;
+        set_up(&mut conn)?;
+        Ok(conn)
     }
 
     /// Runs `f` with a pooled connection on tokio's blocking pool. All SQLite access from

@@ -20,6 +20,10 @@ use crate::secret::Secret;
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
 /// How much of an answer is kept in [`Reply::text`] (for delivery logs).
 const KEPT_TEXT: usize = 4096;
+/// Idle keep-alive connections kept, per host and in all.
+const IDLE_CONNECTIONS: usize = 64;
+/// ureq's read and write buffers per connection (an answer's headers must fit).
+const BUFFER_BYTES: usize = 32 * 1024;
 /// Header naming the account host when calls go to `base_url_override` (tests and
 /// development), so a fake Flowlu can tell accounts apart.
 pub const OVERRIDE_DOMAIN_HEADER: &str = "x-appliance-crm-domain";
@@ -106,6 +110,14 @@ impl Client {
             .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(config.request_timeout_secs)))
             .user_agent(format!("appliance/{}", crate::VERSION))
+            // Keep a connection per delivery in flight (ureq keeps 3 per host by default:
+            // with more deliveries at once, each request beyond them opened a connection,
+            // with a resolver thread, and closed it again) ...
+            .max_idle_connections(IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(IDLE_CONNECTIONS)
+            // ... with buffers sized to Flowlu's answers' headers, not 128 KiB each.
+            .input_buffer_size(BUFFER_BYTES)
+            .output_buffer_size(BUFFER_BYTES)
             .build()
             .new_agent();
         Client {

@@ -5,85 +5,182 @@
 //! Flowlu-specific meaning of answers is decided here and nowhere else: error code 11 in
 //! a body counts as a 401 (refresh the token), error code 13 as a 503 (retry later).
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
+use super::client::Client;
 use super::{FlowluError, paths, store, tokens};
-use crate::app::AppState;
 use crate::calls::{Call, CallStatus};
-use crate::outbox::{BoxFuture, Readiness, Reply, SendError, Transport, parse_retry_after};
+use crate::config::FlowluConfig;
+use crate::db::Db;
+use crate::outbox::{BoxFuture, Loaded, Readiness, Reply, SendError, Transport, parse_retry_after};
 use crate::secret::Secret;
+use crate::util::rfc3339;
 
 /// Delivers outbox rows to `/external/telephony/hook/mini_app/{account}/{uuid}`.
+///
+/// The worker's batch transaction reads each account's row and token once
+/// ([`Transport::load_account`]); the rows of that batch go out with those credentials
+/// without another database trip, unless the token is about to expire (then
+/// [`tokens::access_token`] refreshes it first, as for any other caller).
 pub struct EventTransport {
-    /// Weak: the state owns the outbox that owns this transport.
-    state: Weak<AppState>,
+    db: Db,
+    client: Client,
+    /// Which hosts may be called (`[flowlu]`, as the service started).
+    config: FlowluConfig,
+    /// Token upkeep and the CRM's REST requests (`crm.*` rows), provided by `app`.
+    accounts: Arc<dyn Accounts>,
     /// The token each account's last event went out with, to refresh exactly that one
     /// after a 401.
     last_token: Mutex<HashMap<i64, Secret>>,
 }
 
+/// What the transport needs from the rest of the appliance beyond the database and the
+/// HTTP client: token upkeep ([`tokens::access_token`], [`tokens::force_refresh`]) and a
+/// `crm.*` row's requests (`crm::send::deliver`). `app` wires it up.
+pub trait Accounts: Send + Sync + 'static {
+    /// A valid token for account `id`, refreshed first when it is due.
+    fn access_token(&self, id: i64) -> BoxFuture<'_, Result<tokens::Credentials, FlowluError>>;
+    /// One refresh after Flowlu refused `rejected` (none when it was replaced meanwhile).
+    fn force_refresh(
+        &self,
+        id: i64,
+        rejected: Secret,
+    ) -> BoxFuture<'_, Result<tokens::Credentials, FlowluError>>;
+    /// Sends a `crm.*` row of `kind` with `creds`.
+    fn deliver_crm<'a>(
+        &'a self,
+        creds: &'a tokens::Credentials,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>>;
+}
+
+/// What a batch read about an account: its credentials, or why there are none now.
+struct Snapshot {
+    credentials: Result<(tokens::Credentials, i64), String>,
+}
+
 impl EventTransport {
-    pub fn new(state: Weak<AppState>) -> EventTransport {
+    pub fn new(
+        db: Db,
+        client: Client,
+        config: FlowluConfig,
+        accounts: Arc<dyn Accounts>,
+    ) -> EventTransport {
         EventTransport {
-            state,
+            db,
+            client,
+            config,
+            accounts,
             last_token: Mutex::new(HashMap::new()),
         }
     }
 
     async fn readiness_of(&self, id: i64) -> Readiness {
-        let Some(state) = self.state.upgrade() else {
-            return Readiness::Hold("shutting down".into());
-        };
-        let found = state
+        let found = self
             .db
             .run(move |c| Ok::<_, FlowluError>(store::integration(c, id)?))
             .await;
-        match found {
-            Ok(Some(i)) if i.needs_reconnect => {
-                Readiness::Hold("the account needs to be reconnected in Flowlu".into())
-            }
-            Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(
-                "the telephony channel is not connected (Connect on the settings page)".into(),
-            ),
-            Ok(Some(_)) => Readiness::Ready,
-            Ok(None) => Readiness::Hold(format!("no account {id}")),
-            Err(e) => Readiness::Hold(e.to_string()),
+        readiness(id, found)
+    }
+
+    /// An account's state, read in the worker's transaction.
+    fn load(&self, conn: &rusqlite::Connection, id: i64) -> Loaded {
+        let found = store::integration(conn, id).map_err(FlowluError::from);
+        let rate_limit = found
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(|i| i.ratelimit.max(1));
+        let credentials = match &found {
+            Ok(Some(i)) => self.stored_credentials(conn, i),
+            _ => Err(String::new()),
+        };
+        Loaded {
+            readiness: readiness(id, found),
+            rate_limit,
+            context: Some(Arc::new(Snapshot { credentials })),
         }
     }
 
-    /// The state and account `id`'s credentials for one delivery, remembering the token
-    /// it goes out with.
-    async fn credentials(
+    /// The stored token of `integration` and when it expires (unix seconds).
+    fn stored_credentials(
         &self,
-        id: i64,
-    ) -> Result<(std::sync::Arc<AppState>, tokens::Credentials), SendError> {
-        let state = self
-            .state
-            .upgrade()
-            .ok_or_else(|| SendError::Network("shutting down".into()))?;
-        let creds = tokens::access_token(&state, id)
+        conn: &rusqlite::Connection,
+        integration: &store::Integration,
+    ) -> Result<(tokens::Credentials, i64), String> {
+        let user = integration.token_user_id.as_deref().ok_or("no token")?;
+        let row = store::token_for_user(conn, integration.id, user)
+            .map_err(|e| e.to_string())?
+            .ok_or("no token")?;
+        let target = integration
+            .target(&self.config)
+            .map_err(|e| e.to_string())?;
+        let credentials = tokens::Credentials {
+            integration: integration.clone(),
+            target,
+            access_token: row.access_token,
+        };
+        Ok((credentials, row.expires_at))
+    }
+
+    /// Account `id`'s credentials for one delivery, remembering the token it goes out
+    /// with.
+    async fn credentials(&self, id: i64) -> Result<tokens::Credentials, SendError> {
+        let creds = self
+            .accounts
+            .access_token(id)
             .await
             .map_err(|e| SendError::Network(e.to_string()))?;
         self.last_token
             .lock()
             .expect("token map")
             .insert(id, creds.access_token.clone());
-        Ok((state, creds))
+        Ok(creds)
     }
 
-    async fn send_event(&self, id: i64, event_id: &str, body: &[u8]) -> Result<Reply, SendError> {
-        let (state, creds) = self.credentials(id).await?;
+    /// The batch's credentials for `id` while its token is valid for another 30 s, else
+    /// (or without a batch) a fresh read and, when due, a refresh.
+    async fn credentials_for(
+        &self,
+        id: i64,
+        context: Option<&(dyn Any + Send + Sync)>,
+    ) -> Result<tokens::Credentials, SendError> {
+        let snapshot = context.and_then(|c| c.downcast_ref::<Snapshot>());
+        if let Some(Snapshot {
+            credentials: Ok((creds, expires_at)),
+        }) = snapshot
+            && *expires_at > store::now() + 30
+        {
+            self.last_token
+                .lock()
+                .expect("token map")
+                .insert(id, creds.access_token.clone());
+            return Ok(creds.clone());
+        }
+        self.credentials(id).await
+    }
+
+    async fn send_event(
+        &self,
+        id: i64,
+        event_id: &str,
+        body: &[u8],
+        context: Option<&(dyn Any + Send + Sync)>,
+    ) -> Result<Reply, SendError> {
+        let creds = self.credentials_for(id, context).await?;
         let uuid =
             creds.integration.telephony_uuid.clone().ok_or_else(|| {
                 SendError::Network("the telephony channel is not connected".into())
             })?;
         let path = paths::event_hook(&creds.integration.account_id, &uuid);
-        let reply = state
-            .flowlu
+        let reply = self
             .client
             .post_event(&creds.target, &path, &creds.access_token, body, event_id)
             .await;
@@ -108,17 +205,19 @@ impl EventTransport {
         kind: &str,
         event_id: &str,
         body: &[u8],
+        context: Option<&(dyn Any + Send + Sync)>,
     ) -> Result<Reply, SendError> {
-        let (state, creds) = self.credentials(id).await?;
-        super::crm::send::deliver(&state, &creds, kind, event_id, body).await
+        let creds = self.credentials_for(id, context).await?;
+        self.accounts
+            .deliver_crm(&creds, kind, event_id, body)
+            .await
     }
 
     async fn refresh_token(&self, id: i64) -> Result<(), String> {
-        let state = self.state.upgrade().ok_or("shutting down")?;
         let rejected = self.last_token.lock().expect("token map").get(&id).cloned();
         let result = match rejected {
-            Some(rejected) => tokens::force_refresh(&state, id, &rejected).await,
-            None => tokens::access_token(&state, id).await,
+            Some(rejected) => self.accounts.force_refresh(id, rejected).await,
+            None => self.accounts.access_token(id).await,
         };
         result.map(|_| ()).map_err(|e| e.to_string())
     }
@@ -131,9 +230,7 @@ impl Transport for EventTransport {
 
     fn rate_limit(&self, integration_id: i64) -> BoxFuture<'_, Option<u32>> {
         Box::pin(async move {
-            let state = self.state.upgrade()?;
-            state
-                .db
+            self.db
                 .run(move |c| Ok::<_, FlowluError>(store::integration(c, integration_id)?))
                 .await
                 .ok()
@@ -148,7 +245,7 @@ impl Transport for EventTransport {
         event_id: &'a str,
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Reply, SendError>> {
-        Box::pin(self.send_event(integration_id, event_id, body))
+        Box::pin(self.send_event(integration_id, event_id, body, None))
     }
 
     fn send_kind<'a>(
@@ -159,14 +256,49 @@ impl Transport for EventTransport {
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Reply, SendError>> {
         if super::crm::kinds::is_crm(kind) {
-            Box::pin(self.send_crm(integration_id, kind, event_id, body))
+            Box::pin(self.send_crm(integration_id, kind, event_id, body, None))
         } else {
-            Box::pin(self.send_event(integration_id, event_id, body))
+            Box::pin(self.send_event(integration_id, event_id, body, None))
+        }
+    }
+
+    fn load_account(&self, conn: &rusqlite::Connection, integration_id: i64) -> Option<Loaded> {
+        Some(self.load(conn, integration_id))
+    }
+
+    fn send_loaded<'a>(
+        &'a self,
+        context: &'a (dyn Any + Send + Sync),
+        integration_id: i64,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        let context = Some(context);
+        if super::crm::kinds::is_crm(kind) {
+            Box::pin(self.send_crm(integration_id, kind, event_id, body, context))
+        } else {
+            Box::pin(self.send_event(integration_id, event_id, body, context))
         }
     }
 
     fn refresh(&self, integration_id: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(self.refresh_token(integration_id))
+    }
+}
+
+/// Whether account `id` (as read) can take deliveries now.
+fn readiness(id: i64, found: Result<Option<store::Integration>, FlowluError>) -> Readiness {
+    match found {
+        Ok(Some(i)) if i.needs_reconnect => {
+            Readiness::Hold("the account needs to be reconnected in Flowlu".into())
+        }
+        Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(
+            "the telephony channel is not connected (Connect on the settings page)".into(),
+        ),
+        Ok(Some(_)) => Readiness::Ready,
+        Ok(None) => Readiness::Hold(format!("no account {id}")),
+        Err(e) => Readiness::Hold(e.to_string()),
     }
 }
 
@@ -227,20 +359,6 @@ pub fn call_object(call: &Call, recording_url: Option<&str>) -> Value {
         put("backfilled", json!(true));
     }
     Value::Object(c)
-}
-
-/// Unix milliseconds as RFC 3339 UTC (`2026-11-23T06:46:08.123Z`).
-pub fn rfc3339(ms: Option<i64>) -> Value {
-    let Some(ms) = ms else {
-        return Value::Null;
-    };
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(Value::Null, Value::String)
 }
 
 /// The employee Flowlu chose in its answer to an incoming call's `call.init`:

@@ -144,21 +144,16 @@ pub struct Flowlu {
     /// `[server] public_url` without a trailing `/`; `None` when not set.
     public_url: Option<String>,
     db: Db,
-    outbox: Outbox,
+    pub outbox: Outbox,
     session_key: Vec<u8>,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Notified when new tokens arrive, so the refresh worker recomputes its schedule.
     pub refresh_wake: tokio::sync::Notify,
 }
 
-impl AsRef<Flowlu> for Flowlu {
-    fn as_ref(&self) -> &Flowlu {
-        self
-    }
-}
-
 impl Flowlu {
     pub fn new(
+        client: client::Client,
         config: &FlowluConfig,
         public_url: Option<&str>,
         db: Db,
@@ -167,7 +162,7 @@ impl Flowlu {
     ) -> Flowlu {
         assert!(session_key.len() >= 32, "session key too short");
         Flowlu {
-            client: client::Client::new(config),
+            client,
             config: config.clone(),
             public_url: public_url.map(str::to_string),
             db,

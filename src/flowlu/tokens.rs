@@ -75,10 +75,9 @@ pub struct Credentials {
 /// `NeedsReconnect` while the integration waits for an admin; hold the work and retry
 /// later.
 pub async fn access_token(
-    flowlu: &impl AsRef<Flowlu>,
+    flowlu: &Flowlu,
     integration_id: i64,
 ) -> Result<Credentials, FlowluError> {
-    let flowlu = flowlu.as_ref();
     let (integration, row) = current(flowlu, integration_id).await?;
     if row.expires_at > now() + 30 {
         return credentials(flowlu, integration, row);
@@ -96,11 +95,10 @@ pub async fn access_token(
 /// stored token is no longer `rejected` (someone refreshed meanwhile) the current one
 /// is returned without another refresh.
 pub async fn force_refresh(
-    flowlu: &impl AsRef<Flowlu>,
+    flowlu: &Flowlu,
     integration_id: i64,
     rejected: &Secret,
 ) -> Result<Credentials, FlowluError> {
-    let flowlu = flowlu.as_ref();
     let lock = flowlu.lock(integration_id);
     let _guard = lock.lock().await;
     let (integration, row) = current(flowlu, integration_id).await?;

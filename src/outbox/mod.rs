@@ -106,6 +106,38 @@ pub trait Transport: Send + Sync + 'static {
     }
     /// Gets a new access token after a 401. An error puts the account on hold.
     fn refresh(&self, integration_id: i64) -> BoxFuture<'_, Result<(), String>>;
+    /// Reads what the transport needs about an account (readiness, rate limit, and
+    /// whatever its sends need, such as credentials) inside the worker's batch
+    /// transaction, so a batch of rows costs no extra trip to the database. `None`:
+    /// the worker asks [`readiness`](Transport::readiness) and
+    /// [`rate_limit`](Transport::rate_limit) instead.
+    fn load_account(&self, conn: &rusqlite::Connection, integration_id: i64) -> Option<Loaded> {
+        let _ = (conn, integration_id);
+        None
+    }
+    /// Sends a row of the batch that [`load_account`](Transport::load_account) read
+    /// `context` for (at most one lease old, as readiness).
+    fn send_loaded<'a>(
+        &'a self,
+        context: &'a (dyn std::any::Any + Send + Sync),
+        integration_id: i64,
+        kind: &'a str,
+        event_id: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Reply, SendError>> {
+        let _ = context;
+        self.send_kind(integration_id, kind, event_id, body)
+    }
+}
+
+/// An account as [`Transport::load_account`] read it.
+#[derive(Clone)]
+pub struct Loaded {
+    pub readiness: Readiness,
+    /// Requests per second; `None`: no limit.
+    pub rate_limit: Option<u32>,
+    /// Handed back to [`Transport::send_loaded`] for the rows of the same batch.
+    pub context: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The state of one outbox row.

@@ -85,18 +85,17 @@ pub(crate) fn id_list(ids: &[i64]) -> String {
     serde_json::to_string(ids).expect("integers serialize")
 }
 
-/// Leases up to `limit` due head rows for `lease_ms`, none of the accounts in `paused`
-/// (an [`id_list`]). Calls' first events (`call.init`, the one Flowlu answers with a
+/// Leases (in the caller's transaction) up to `limit` due head rows for `lease_ms`, none
+/// of the accounts in `paused` (an [`id_list`]). Calls' first events (`call.init`, the one Flowlu answers with a
 /// routing decision while the caller waits) come first: a new call never waits behind
 /// other calls' later events. Per-call order is untouched: only head rows are leased.
-pub(crate) fn lease_due(
-    conn: &mut Connection,
+fn lease_due_in(
+    tx: &Connection,
     now: i64,
     limit: usize,
     lease_ms: i64,
     paused: &str,
 ) -> rusqlite::Result<Vec<Lease>> {
-    let tx = conn.transaction()?;
     let mut leases = Vec::new();
     // The first query uses the partial index `outbox_pending_init` (migration 11).
     for only_init in ["AND o.kind = 'call.init'", ""] {
@@ -123,7 +122,6 @@ pub(crate) fn lease_due(
         }
         leases.extend(found);
     }
-    tx.commit()?;
     Ok(leases)
 }
 
@@ -214,14 +212,8 @@ pub(crate) fn cut_body(body: &str) -> String {
     format!("{}…", &body[..end])
 }
 
-/// Stores an attempt and its effect on the row, in one transaction.
-pub(crate) fn record(
-    conn: &mut Connection,
-    id: i64,
-    attempt: &Attempt,
-    update: &Update,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+/// Stores an attempt and its effect on the row (inside the caller's transaction).
+fn record_in(tx: &Connection, id: i64, attempt: &Attempt, update: &Update) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, duration_ms, status, error,
                                       response_body)
@@ -268,7 +260,81 @@ pub(crate) fn record(
             params![id, now, attempt.status, reason],
         )?,
     };
-    tx.commit()
+    Ok(())
+}
+
+/// What the delivery of one leased row does to the table, applied in the worker's next
+/// batch ([`flush`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// An attempt and its effect on the row.
+    Record {
+        id: i64,
+        attempt: Attempt,
+        update: Update,
+    },
+    /// Back without an attempt, due no earlier than `at` (its account was paused).
+    PutBack { id: i64, at: i64 },
+    /// Back without an attempt, held until `until` (its account cannot take deliveries).
+    Hold { id: i64, until: i64, why: String },
+}
+
+/// One batch of the worker, in one transaction: stores the outcomes of finished
+/// deliveries (`ops`, in order), then leases up to `limit` due rows (as [`lease_due_in`]:
+/// a row whose predecessor was just delivered is leasable in the same batch) and lets
+/// `load` read each leased account's state in the same transaction. With room left
+/// after leasing, also returns when the next row is due ([`next_due`]).
+pub(crate) fn flush<A>(
+    conn: &mut Connection,
+    ops: &[Op],
+    limit: usize,
+    lease_ms: i64,
+    paused: &str,
+    mut load: impl FnMut(&Connection, i64) -> A,
+) -> rusqlite::Result<Flushed<A>> {
+    let tx = conn.transaction()?;
+    for op in ops {
+        match op {
+            Op::Record {
+                id,
+                attempt,
+                update,
+            } => record_in(&tx, *id, attempt, update)?,
+            Op::PutBack { id, at } => put_back(&tx, *id, *at)?,
+            Op::Hold { id, until, why } => hold(&tx, *id, *until, why)?,
+        }
+    }
+    let now = now_ms();
+    let leases = if limit > 0 {
+        lease_due_in(&tx, now, limit, lease_ms, paused)?
+    } else {
+        Vec::new()
+    };
+    let mut accounts = Vec::new();
+    for lease in &leases {
+        if !accounts.iter().any(|(id, _)| *id == lease.integration_id) {
+            accounts.push((lease.integration_id, load(&tx, lease.integration_id)));
+        }
+    }
+    let next_due = if limit > 0 && leases.len() < limit {
+        next_due(&tx, paused)?
+    } else {
+        None
+    };
+    tx.commit()?;
+    Ok(Flushed {
+        leases,
+        accounts,
+        next_due,
+    })
+}
+
+/// What a [`flush`] leased.
+pub(crate) struct Flushed<A> {
+    pub leases: Vec<Lease>,
+    /// Each leased account once, as `load` read it.
+    pub accounts: Vec<(i64, A)>,
+    pub next_due: Option<i64>,
 }
 
 /// Puts a leased row back without an attempt, due no earlier than `at` (its account was

@@ -1,6 +1,12 @@
 //! The delivery worker: leases due rows, sends them through the transport, records the
 //! attempt and its consequence. [`Outbox::run`] is the production loop; [`Outbox::step`]
 //! delivers what is due once, so tests can drain the queue instead of sleeping.
+//!
+//! The loop works in batches on a connection of its own: one transaction stores the
+//! attempts of every delivery that finished since the last batch and leases the next due
+//! rows, reading each leased account's state ([`Transport::load_account`]) in the same
+//! transaction. So under load a delivered event costs one POST plus a share of one
+//! transaction, instead of a lease, account reads and a record transaction of its own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +18,9 @@ use tokio::task::JoinSet;
 
 use super::policy::{RetryPolicy, Verdict};
 use super::ratelimit::RateLimiter;
-use super::store::{self, Attempt, Lease, Update};
-use super::{OutboxError, Readiness, Reply, SendError, Transport, now_ms};
-use crate::db::Db;
+use super::store::{self, Attempt, Flushed, Lease, Op, Update};
+use super::{Loaded, OutboxError, Readiness, Reply, SendError, Transport, now_ms};
+use crate::db::{Db, DbError};
 
 /// How long a leased row is considered in flight. Longer than any request (rate-limit
 /// wait included); cleared at start-up, so a crash never delays redelivery by it.
@@ -30,12 +36,7 @@ pub struct Outbox {
 
 /// What the worker knows about an account while it sends the rows of one lease: read once
 /// per lease, not once per row.
-#[derive(Debug, Clone)]
-struct Account {
-    readiness: Readiness,
-    /// Requests per second; `None`: no limit.
-    rate_limit: Option<u32>,
-}
+type Account = Loaded;
 
 /// Told how long each delivered event took from being written to its 2xx.
 pub type OnDelivered = Box<dyn Fn(Duration) + Send + Sync>;
@@ -51,6 +52,8 @@ struct Inner {
     max_in_flight: std::sync::atomic::AtomicUsize,
     /// Accounts that answered 429, and until when (unix ms) none of their rows is sent.
     paused: Mutex<HashMap<i64, i64>>,
+    /// The worker's own connection (opened on first use): batches, leases and records.
+    writer: Arc<Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl Inner {
@@ -84,6 +87,7 @@ impl Outbox {
                 wake: Notify::new(),
                 max_in_flight: max_in_flight.max(1).into(),
                 paused: Mutex::new(HashMap::new()),
+                writer: Arc::new(Mutex::new(None)),
             }),
         }
     }
@@ -127,81 +131,101 @@ impl Outbox {
     }
 
     /// Delivers until `shutdown` resolves. Deliveries in flight at shutdown are left to
-    /// finish in the background; their rows are sent again after a restart if they did
-    /// not complete.
+    /// finish (and be recorded) in the background; their rows are sent again after a
+    /// restart if they did not complete.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         if let Err(e) = self
-            .inner
-            .db
-            .run(|c| Ok::<_, OutboxError>(store::clear_leases(c)?))
+            .write(|c| Ok::<_, OutboxError>(store::clear_leases(c)?))
             .await
         {
             log::error!("outbox: cannot clear leases: {e}");
         }
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut in_flight = JoinSet::new();
-        // Under a backlog, lease in batches of a quarter of the slots rather than one row
-        // per completion: one lease transaction, and one look at each account's state,
-        // for many rows.
-        let batch = (self.inner.max_in_flight() / 4).max(1);
+        let mut in_flight: JoinSet<Vec<Op>> = JoinSet::new();
+        // Outcomes of finished deliveries, stored by the next batch.
+        let mut done: Vec<Op> = Vec::new();
+        // New rows were written (a new call's `call.init`, say): lease even with fewer
+        // than a batch's slots free, so they need not wait for a batch to complete.
+        let mut woken = true;
         loop {
-            let room = self.inner.max_in_flight().saturating_sub(in_flight.len());
-            let mut wait = IDLE_POLL;
-            let leasing = room >= batch || in_flight.is_empty();
-            if leasing {
-                match self.lease_due(room).await {
-                    Ok(leases) => {
-                        let accounts = self.accounts(&leases).await;
-                        for lease in leases {
-                            let me = self.clone();
-                            let account = accounts[&lease.integration_id].clone();
-                            in_flight.spawn(async move { me.attempt(lease, account).await });
-                        }
-                    }
-                    Err(e) => log::error!("outbox: {e}"),
-                }
+            while let Some(finished) = in_flight.try_join_next() {
+                done.extend(finished.unwrap_or_default());
             }
-            if leasing && in_flight.len() < self.inner.max_in_flight() {
-                // Room left, so nothing else is due now: sleep until the next row is.
-                // (When full, a completion wakes us: no need to look, which under a
-                // backlog would scan every pending row once per delivery.)
-                match self.next_due().await {
-                    Ok(next) => {
-                        // A paused account's rows are due again when its pause ends.
-                        let pause_end = self.paused_accounts().1;
-                        if let Some(at) = next.into_iter().chain(pause_end).min() {
-                            let delta = (at - now_ms()).max(0) as u64;
-                            wait = wait.min(Duration::from_millis(delta));
+            // Under a backlog, lease in batches of a quarter of the slots rather than one
+            // row per completion: one transaction, and one look at each account's state,
+            // for many rows.
+            let max = self.inner.max_in_flight();
+            let batch = (max / 4).max(1);
+            let room = max.saturating_sub(in_flight.len());
+            let leasing = room >= batch || in_flight.is_empty() || (woken && room > 0);
+            woken = false;
+            let mut wait = IDLE_POLL;
+            if leasing || !done.is_empty() {
+                let ops = std::mem::take(&mut done);
+                match self
+                    .flush(ops.clone(), if leasing { room } else { 0 })
+                    .await
+                {
+                    Ok(flushed) => {
+                        let full = flushed.leases.len() >= room;
+                        let next = flushed.next_due;
+                        for (lease, account) in self.with_accounts(flushed).await {
+                            let me = self.clone();
+                            in_flight.spawn(async move { me.attempt(lease, account).await.0 });
+                        }
+                        if leasing && !full {
+                            // Room left, so nothing else is due now: sleep until the next
+                            // row is. (When full, a completion wakes us.) A paused
+                            // account's rows are due again when its pause ends.
+                            let pause_end = self.paused_accounts().1;
+                            if let Some(at) = next.into_iter().chain(pause_end).min() {
+                                let delta = (at - now_ms()).max(0) as u64;
+                                wait = wait.min(Duration::from_millis(delta));
+                            }
                         }
                     }
-                    Err(e) => log::error!("outbox: {e}"),
+                    Err(e) => {
+                        // Kept for the next batch; the rows stay leased meanwhile.
+                        log::error!("outbox: {e}");
+                        done = ops;
+                        wait = Duration::from_millis(100);
+                    }
                 }
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                () = self.inner.wake.notified() => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                () = self.inner.wake.notified() => woken = true,
+                Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    done.extend(finished.unwrap_or_default());
+                }
+                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => woken = true,
             }
         }
-        in_flight.detach_all();
+        // What finished is stored now; what is still in flight when it finishes.
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.apply(done).await;
+            while let Some(finished) = in_flight.join_next().await {
+                me.apply(finished.unwrap_or_default()).await;
+            }
+        });
     }
 
     /// Attempts every row that is due now, once, one at a time. Returns how many
     /// attempts were made (0: nothing was due).
     pub async fn step(&self) -> usize {
-        let leases = match self.lease_due(usize::MAX / 2).await {
-            Ok(leases) => leases,
+        let flushed = match self.flush(Vec::new(), usize::MAX / 2).await {
+            Ok(flushed) => flushed,
             Err(e) => {
                 log::error!("outbox: {e}");
                 return 0;
             }
         };
+        let leases = self.with_accounts(flushed).await;
         let count = leases.len();
-        let accounts = self.accounts(&leases).await;
-        for lease in leases {
-            let account = accounts[&lease.integration_id].clone();
-            self.attempt(lease, account).await;
+        for (lease, account) in leases {
+            let (ops, _) = self.attempt(lease, account).await;
+            self.apply(ops).await;
         }
         count
     }
@@ -211,9 +235,7 @@ impl Outbox {
     /// takes longer, the row stays queued and the worker retries it on schedule.
     pub async fn deliver_now(&self, id: i64, wait: Duration) -> Option<Reply> {
         let lease = self
-            .inner
-            .db
-            .run(move |c| Ok::<_, OutboxError>(store::lease_one(c, id, now_ms(), LEASE_MS)?))
+            .write(move |c| Ok::<_, OutboxError>(store::lease_one(c, id, now_ms(), LEASE_MS)?))
             .await
             .ok()
             .flatten()?;
@@ -221,26 +243,90 @@ impl Outbox {
         let me = self.clone();
         tokio::spawn(async move {
             let account = me.account(lease.integration_id).await;
-            let reply = me.attempt(lease, account).await;
+            let (ops, reply) = me.attempt(lease, account).await;
+            me.apply(ops).await;
             let _ = tx.send(reply);
         });
         tokio::time::timeout(wait, rx).await.ok()?.ok().flatten()
     }
 
-    async fn lease_due(&self, limit: usize) -> Result<Vec<Lease>, OutboxError> {
-        let paused = store::id_list(&self.paused_accounts().0);
-        self.inner
-            .db
-            .run(move |c| Ok(store::lease_due(c, now_ms(), limit, LEASE_MS, &paused)?))
-            .await
+    /// Runs `f` on the worker's own connection, on the blocking pool.
+    async fn write<T, E>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (writer, db) = (self.inner.writer.clone(), self.inner.db.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut slot = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(db.dedicated()?);
+            }
+            f(slot.as_mut().expect("just opened"))
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("outbox database task cancelled: {e}"),
+        }
     }
 
-    async fn next_due(&self) -> Result<Option<i64>, OutboxError> {
+    /// One batch: stores `ops`, leases up to `limit` due rows and reads their accounts.
+    async fn flush(
+        &self,
+        ops: Vec<Op>,
+        limit: usize,
+    ) -> Result<Flushed<Option<Loaded>>, OutboxError> {
         let paused = store::id_list(&self.paused_accounts().0);
-        self.inner
-            .db
-            .run(move |c| Ok(store::next_due(c, &paused)?))
-            .await
+        let transport = self.inner.transport.clone();
+        self.write(move |c| {
+            Ok(store::flush(c, &ops, limit, LEASE_MS, &paused, |c, id| {
+                transport.load_account(c, id)
+            })?)
+        })
+        .await
+    }
+
+    /// Stores the outcomes of deliveries outside a batch (`step`, `deliver_now`, and
+    /// what finishes after shutdown).
+    async fn apply(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        let stored = self
+            .write(move |c| {
+                Ok::<_, OutboxError>(store::flush(c, &ops, 0, LEASE_MS, "[]", |_, _| ())?)
+            })
+            .await;
+        if let Err(e) = stored {
+            // The rows keep their leases and are retried after a restart.
+            log::error!("outbox: cannot record attempts: {e}");
+        }
+    }
+
+    /// The leases of a batch with their accounts' states (asking the transport for those
+    /// it did not read in the batch).
+    async fn with_accounts(&self, flushed: Flushed<Option<Loaded>>) -> Vec<(Lease, Account)> {
+        let mut accounts: HashMap<i64, Account> = HashMap::new();
+        for (id, loaded) in flushed.accounts {
+            let account = match loaded {
+                Some(loaded) => loaded,
+                None => self.account(id).await,
+            };
+            accounts.insert(id, account);
+        }
+        flushed
+            .leases
+            .into_iter()
+            .map(|lease| {
+                let account = accounts[&lease.integration_id].clone();
+                (lease, account)
+            })
+            .collect()
     }
 
     /// The accounts paused now, and when the first of those pauses ends. Forgets pauses
@@ -274,46 +360,49 @@ impl Outbox {
         );
     }
 
-    /// An account's state for the rows of one lease.
+    /// An account's state, asked of the transport.
     async fn account(&self, integration: i64) -> Account {
         let transport = &self.inner.transport;
-        Account {
+        Loaded {
             readiness: transport.readiness(integration).await,
             rate_limit: transport.rate_limit(integration).await,
+            context: None,
         }
-    }
-
-    /// The state of every account in `leases`, each looked at once.
-    async fn accounts(&self, leases: &[Lease]) -> HashMap<i64, Account> {
-        let mut ids: Vec<i64> = leases.iter().map(|l| l.integration_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut accounts = HashMap::with_capacity(ids.len());
-        for id in ids {
-            accounts.insert(id, self.account(id).await);
-        }
-        accounts
     }
 
     /// One delivery of one leased row, including the single refresh-and-retry after a
-    /// 401. Returns the final answer when there was one.
-    async fn attempt(&self, lease: Lease, account: Account) -> Option<Reply> {
+    /// 401. Returns what it does to the table (for the caller to store) and the final
+    /// answer when there was one.
+    async fn attempt(&self, lease: Lease, account: Account) -> (Vec<Op>, Option<Reply>) {
         let inner = &self.inner;
         let integration = lease.integration_id;
         if let Readiness::Hold(why) = account.readiness {
-            self.hold(&lease, &why).await;
-            return None;
+            let until = now_ms() + inner.policy().hold_recheck.as_millis() as i64;
+            return (
+                vec![Op::Hold {
+                    id: lease.id,
+                    until,
+                    why,
+                }],
+                None,
+            );
         }
+        let mut ops = Vec::new();
+        // What the batch read for the account; not used again after a refresh.
+        let mut context = account.context.clone();
         let mut refreshed = false;
         loop {
             self.respect_rate_limit(integration, account.rate_limit)
                 .await;
             if let Some(until) = self.paused_until(integration) {
                 // Leased before another of its events got a 429: not sent until then.
-                self.put_back(&lease, until).await;
-                return None;
+                ops.push(Op::PutBack {
+                    id: lease.id,
+                    at: until,
+                });
+                return (ops, None);
             }
-            let (result, attempt) = self.send(&lease).await;
+            let (result, attempt) = self.send(&lease, context.as_deref()).await;
             let failures = lease.attempts + 1;
             let verdict = match &result {
                 Ok(reply) => inner.policy().after_reply(failures, reply),
@@ -346,8 +435,13 @@ impl Outbox {
                 Verdict::Refresh => match inner.transport.refresh(integration).await {
                     Ok(()) => {
                         // Keep the lease: this delivery sends again itself, at once.
-                        self.record(&lease, &attempt, Update::Resending).await;
+                        ops.push(Op::Record {
+                            id: lease.id,
+                            attempt,
+                            update: Update::Resending,
+                        });
                         refreshed = true;
+                        context = None;
                         continue;
                     }
                     Err(why) => {
@@ -360,8 +454,12 @@ impl Outbox {
                     }
                 },
             };
-            self.record(&lease, &attempt, update).await;
-            return result.ok();
+            ops.push(Op::Record {
+                id: lease.id,
+                attempt,
+                update,
+            });
+            return (ops, result.ok());
         }
     }
 
@@ -377,19 +475,24 @@ impl Outbox {
         }
     }
 
-    async fn send(&self, lease: &Lease) -> (Result<Reply, SendError>, Attempt) {
+    async fn send(
+        &self,
+        lease: &Lease,
+        context: Option<&(dyn std::any::Any + Send + Sync)>,
+    ) -> (Result<Reply, SendError>, Attempt) {
         let started_at = now_ms();
         let clock = Instant::now();
-        let result = self
-            .inner
-            .transport
-            .send_kind(
-                lease.integration_id,
-                &lease.kind,
-                &lease.event_id,
-                lease.payload.as_bytes(),
-            )
-            .await;
+        let transport = &self.inner.transport;
+        let (id, kind, event_id) = (lease.integration_id, &lease.kind, &lease.event_id);
+        let body = lease.payload.as_bytes();
+        let result = match context {
+            Some(context) => {
+                transport
+                    .send_loaded(context, id, kind, event_id, body)
+                    .await
+            }
+            None => transport.send_kind(id, kind, event_id, body).await,
+        };
         let attempt = Attempt {
             attempt: 0, // numbered by the store
             started_at,
@@ -399,41 +502,6 @@ impl Outbox {
             response_body: result.as_ref().ok().map(|r| store::cut_body(&r.body)),
         };
         (result, attempt)
-    }
-
-    async fn record(&self, lease: &Lease, attempt: &Attempt, update: Update) {
-        let (id, attempt) = (lease.id, attempt.clone());
-        let stored = self
-            .inner
-            .db
-            .run(move |c| Ok::<_, OutboxError>(store::record(c, id, &attempt, &update)?))
-            .await;
-        if let Err(e) = stored {
-            // The row keeps its lease and is retried after a restart or the lease expiry.
-            log::error!("outbox: cannot record an attempt of row {id}: {e}");
-        }
-    }
-
-    async fn put_back(&self, lease: &Lease, at: i64) {
-        let id = lease.id;
-        let stored = self
-            .inner
-            .db
-            .run(move |c| Ok::<_, OutboxError>(store::put_back(c, id, at)?))
-            .await;
-        if let Err(e) = stored {
-            log::error!("outbox: cannot put row {id} back: {e}");
-        }
-    }
-
-    async fn hold(&self, lease: &Lease, why: &str) {
-        let (id, why) = (lease.id, why.to_string());
-        let until = now_ms() + self.inner.policy().hold_recheck.as_millis() as i64;
-        let _ = self
-            .inner
-            .db
-            .run(move |c| Ok::<_, OutboxError>(store::hold(c, id, until, &why)?))
-            .await;
     }
 }
 

@@ -26,13 +26,12 @@ use crate::outbox::{Reply, SendError, parse_retry_after};
 
 /// Sends one row of `kind` (a [`kinds`] constant) with `creds`.
 pub async fn deliver(
-    flowlu: &impl AsRef<Flowlu>,
+    flowlu: &Flowlu,
     creds: &Credentials,
     kind: &str,
     event_id: &str,
     body: &[u8],
 ) -> Result<Reply, SendError> {
-    let flowlu = flowlu.as_ref();
     let row: Value = serde_json::from_slice(body)
         .map_err(|e| SendError::Network(format!("unreadable row: {e}")))?;
     let id = creds.integration.id;

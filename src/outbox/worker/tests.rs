@@ -491,3 +491,61 @@ async fn a_429_pauses_the_whole_account_until_retry_after() {
         vec![Some(429), Some(200)]
     );
 }
+
+#[test]
+fn a_batch_stores_outcomes_then_leases_the_next_rows_and_reads_each_account_once() {
+    let s = setup(&[1]);
+    let first = add(&s.db, 1, "a", 1);
+    add(&s.db, 1, "a", 2);
+    add(&s.db, 1, "b", 1);
+    add(&s.db, 7, "c", 1);
+    let mut conn = s.db.dedicated().unwrap();
+    let mut loads = Vec::new();
+    let flushed = store::flush(&mut conn, &[], 10, LEASE_MS, "[]", |_, id| {
+        loads.push(id);
+        id * 10
+    })
+    .unwrap();
+    let leased = |f: &Flushed<i64>| {
+        f.leases
+            .iter()
+            .map(|l| l.event_id.clone())
+            .collect::<Vec<_>>()
+    };
+    // a-2 waits behind a-1, which is leased; accounts 1 and 7 are read once each.
+    assert_eq!(leased(&flushed), vec!["a-1", "b-1", "c-1"]);
+    assert_eq!(flushed.accounts, vec![(1, 10), (7, 70)]);
+    assert_eq!(loads, vec![1, 7]);
+    // Leased rows are not leased again.
+    let again = store::flush(&mut conn, &[], 10, LEASE_MS, "[]", |_, _| 0).unwrap();
+    assert!(again.leases.is_empty());
+    // Storing a-1's delivery makes a-2 the call's head in the same transaction.
+    let attempt = Attempt {
+        attempt: 0,
+        started_at: now_ms(),
+        duration_ms: 1,
+        status: Some(200),
+        error: None,
+        response_body: Some("{}".into()),
+    };
+    let ops = [Op::Record {
+        id: first,
+        attempt,
+        update: Update::Delivered,
+    }];
+    let next = store::flush(&mut conn, &ops, 10, LEASE_MS, "[]", |_, _| 0).unwrap();
+    assert_eq!(leased(&next), vec!["a-2"]);
+    let (row, _, attempts) =
+        s.db.with_conn(|c| Ok::<_, crate::db::DbError>(show(c, first)?))
+            .unwrap()
+            .unwrap();
+    assert_eq!(row.state, State::Delivered);
+    assert_eq!(attempts.len(), 1);
+    // A paused account's rows stay where they are.
+    add(&s.db, 7, "c", 2);
+    let paused = store::flush(&mut conn, &[], 10, LEASE_MS, "[7]", |_, _| 0).unwrap();
+    assert!(
+        paused.leases.is_empty(),
+        "c-2 waits behind c-1 and account 7 is paused"
+    );
+}
