@@ -15,7 +15,7 @@
 //! 8  cli           → app doctor cdr flowlu reload outbox pbx recordings config redact db
 //!                    sdnotify secret sysuser tls util
 //! 7  app           → http cdr engine housekeeping callbacks flowlu calls metrics routing
-//!                    acme outbox pbx recordings config db tls
+//!                    acme outbox pbx recordings config db secret tls
 //! 7  doctor        → cdr flowlu pbx config db secret sysuser tls
 //! 7  http          → app cdr engine callbacks flowlu calls metrics routing outbox pbx
 //!                    recordings config redact db secret tls util
