@@ -47,6 +47,34 @@ pub struct EventRow {
     pub status: Option<u16>,
     /// The outbox's text for the last attempt (redacted); empty when it went through.
     pub error: String,
+    /// The catalogue key (`events_why_*`) of `error` when it is one of the appliance's
+    /// own reasons, shown in the page's language instead; other texts (Flowlu's answers,
+    /// network errors) are shown as they came.
+    pub error_key: Option<&'static str>,
+}
+
+/// The appliance's own reasons for holding or failing a delivery, as the outbox stores
+/// them, and their catalogue keys.
+const OWN_REASONS: &[(&str, &str)] = &[
+    (
+        "held: the telephony channel is not connected (Connect on the settings page)",
+        "events_why_not_connected",
+    ),
+    (
+        "the telephony channel is not connected",
+        "events_why_not_connected",
+    ),
+    (
+        "held: the account needs to be reconnected in Flowlu",
+        "events_why_reconnect",
+    ),
+];
+
+fn reason_key(error: &str) -> Option<&'static str> {
+    OWN_REASONS
+        .iter()
+        .find(|(text, _)| error == *text)
+        .map(|(_, key)| *key)
 }
 
 fn row(r: Row) -> EventRow {
@@ -67,6 +95,7 @@ fn row(r: Row) -> EventRow {
         created: super::view::utc(r.created_at),
         attempts: r.attempts,
         status,
+        error_key: reason_key(&error),
         error,
     }
 }
@@ -144,5 +173,26 @@ pub async fn resend(
             log::info!("integration {id}: event {event} queued again from the settings page");
             Ok(Outcome::ok(lang, "events_resent"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_appliances_own_reasons_are_catalogue_texts_in_both_languages() {
+        for (text, key) in OWN_REASONS {
+            assert_eq!(reason_key(text), Some(*key));
+            let (en, ru) = (
+                super::super::view::t("en", key),
+                super::super::view::t("ru", key),
+            );
+            assert_ne!(en, *key, "{key} missing in en.toml");
+            assert_ne!(ru, *key, "{key} missing in ru.toml");
+            assert_ne!(en, ru, "{key} is not translated");
+        }
+        // Flowlu's own answers are shown as they came.
+        assert_eq!(reason_key("HTTP 422: bad phone"), None);
     }
 }
