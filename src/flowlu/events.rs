@@ -175,10 +175,11 @@ impl EventTransport {
         context: Option<&(dyn Any + Send + Sync)>,
     ) -> Result<Reply, SendError> {
         let creds = self.credentials_for(id, context).await?;
-        let uuid =
-            creds.integration.telephony_uuid.clone().ok_or_else(|| {
-                SendError::Network("the telephony channel is not connected".into())
-            })?;
+        let uuid = creds
+            .integration
+            .telephony_uuid
+            .clone()
+            .ok_or_else(|| SendError::Network(NOT_CONNECTED.into()))?;
         let path = paths::event_hook(&creds.integration.account_id, &uuid);
         let reply = self
             .client
@@ -287,15 +288,20 @@ impl Transport for EventTransport {
     }
 }
 
+/// The error of a send to an account whose channel is gone (the settings page shows it
+/// translated, `http::settings::delivery`).
+pub const NOT_CONNECTED: &str = "the telephony channel is not connected";
+/// Why an account's events wait: its channel is not registered.
+pub const HOLD_NOT_CONNECTED: &str =
+    "the telephony channel is not connected (Connect on the settings page)";
+/// Why an account's events wait: Flowlu refused its tokens.
+pub const HOLD_RECONNECT: &str = "the account needs to be reconnected in Flowlu";
+
 /// Whether account `id` (as read) can take deliveries now.
 fn readiness(id: i64, found: Result<Option<store::Integration>, FlowluError>) -> Readiness {
     match found {
-        Ok(Some(i)) if i.needs_reconnect => {
-            Readiness::Hold("the account needs to be reconnected in Flowlu".into())
-        }
-        Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(
-            "the telephony channel is not connected (Connect on the settings page)".into(),
-        ),
+        Ok(Some(i)) if i.needs_reconnect => Readiness::Hold(HOLD_RECONNECT.into()),
+        Ok(Some(i)) if i.telephony_uuid.is_none() => Readiness::Hold(HOLD_NOT_CONNECTED.into()),
         Ok(Some(_)) => Readiness::Ready,
         Ok(None) => Readiness::Hold(format!("no account {id}")),
         Err(e) => Readiness::Hold(e.to_string()),

@@ -181,6 +181,9 @@ pub fn attempt_error(error: Option<&str>, status: Option<u16>) -> Option<String>
 /// Unix time in milliseconds, the unit of every outbox timestamp (`crate::util`'s).
 pub use crate::util::now_ms;
 
+/// What the outbox puts before a [`Readiness::Hold`] reason in an event's last error.
+pub const HELD: &str = "held: ";
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error(transparent)]

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 use serde::Serialize;
 
-use super::{NewEvent, State, now_ms};
+use super::{HELD, NewEvent, State, now_ms};
 
 /// Appends an event. Call inside the transaction that writes the call change it reports.
 pub fn enqueue(conn: &Connection, ev: &NewEvent) -> rusqlite::Result<i64> {
@@ -354,7 +354,7 @@ pub(crate) fn hold(conn: &Connection, id: i64, until: i64, why: &str) -> rusqlit
         "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 1,
                            last_error = ?3
          WHERE id = ?1",
-        params![id, until, format!("held: {why}")],
+        params![id, until, format!("{HELD}{why}")],
     )?;
     Ok(())
 }
