@@ -143,6 +143,9 @@ pub enum Event {
         device: String,
         state: LineState,
     },
+    /// The PBX's own list of employee endpoints and trunks ([`super::endpoints`]), asked
+    /// at login and again now and then: it replaces the previous one.
+    Endpoints(super::Endpoints),
     /// A phone registered or went away.
     Registration {
         extension: String,

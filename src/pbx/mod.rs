@@ -38,11 +38,13 @@
 //! | `OriginateResult` | `OriginateResponse` for our `ActionID` (`Reason` 4 answered, 5 busy, 3 no answer, 0 unavailable, 8 congestion) | `BACKGROUND_JOB` for our `Job-UUID` (`+OK <uuid>` or `-ERR <CAUSE>`) |
 //! | `DeviceState` | `DeviceStateChange` | (none: see `Registration`; `extensions()` reads live state) |
 //! | `Registration` | `ContactStatus`, `PeerStatus` | `CUSTOM sofia::register` / `sofia::unregister` / `sofia::expire` |
+//! | `Endpoints` | `PJSIPShowEndpoints` and `SIPpeers` answers, asked at login and every [`endpoints::REFRESH`] | `list_users` and `sofia status` answers, likewise |
 //!
 //! Every other AMI event and every other ESL event is read and dropped without cost beyond
 //! the codec; the event filters in README "PBX setup" keep most of them off the wire.
 
 pub mod ami;
+pub mod endpoints;
 pub mod esl;
 mod event;
 pub mod fields;
@@ -58,6 +60,7 @@ use tokio::sync::watch;
 use crate::config::{PbxConfig, PbxType};
 use crate::secret::Secret;
 
+pub use endpoints::Endpoints;
 pub use event::{
     Channel, ChannelSnapshot, ChannelState, DialStatus, Event, Extension, LineState, Origin,
     OriginateOutcome, PbxEvent, Transfer, TransferKind, asterisk_endpoint, q850_of,

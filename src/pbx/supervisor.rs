@@ -5,7 +5,10 @@
 //! and log in, set up event filters, resync, publish the connection to [`PbxHandle`]s and
 //! the state to the [`StatusBoard`], and after a loss reconnect with capped exponential
 //! backoff and jitter; a refused login is retried only every `auth_retry`. It emits the
-//! lifecycle events (`Connected`, `Disconnected`); the protocol actors emit the rest.
+//! lifecycle events (`Connected`, `Disconnected`) and the PBX's endpoint lists
+//! (`Endpoints`: asked after login, before the resync, and every
+//! [`REFRESH`](super::endpoints::REFRESH) while connected); the protocol actors emit the
+//! rest.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +20,8 @@ use tokio::task::JoinHandle;
 
 use super::handle::Backend;
 use super::{
-    ConnectError, ConnectionSettings, Event, LinkState, Options, PbxEvent, PbxEvents, PbxHandle,
-    StatusBoard, ami, esl,
+    ConnectError, ConnectionSettings, Endpoints, Event, LinkState, Options, PbxEvent, PbxEvents,
+    PbxHandle, StatusBoard, ami, esl,
 };
 use crate::config::{PbxConfig, PbxType};
 
@@ -57,16 +60,37 @@ pub struct Supervisor {
     backend: watch::Sender<Option<Backend>>,
 }
 
-/// A logged-in connection: the command side and the actor task (aborted when dropped).
+/// A logged-in connection: the command side, the actor task and the endpoint lists'
+/// refresher (both aborted when dropped).
 struct Live {
     backend: Backend,
     task: JoinHandle<String>,
+    refresh: Option<JoinHandle<()>>,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(refresh) = &self.refresh {
+            refresh.abort();
+        }
     }
+}
+
+/// The PBX's endpoint lists ([`super::endpoints`]); `None` when it answered none.
+async fn endpoints_of(backend: &Backend) -> Option<Endpoints> {
+    let list = match backend {
+        Backend::Ami(c) => ami::commands::endpoints(c).await,
+        Backend::Esl(c) => esl::commands::endpoints(c).await,
+    };
+    match &list {
+        Some(list) => log::info!("PBX: {}", list.summary()),
+        None => log::info!(
+            "PBX: no endpoint list answered; employees are told from customers by [calls] \
+             and the digit rule"
+        ),
+    }
+    list
 }
 
 impl Live {
@@ -300,12 +324,13 @@ impl Supervisor {
         })
         .await;
         announced.store(true, Ordering::Relaxed);
-        let live = match session {
+        let mut live = match session {
             Session::Ami(session) => {
                 let (client, task) = ami::client::start(session, opts.clone(), self.events.clone());
                 Live {
                     backend: Backend::Ami(client),
                     task,
+                    refresh: None,
                 }
             }
             Session::Esl(session) => {
@@ -313,6 +338,7 @@ impl Supervisor {
                 Live {
                     backend: Backend::Esl(client),
                     task,
+                    refresh: None,
                 }
             }
         };
@@ -323,6 +349,20 @@ impl Supervisor {
             .await;
             return Err(ConnectError::Down(why));
         }
+        let (backend, events) = (live.backend.clone(), self.events.clone());
+        live.refresh = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(super::endpoints::REFRESH).await;
+                if let Some(list) = endpoints_of(&backend).await
+                    && events
+                        .send(PbxEvent::now(Event::Endpoints(list)))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        }));
         Ok(live)
     }
 
@@ -340,6 +380,15 @@ impl Supervisor {
                         }
                     }
                 }
+            }
+            Backend::Esl(_) => {}
+        }
+        // Before the resync: the live channels are then told apart by the PBX's lists.
+        if let Some(list) = endpoints_of(&live.backend).await {
+            self.emit(Event::Endpoints(list)).await;
+        }
+        match &live.backend {
+            Backend::Ami(client) => {
                 client
                     .resync()
                     .await

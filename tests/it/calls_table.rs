@@ -5,7 +5,7 @@
 
 use appliance::calls::tracker::{Emit, Tracker};
 use appliance::calls::{Call, CallState, CallStatus, Direction};
-use appliance::config::Config;
+use appliance::config::{CallsConfig, Config};
 use appliance::pbx::{Event, OriginateRequest};
 
 use crate::fake_pbx::ami::{FakeAmi, Script};
@@ -42,13 +42,18 @@ async fn run(pbx: &str, fixture: &str, click: Option<Click>) -> (Call, Vec<Emit>
     } else {
         FakeEsl::start(vec![EslScript::new(fixture)]).await
     };
-    let (call, emits, _) = run_on(pbx, fake, click).await;
+    let (call, emits, _) = run_on(pbx, fake, click, &Config::defaults().calls).await;
     (call, emits)
 }
 
-/// Like [`run`] on a fake already started; also returns how many other calls were
-/// reported meanwhile.
-async fn run_on(pbx: &str, fake: Fake, click: Option<Click>) -> (Call, Vec<Emit>, usize) {
+/// Like [`run`] on a fake already started, under `calls`; also returns how many other
+/// calls were reported meanwhile.
+async fn run_on(
+    pbx: &str,
+    fake: Fake,
+    click: Option<Click>,
+    calls: &CallsConfig,
+) -> (Call, Vec<Emit>, usize) {
     let mut others = std::collections::HashSet::new();
     let mut config = pbx_config(pbx, fake.port());
     config.context = "from-crm".into();
@@ -56,7 +61,7 @@ async fn run_on(pbx: &str, fake: Fake, click: Option<Click>) -> (Call, Vec<Emit>
         config.agent_channel = c.channel.into();
     }
     let mut put = PbxUnderTest::start(config);
-    let mut tracker = Tracker::new(&Config::defaults().calls);
+    let mut tracker = Tracker::new(calls);
     // What the tracker reports while the connection comes up (a call may start then).
     let mut early = Vec::new();
     for e in put.wait_up().await {
@@ -618,6 +623,7 @@ fn fs_customer_busy() -> Expect {
     }
 }
 
+mod endpoints;
 mod every;
 mod loopback_order;
 mod resync_race;

@@ -317,3 +317,53 @@ async fn a_silent_pbx_is_detected_by_the_keepalive() {
     assert!(fake.connections() >= 2);
     pbx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asks_for_the_endpoint_lists_before_the_resync_and_copes_without_them() {
+    // Both asked; SIPpeers refused (no chan_sip: the recorded error), the recorded PJSIP
+    // list passed on as it is.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .canned("PJSIPShowEndpoints", "sip-actions-registered", "eps-1", 1)
+            .idle_resync(),
+    ])
+    .await;
+    let mut pbx = PbxUnderTest::start(config(&fake));
+    let events = pbx.wait_up().await;
+    let listed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Endpoints(list) => Some(list.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listed.len(), 1, "{events:?}");
+    let names = |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&listed[0].employees), ["100", "101", "102"]);
+    assert_eq!(names(&listed[0].trunks), ["trunk"]);
+    assert_eq!(listed[0].sources, ["PJSIPShowEndpoints"]);
+    let sent: Vec<String> = fake.sent().into_iter().map(|s| s.name).collect();
+    let at = |name: &str| sent.iter().position(|s| s == name).unwrap();
+    assert!(at("PJSIPShowEndpoints") < at("CoreShowChannels"));
+    assert!(at("SIPpeers") < at("CoreShowChannels"));
+    pbx.stop().await;
+
+    // Neither answered in time (PJSIP hangs, chan_sip refused): no list, and the
+    // connection still comes up and resyncs once the wait is over.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .silent("PJSIPShowEndpoints")
+            .idle_resync(),
+    ])
+    .await;
+    let mut c = config(&fake);
+    c.timeout_ms = 300;
+    let mut pbx = PbxUnderTest::start(c);
+    let events = pbx.wait_up().await;
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Endpoints(_))),
+        "{events:?}"
+    );
+    assert!(matches!(events.last(), Some(Event::Resync { .. })));
+    pbx.stop().await;
+}

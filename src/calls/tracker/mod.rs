@@ -183,7 +183,9 @@ impl Tracker {
     }
 
     /// New `[calls]` rules (a reload); calls in progress keep what they were told apart as.
-    pub fn set_rules(&mut self, rules: Rules) {
+    /// The PBX's endpoint lists stay until it sends new ones.
+    pub fn set_rules(&mut self, mut rules: Rules) {
+        rules.set_endpoints(self.rules.take_endpoints());
         self.rules = rules;
     }
 
@@ -382,6 +384,7 @@ impl Tracker {
                 self.originate_result(call_id, *outcome, channel.as_deref(), detail, now, &mut out)
             }
             Event::Resync { channels } => self.resync(channels, now, &mut out),
+            Event::Endpoints(list) => self.rules.set_endpoints(list.clone()),
             Event::Connected { .. }
             | Event::CallingIn { .. }
             | Event::Disconnected { .. }
