@@ -111,6 +111,14 @@ pub enum Event {
         channel: String,
         queue: String,
     },
+    /// `channel` entered ring group `group` as the PBX numbers it: FreePBX's ring groups
+    /// run in dialplan context `ext-group` at the group's number (Asterisk `Newexten` /
+    /// `Newchannel` with `Context: ext-group`, e.g. `Exten: 600`), then dial their
+    /// members from `macro-dial` at `s`, where nothing names the group any more.
+    RingGroup {
+        channel: String,
+        group: String,
+    },
     /// `channel` is gone. `cause` is the Q.850 cause code (16 normal clearing, 17 busy,
     /// 19 no answer, 21 rejected, 26 answered elsewhere, ...).
     HungUp {

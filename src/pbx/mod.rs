@@ -32,6 +32,7 @@
 //! | `Bridged` / `Unbridged` | `BridgeEnter` / `BridgeLeave` (`BridgeUniqueid`) | `CHANNEL_BRIDGE` / `CHANNEL_UNBRIDGE`: one event per leg, bridge id = `Bridge-A-Unique-ID`, peer = the other leg |
 //! | `Transferred` | `BlindTransfer`, `AttendedTransfer` (transferer, transferee, target and bridge ids) | a new `Caller-Transfer-Source` on a non-loopback leg: `bl_xfer` (blind, e.g. `uuid_transfer`) or `att_xfer` (attended) |
 //! | `Queued` | `QueueCallerJoin`, `AgentCalled`, `QueueCallerAbandon` (`Uniqueid` of the caller, `Queue`) | `variable_cc_queue` (mod_callcenter) first seen on a leg, or changed |
+//! | `RingGroup` | `Newexten` or `Newchannel` in FreePBX's `ext-group` context at a number (the group's) | (none) |
 //! | `HungUp` | `Hangup` (`Cause`, `Cause-txt`) | `CHANNEL_HANGUP_COMPLETE` (`variable_hangup_cause_q850`, `Hangup-Cause`) |
 //! | `RecordingStarted` | `VarSet` `MIXMONITOR_FILENAME`; `Cdr` with a `recordingfile` field | `RECORD_START` `Record-File-Path` |
 //! | `CallTagged` | `VarSet` `CRM_CALL_ID` | `variable_crm_call_id` first seen on a leg |

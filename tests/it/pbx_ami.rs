@@ -80,7 +80,20 @@ async fn logs_in_with_md5_filters_events_and_resyncs() {
             "{wanted} filter missing: {names:?}"
         );
     }
-    assert!(!names.iter().any(|n| n.contains("Newexten")));
+    // Newexten only in FreePBX's ring-group context: never the dialplan flood.
+    let newexten: Vec<_> = filters
+        .iter()
+        .filter(|f| {
+            f.get("MatchCriteria")
+                .is_some_and(|m| m.contains("Newexten"))
+        })
+        .collect();
+    assert_eq!(newexten.len(), 1);
+    assert_eq!(
+        newexten[0].get("MatchCriteria"),
+        Some("action(include),name(Newexten),header(Context),method(exact)")
+    );
+    assert_eq!(newexten[0].get("Filter"), Some("ext-group"));
     assert_eq!(sent.last().unwrap().name, "CoreShowChannels");
     assert_eq!(fake.connections(), 1);
     pbx.stop().await;

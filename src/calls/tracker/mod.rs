@@ -363,6 +363,7 @@ impl Tracker {
             }
             Event::Transferred(t) => self.transferred(t, now, &mut out),
             Event::Queued { channel, queue } => self.queued(channel, queue),
+            Event::RingGroup { channel, group } => self.queued(channel, group),
             Event::HungUp {
                 channel,
                 cause,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::client::{Client, Reply};
 use super::codec::Message;
-use super::events::{self, EVENTS, VARIABLES};
+use super::events::{self, EVENTS, RING_GROUP_CONTEXT, VARIABLES};
 use crate::pbx::endpoints::{self, Endpoints};
 use crate::pbx::handle::clean_name;
 use crate::pbx::{
@@ -303,17 +303,24 @@ pub(crate) async fn add_filters(client: &Client) -> Result<bool, PbxError> {
         );
         return Ok(false);
     }
-    for name in EVENTS {
-        let criteria = format!("action(include),name({name})");
-        let reply = client
-            .send(
-                "Filter",
-                &[("Operation", "Add"), ("MatchCriteria", &criteria)],
-            )
-            .await?;
+    let mut filters: Vec<(String, Option<&str>)> = EVENTS
+        .iter()
+        .map(|name| (format!("action(include),name({name})"), None))
+        .collect();
+    // Dialplan steps in FreePBX's ring groups only, not the Newexten flood.
+    filters.push((
+        "action(include),name(Newexten),header(Context),method(exact)".into(),
+        Some(RING_GROUP_CONTEXT),
+    ));
+    for (criteria, filter) in &filters {
+        let mut headers = vec![("Operation", "Add"), ("MatchCriteria", criteria.as_str())];
+        if let Some(f) = filter {
+            headers.push(("Filter", f));
+        }
+        let reply = client.send("Filter", &headers).await?;
         if !reply.response.is_success() {
             return Err(PbxError::Refused(format!(
-                "AMI filter for {name}: {}",
+                "AMI filter {criteria}: {}",
                 reply.response.message()
             )));
         }
