@@ -469,4 +469,28 @@ mod tests {
         r.set_endpoints(Endpoints::default());
         assert!(!r.is_extension("150010001") && r.is_extension("800"));
     }
+
+    #[test]
+    fn the_tracker_takes_the_pbx_lists_from_the_event_stream_and_keeps_them_over_a_reload() {
+        let defaults = crate::config::Config::defaults().calls;
+        let mut t = super::super::Tracker::new(&defaults);
+        let mut list = Endpoints::default();
+        list.add("150010001", crate::pbx::endpoints::Kind::Employee);
+        t.handle(&crate::pbx::PbxEvent::now(crate::pbx::Event::Endpoints(
+            list,
+        )));
+        assert!(t.rules().is_extension("150010001"));
+        t.set_rules(Rules::new(&defaults));
+        assert!(
+            t.rules().is_extension("150010001"),
+            "a [calls] reload keeps them"
+        );
+        t.handle(&crate::pbx::PbxEvent::now(crate::pbx::Event::Endpoints(
+            Endpoints::default(),
+        )));
+        assert!(
+            !t.rules().is_extension("150010001"),
+            "a new list replaces them"
+        );
+    }
 }
