@@ -2,7 +2,8 @@
 //! 5): the recorded click-to-call with the two `CHANNEL_CREATE`s swapped, through the
 //! fake event socket, the adapter and the tracker, is the same one call as recorded.
 
-use super::{LOOPBACK, check, click, fs_customer_busy, run_on};
+use super::freeswitch::fs_customer_busy;
+use super::{LOOPBACK, check, click, run_on};
 use crate::fake_pbx::esl::{EslScript, FakeEsl};
 use appliance::config::Config;
 
