@@ -162,6 +162,8 @@ pub struct Tracker {
     /// live-channel list may have been taken before them, so missing from it they did not
     /// end while the connection was down.
     fresh: Option<HashSet<String>>,
+    /// The PBX last connected to: its endpoint lists are no other PBX's.
+    server: Option<String>,
 }
 
 pub fn ms(at: std::time::SystemTime) -> i64 {
@@ -179,6 +181,7 @@ impl Tracker {
             expected: HashMap::new(),
             pending: HashMap::new(),
             fresh: None,
+            server: None,
         }
     }
 
@@ -310,7 +313,13 @@ impl Tracker {
         let now = ms(ev.at);
         let mut out = Vec::new();
         match &ev.event {
-            Event::Connected { .. } => self.fresh = Some(HashSet::new()),
+            Event::Connected { server, .. } => {
+                self.fresh = Some(HashSet::new());
+                if self.server.as_ref().is_some_and(|s| s != server) {
+                    self.rules.take_endpoints();
+                }
+                self.server = Some(server.clone());
+            }
             Event::Disconnected { .. } => self.fresh = None,
             Event::ChannelCreated(ch) => {
                 if let Some(fresh) = &mut self.fresh {

@@ -4,7 +4,7 @@
 //! a leg belongs to an employee when its endpoint (the PJSIP/SIP endpoint, FreeSWITCH
 //! user, or the number of a `Local/…@ctx` / `loopback/…` channel) is an extension. What
 //! is an extension is decided, first match wins, by
-//! 1. `[calls] trunk_endpoints`: never an extension;
+//! 1. `[calls] trunk_endpoints`: never an extension; `[calls] employee_endpoints`: always;
 //! 2. the PBX's own lists ([`Rules::set_endpoints`], `crate::pbx::endpoints`): its
 //!    trunks are not, its employees' endpoints are;
 //! 3. the digit rule: all digits, `[calls] extension_min_digits..=extension_max_digits`
@@ -24,6 +24,7 @@ pub struct Rules {
     min: usize,
     max: usize,
     trunks: HashSet<String>,
+    employees: HashSet<String>,
     inbound_contexts: HashSet<String>,
     /// Longest first.
     prefixes: Vec<String>,
@@ -64,6 +65,7 @@ impl Rules {
             min: c.extension_min_digits as usize,
             max: c.extension_max_digits as usize,
             trunks: c.trunk_endpoints.iter().cloned().collect(),
+            employees: c.employee_endpoints.iter().cloned().collect(),
             inbound_contexts: c.inbound_contexts.iter().cloned().collect(),
             prefixes: {
                 let mut p = c.outbound_prefixes.clone();
@@ -88,9 +90,11 @@ impl Rules {
         std::mem::take(&mut self.pbx)
     }
 
-    /// A trunk by `[calls] trunk_endpoints` or by the PBX's own list.
+    /// A trunk by `[calls] trunk_endpoints`, or by the PBX's own list unless `[calls]
+    /// employee_endpoints` names it.
     fn is_trunk(&self, endpoint: &str) -> bool {
-        self.trunks.contains(endpoint) || self.pbx.trunks.contains(endpoint)
+        self.trunks.contains(endpoint)
+            || (self.pbx.trunks.contains(endpoint) && !self.employees.contains(endpoint))
     }
 
     /// What an employee dialled without the outside-line prefix (`[calls]
@@ -114,7 +118,8 @@ impl Rules {
         if self.is_trunk(s) {
             return false;
         }
-        self.pbx.employees.contains(s)
+        self.employees.contains(s)
+            || self.pbx.employees.contains(s)
             || ((self.min..=self.max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
     }
 
@@ -468,6 +473,16 @@ mod tests {
         // A fresh list replaces the old one wholesale.
         r.set_endpoints(Endpoints::default());
         assert!(!r.is_extension("150010001") && r.is_extension("800"));
+        // [calls] employee_endpoints over the PBX's trunk list (a chan_sip phone at a
+        // fixed host) and over the digit rule.
+        let mut c = crate::config::Config::defaults().calls;
+        c.employee_endpoints = vec!["800".into(), "reception".into()];
+        let mut r = Rules::new(&c);
+        let mut list = Endpoints::default();
+        list.add("800", crate::pbx::endpoints::Kind::Trunk);
+        r.set_endpoints(list);
+        assert_eq!(r.role(&peer("800")), Role::Agent("800".into()));
+        assert_eq!(r.role(&peer("reception")), Role::Agent("reception".into()));
     }
 
     #[test]
