@@ -1,7 +1,7 @@
 //! What the PBX itself says its endpoints are: employees' phones or trunks.
 //!
-//! Asked at every login and every [`REFRESH`] after it (README "Call direction", "Who is
-//! an employee"): Asterisk `PJSIPShowEndpoints` and `SIPpeers` (either may be refused
+//! Asked at every login and every `[pbx] endpoints_refresh_ms` after it (README
+//! "Employee or customer"): Asterisk `PJSIPShowEndpoints` and `SIPpeers` (either may be refused
 //! when its channel driver is not loaded), FreeSWITCH `list_users` and `sofia status`.
 //! The facts that tell a phone from a trunk:
 //!
@@ -20,10 +20,6 @@
 //! [`Event::Endpoints`]: super::Event::Endpoints
 
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-/// How often the lists are asked again while the connection stays up.
-pub const REFRESH: Duration = Duration::from_secs(5 * 60);
 
 /// The PBX's own lists, by endpoint name (`100`, `trunk`, a FreeSWITCH user id or
 /// gateway name).

@@ -39,7 +39,7 @@
 //! | `OriginateResult` | `OriginateResponse` for our `ActionID` (`Reason` 4 answered, 5 busy, 3 no answer, 0 unavailable, 8 congestion) | `BACKGROUND_JOB` for our `Job-UUID` (`+OK <uuid>` or `-ERR <CAUSE>`) |
 //! | `DeviceState` | `DeviceStateChange` | (none: see `Registration`; `extensions()` reads live state) |
 //! | `Registration` | `ContactStatus`, `PeerStatus` | `CUSTOM sofia::register` / `sofia::unregister` / `sofia::expire` |
-//! | `Endpoints` | `PJSIPShowEndpoints` and `SIPpeers` answers, asked at login and every [`endpoints::REFRESH`] | `list_users` and `sofia status` answers, likewise |
+//! | `Endpoints` | `PJSIPShowEndpoints` and `SIPpeers` answers, asked at login and every `[pbx] endpoints_refresh_ms` | `list_users` and `sofia status` answers, likewise |
 //!
 //! Every other AMI event and every other ESL event is read and dropped without cost beyond
 //! the codec; the event filters in README "PBX setup" keep most of them off the wire.
@@ -226,6 +226,8 @@ pub struct Options {
     pub reconnect_max: Duration,
     pub auth_retry: Duration,
     pub timeout: Duration,
+    /// `[pbx] endpoints_refresh_ms`: how often the endpoint lists are asked again.
+    pub endpoints_refresh: Duration,
     /// `[pbx] allow_plain_login`: send the AMI secret in clear text when the manager
     /// refuses the MD5 challenge.
     pub allow_plain_login: bool,
@@ -249,6 +251,7 @@ impl Options {
             reconnect_max: ms(config.reconnect_max_ms),
             auth_retry: ms(config.auth_retry_ms),
             timeout: ms(config.timeout_ms),
+            endpoints_refresh: ms(config.endpoints_refresh_ms),
             allow_plain_login: config.allow_plain_login,
             config: config.clone(),
         }

@@ -6,9 +6,8 @@
 //! the state to the [`StatusBoard`], and after a loss reconnect with capped exponential
 //! backoff and jitter; a refused login is retried only every `auth_retry`. It emits the
 //! lifecycle events (`Connected`, `Disconnected`) and the PBX's endpoint lists
-//! (`Endpoints`: asked after login, before the resync, and every
-//! [`REFRESH`](super::endpoints::REFRESH) while connected); the protocol actors emit the
-//! rest.
+//! (`Endpoints`: asked after login, before the resync, and every `endpoints_refresh`
+//! while connected); the protocol actors emit the rest.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -79,18 +78,39 @@ impl Drop for Live {
 
 /// The PBX's endpoint lists ([`super::endpoints`]); `None` when it answered none.
 async fn endpoints_of(backend: &Backend) -> Option<Endpoints> {
-    let list = match backend {
+    match backend {
         Backend::Ami(c) => ami::commands::endpoints(c).await,
         Backend::Esl(c) => esl::commands::endpoints(c).await,
-    };
-    match &list {
-        Some(list) => log::info!("PBX: {}", list.summary()),
-        None => log::info!(
-            "PBX: no endpoint list answered; employees are told from customers by [calls] \
-             and the digit rule"
-        ),
     }
-    list
+}
+
+/// Asks the lists again every `every`, passing them on (and saying so in the log) only
+/// when they changed since `last`.
+async fn refresh_endpoints(
+    backend: Backend,
+    events: mpsc::Sender<PbxEvent>,
+    every: Duration,
+    mut last: Option<Endpoints>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(list) = endpoints_of(&backend).await else {
+            log::debug!("PBX: no endpoint list answered this time; keeping the last");
+            continue;
+        };
+        if last.as_ref() == Some(&list) {
+            continue;
+        }
+        log::info!("PBX: endpoint lists changed: {}", list.summary());
+        last = Some(list.clone());
+        if events
+            .send(PbxEvent::now(Event::Endpoints(list)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 impl Live {
@@ -342,31 +362,27 @@ impl Supervisor {
                 }
             }
         };
-        if let Err(why) = self.prepare(&live, filters).await {
-            self.emit(Event::Disconnected {
-                reason: why.clone(),
-            })
-            .await;
-            return Err(ConnectError::Down(why));
-        }
-        let (backend, events) = (live.backend.clone(), self.events.clone());
-        live.refresh = Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(super::endpoints::REFRESH).await;
-                if let Some(list) = endpoints_of(&backend).await
-                    && events
-                        .send(PbxEvent::now(Event::Endpoints(list)))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
+        let listed = match self.prepare(&live, filters).await {
+            Ok(listed) => listed,
+            Err(why) => {
+                self.emit(Event::Disconnected {
+                    reason: why.clone(),
+                })
+                .await;
+                return Err(ConnectError::Down(why));
             }
-        }));
+        };
+        live.refresh = Some(tokio::spawn(refresh_endpoints(
+            live.backend.clone(),
+            self.events.clone(),
+            opts.endpoints_refresh,
+            listed,
+        )));
         Ok(live)
     }
 
-    async fn prepare(&self, live: &Live, filters: &mut bool) -> Result<(), String> {
+    /// Filters, endpoint lists, resync; returns the endpoint lists passed on.
+    async fn prepare(&self, live: &Live, filters: &mut bool) -> Result<Option<Endpoints>, String> {
         match &live.backend {
             Backend::Ami(client) => {
                 if *filters {
@@ -384,8 +400,16 @@ impl Supervisor {
             Backend::Esl(_) => {}
         }
         // Before the resync: the live channels are then told apart by the PBX's lists.
-        if let Some(list) = endpoints_of(&live.backend).await {
-            self.emit(Event::Endpoints(list)).await;
+        let listed = endpoints_of(&live.backend).await;
+        match &listed {
+            Some(list) => {
+                log::info!("PBX: {}", list.summary());
+                self.emit(Event::Endpoints(list.clone())).await;
+            }
+            None => log::info!(
+                "PBX: no endpoint list answered; the last one (if any) and the [calls] \
+                 rules tell employees from customers"
+            ),
         }
         match &live.backend {
             Backend::Ami(client) => {
@@ -401,7 +425,7 @@ impl Supervisor {
                     .map_err(|e| format!("resync failed: {e}"))?;
             }
         }
-        Ok(())
+        Ok(listed)
     }
 }
 

@@ -380,3 +380,33 @@ async fn asks_for_the_endpoint_lists_before_the_resync_and_copes_without_them() 
     assert!(matches!(events.last(), Some(Event::Resync { .. })));
     pbx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_endpoint_lists_are_asked_again_and_passed_on_when_they_change() {
+    // At login PJSIP is not loaded yet (the recorded error); later it answers the
+    // recorded list twice, then errors again.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .canned("PJSIPShowEndpoints", "actions-responses", "pjsip-1", 1)
+            .canned("PJSIPShowEndpoints", "sip-actions-registered", "eps-1", 2)
+            .idle_resync(),
+    ])
+    .await;
+    let mut c = config(&fake);
+    c.endpoints_refresh_ms = 200;
+    let mut pbx = PbxUnderTest::start(c);
+    let events = pbx.wait_up().await;
+    assert!(!events.iter().any(|e| matches!(e, Event::Endpoints(_))));
+    let seen = pbx.until(|e| matches!(e, Event::Endpoints(_))).await;
+    let Some(Event::Endpoints(list)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(list.employees.len(), 3);
+    assert!(list.trunks.contains("trunk"));
+    // The same list again, then none: nothing more is passed on.
+    fake.wait_sent("PJSIPShowEndpoints", 4).await;
+    while let Ok(e) = pbx.events.try_recv() {
+        assert!(!matches!(e.event, Event::Endpoints(_)), "{e:?}");
+    }
+    pbx.stop().await;
+}
