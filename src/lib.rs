@@ -73,7 +73,8 @@
 //! - [`pbx`]: the PBX adapters, Asterisk AMI and FreeSWITCH ESL behind one interface:
 //!   codecs, a supervisor that keeps one connection logged in (following the PBX
 //!   settings in force, a `watch` channel), the command handle (`PbxHandle`), the normalized event stream
-//!   (`PbxEvents`) for the call tracker, and the connection state for `/healthz`.
+//!   (`PbxEvents`) for the call tracker, the PBX's own employee/trunk endpoint lists
+//!   (`pbx::endpoints`), and the connection state for `/healthz`.
 //! - [`routing`]: the dialplan's question "who takes this incoming call?": the Asterisk
 //!   FastAGI and FreeSWITCH outbound event socket servers (`routing::serve_all`), the
 //!   dialplan snippets, and the `Decider` contract the call engine implements.

@@ -10,6 +10,7 @@ pub struct CallsConfig {
     pub extension_min_digits: u64,
     pub extension_max_digits: u64,
     pub trunk_endpoints: Vec<String>,
+    pub employee_endpoints: Vec<String>,
     pub inbound_contexts: Vec<String>,
     pub outbound_prefixes: Vec<String>,
 }
@@ -28,6 +29,7 @@ impl Config {
         }
         for (key, list) in [
             ("calls.trunk_endpoints", &c.trunk_endpoints),
+            ("calls.employee_endpoints", &c.employee_endpoints),
             ("calls.inbound_contexts", &c.inbound_contexts),
         ] {
             if let Some(bad) = list
@@ -36,6 +38,18 @@ impl Config {
             {
                 return Err(sources.error(key, format!("{bad:?} is not a name")));
             }
+        }
+        if let Some(both) = c
+            .employee_endpoints
+            .iter()
+            .find(|e| c.trunk_endpoints.contains(e))
+        {
+            return Err(sources.error(
+                "calls.employee_endpoints",
+                format!(
+                    "{both:?} is also in calls.trunk_endpoints: an endpoint is one or the other"
+                ),
+            ));
         }
         if let Some(bad) = c
             .outbound_prefixes

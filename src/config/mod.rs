@@ -139,6 +139,8 @@ pub struct PbxConfig {
     pub reconnect_max_ms: u64,
     pub auth_retry_ms: u64,
     pub timeout_ms: u64,
+    /// How often the PBX's endpoint lists are asked again while connected.
+    pub endpoints_refresh_ms: u64,
     /// Send the AMI secret in clear text to a manager that refuses the MD5 challenge.
     pub allow_plain_login: bool,
 }
@@ -424,6 +426,7 @@ impl Config {
             ("pbx.reconnect_max_ms", p.reconnect_max_ms),
             ("pbx.auth_retry_ms", p.auth_retry_ms),
             ("pbx.timeout_ms", p.timeout_ms),
+            ("pbx.endpoints_refresh_ms", p.endpoints_refresh_ms),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1".into());

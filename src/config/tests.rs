@@ -446,3 +446,25 @@ fn routing_servers_listen_on_loopback_only() {
         }
     }
 }
+
+#[test]
+fn an_endpoint_is_a_trunk_or_an_employee_never_both() {
+    let f = file(&format!(
+        "{MINIMAL}\n[calls]\ntrunk_endpoints = [\"provider\", \"800\"]\nemployee_endpoints = [\"800\"]\n"
+    ));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(
+        e.contains("`calls.employee_endpoints`") && e.contains("\"800\""),
+        "{e}"
+    );
+    let f = file(&format!(
+        "{MINIMAL}\n[calls]\nemployee_endpoints = [\"front desk\"]\n"
+    ));
+    let e = err(&opts(Some(f.path()), &[], vec![]));
+    assert!(e.contains("`calls.employee_endpoints`"), "{e}");
+    let f = file(&format!(
+        "{MINIMAL}\n[calls]\nemployee_endpoints = [\"150010001\"]\n"
+    ));
+    let (c, _) = load(&opts(Some(f.path()), &[], vec![])).unwrap();
+    assert_eq!(c.calls.employee_endpoints, ["150010001"]);
+}

@@ -111,6 +111,14 @@ pub enum Event {
         channel: String,
         queue: String,
     },
+    /// `channel` entered ring group `group` as the PBX numbers it: FreePBX's ring groups
+    /// run in dialplan context `ext-group` at the group's number (Asterisk `Newexten` /
+    /// `Newchannel` with `Context: ext-group`, e.g. `Exten: 600`), then dial their
+    /// members from `macro-dial` at `s`, where nothing names the group any more.
+    RingGroup {
+        channel: String,
+        group: String,
+    },
     /// `channel` is gone. `cause` is the Q.850 cause code (16 normal clearing, 17 busy,
     /// 19 no answer, 21 rejected, 26 answered elsewhere, ...).
     HungUp {
@@ -143,6 +151,9 @@ pub enum Event {
         device: String,
         state: LineState,
     },
+    /// The PBX's own list of employee endpoints and trunks ([`super::endpoints`]), asked
+    /// at login and again now and then: it replaces the previous one.
+    Endpoints(super::Endpoints),
     /// A phone registered or went away.
     Registration {
         extension: String,

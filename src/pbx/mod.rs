@@ -32,17 +32,20 @@
 //! | `Bridged` / `Unbridged` | `BridgeEnter` / `BridgeLeave` (`BridgeUniqueid`) | `CHANNEL_BRIDGE` / `CHANNEL_UNBRIDGE`: one event per leg, bridge id = `Bridge-A-Unique-ID`, peer = the other leg |
 //! | `Transferred` | `BlindTransfer`, `AttendedTransfer` (transferer, transferee, target and bridge ids) | a new `Caller-Transfer-Source` on a non-loopback leg: `bl_xfer` (blind, e.g. `uuid_transfer`) or `att_xfer` (attended) |
 //! | `Queued` | `QueueCallerJoin`, `AgentCalled`, `QueueCallerAbandon` (`Uniqueid` of the caller, `Queue`) | `variable_cc_queue` (mod_callcenter) first seen on a leg, or changed |
+//! | `RingGroup` | `Newexten` or `Newchannel` in FreePBX's `ext-group` context at a number (the group's) | (none) |
 //! | `HungUp` | `Hangup` (`Cause`, `Cause-txt`) | `CHANNEL_HANGUP_COMPLETE` (`variable_hangup_cause_q850`, `Hangup-Cause`) |
 //! | `RecordingStarted` | `VarSet` `MIXMONITOR_FILENAME`; `Cdr` with a `recordingfile` field | `RECORD_START` `Record-File-Path` |
 //! | `CallTagged` | `VarSet` `CRM_CALL_ID` | `variable_crm_call_id` first seen on a leg |
 //! | `OriginateResult` | `OriginateResponse` for our `ActionID` (`Reason` 4 answered, 5 busy, 3 no answer, 0 unavailable, 8 congestion) | `BACKGROUND_JOB` for our `Job-UUID` (`+OK <uuid>` or `-ERR <CAUSE>`) |
 //! | `DeviceState` | `DeviceStateChange` | (none: see `Registration`; `extensions()` reads live state) |
 //! | `Registration` | `ContactStatus`, `PeerStatus` | `CUSTOM sofia::register` / `sofia::unregister` / `sofia::expire` |
+//! | `Endpoints` | `PJSIPShowEndpoints` and `SIPpeers` answers, asked at login and every `[pbx] endpoints_refresh_ms` | `list_users` and `sofia status` answers, likewise |
 //!
 //! Every other AMI event and every other ESL event is read and dropped without cost beyond
 //! the codec; the event filters in README "PBX setup" keep most of them off the wire.
 
 pub mod ami;
+pub mod endpoints;
 pub mod esl;
 mod event;
 pub mod fields;
@@ -58,6 +61,7 @@ use tokio::sync::watch;
 use crate::config::{PbxConfig, PbxType};
 use crate::secret::Secret;
 
+pub use endpoints::Endpoints;
 pub use event::{
     Channel, ChannelSnapshot, ChannelState, DialStatus, Event, Extension, LineState, Origin,
     OriginateOutcome, PbxEvent, Transfer, TransferKind, asterisk_endpoint, q850_of,
@@ -222,6 +226,8 @@ pub struct Options {
     pub reconnect_max: Duration,
     pub auth_retry: Duration,
     pub timeout: Duration,
+    /// `[pbx] endpoints_refresh_ms`: how often the endpoint lists are asked again.
+    pub endpoints_refresh: Duration,
     /// `[pbx] allow_plain_login`: send the AMI secret in clear text when the manager
     /// refuses the MD5 challenge.
     pub allow_plain_login: bool,
@@ -245,6 +251,7 @@ impl Options {
             reconnect_max: ms(config.reconnect_max_ms),
             auth_retry: ms(config.auth_retry_ms),
             timeout: ms(config.timeout_ms),
+            endpoints_refresh: ms(config.endpoints_refresh_ms),
             allow_plain_login: config.allow_plain_login,
             config: config.clone(),
         }

@@ -5,7 +5,9 @@
 //! and log in, set up event filters, resync, publish the connection to [`PbxHandle`]s and
 //! the state to the [`StatusBoard`], and after a loss reconnect with capped exponential
 //! backoff and jitter; a refused login is retried only every `auth_retry`. It emits the
-//! lifecycle events (`Connected`, `Disconnected`); the protocol actors emit the rest.
+//! lifecycle events (`Connected`, `Disconnected`) and the PBX's endpoint lists
+//! (`Endpoints`: asked after login, before the resync, and every `endpoints_refresh`
+//! while connected); the protocol actors emit the rest.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::handle::Backend;
 use super::{
-    ConnectError, ConnectionSettings, Event, LinkState, Options, PbxEvent, PbxEvents, PbxHandle,
-    StatusBoard, ami, esl,
+    ConnectError, ConnectionSettings, Endpoints, Event, LinkState, Options, PbxEvent, PbxEvents,
+    PbxHandle, StatusBoard, ami, esl,
 };
 use crate::config::{PbxConfig, PbxType};
 
@@ -57,15 +59,57 @@ pub struct Supervisor {
     backend: watch::Sender<Option<Backend>>,
 }
 
-/// A logged-in connection: the command side and the actor task (aborted when dropped).
+/// A logged-in connection: the command side, the actor task and the endpoint lists'
+/// refresher (both aborted when dropped).
 struct Live {
     backend: Backend,
     task: JoinHandle<String>,
+    refresh: Option<JoinHandle<()>>,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(refresh) = &self.refresh {
+            refresh.abort();
+        }
+    }
+}
+
+/// The PBX's endpoint lists ([`super::endpoints`]); `None` when it answered none.
+async fn endpoints_of(backend: &Backend) -> Option<Endpoints> {
+    match backend {
+        Backend::Ami(c) => ami::commands::endpoints(c).await,
+        Backend::Esl(c) => esl::commands::endpoints(c).await,
+    }
+}
+
+/// Asks the lists again every `every`, passing them on (and saying so in the log) only
+/// when they changed since `last`.
+async fn refresh_endpoints(
+    backend: Backend,
+    events: mpsc::Sender<PbxEvent>,
+    every: Duration,
+    mut last: Option<Endpoints>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(list) = endpoints_of(&backend).await else {
+            log::debug!("PBX: no endpoint list answered this time; keeping the last");
+            continue;
+        };
+        if last.as_ref() == Some(&list) {
+            continue;
+        }
+        log::info!("PBX: endpoint lists changed: {}", list.summary());
+        last = Some(list.clone());
+        if events
+            .send(PbxEvent::now(Event::Endpoints(list)))
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -300,12 +344,13 @@ impl Supervisor {
         })
         .await;
         announced.store(true, Ordering::Relaxed);
-        let live = match session {
+        let mut live = match session {
             Session::Ami(session) => {
                 let (client, task) = ami::client::start(session, opts.clone(), self.events.clone());
                 Live {
                     backend: Backend::Ami(client),
                     task,
+                    refresh: None,
                 }
             }
             Session::Esl(session) => {
@@ -313,20 +358,31 @@ impl Supervisor {
                 Live {
                     backend: Backend::Esl(client),
                     task,
+                    refresh: None,
                 }
             }
         };
-        if let Err(why) = self.prepare(&live, filters).await {
-            self.emit(Event::Disconnected {
-                reason: why.clone(),
-            })
-            .await;
-            return Err(ConnectError::Down(why));
-        }
+        let listed = match self.prepare(&live, filters).await {
+            Ok(listed) => listed,
+            Err(why) => {
+                self.emit(Event::Disconnected {
+                    reason: why.clone(),
+                })
+                .await;
+                return Err(ConnectError::Down(why));
+            }
+        };
+        live.refresh = Some(tokio::spawn(refresh_endpoints(
+            live.backend.clone(),
+            self.events.clone(),
+            opts.endpoints_refresh,
+            listed,
+        )));
         Ok(live)
     }
 
-    async fn prepare(&self, live: &Live, filters: &mut bool) -> Result<(), String> {
+    /// Filters, endpoint lists, resync; returns the endpoint lists passed on.
+    async fn prepare(&self, live: &Live, filters: &mut bool) -> Result<Option<Endpoints>, String> {
         match &live.backend {
             Backend::Ami(client) => {
                 if *filters {
@@ -340,6 +396,23 @@ impl Supervisor {
                         }
                     }
                 }
+            }
+            Backend::Esl(_) => {}
+        }
+        // Before the resync: the live channels are then told apart by the PBX's lists.
+        let listed = endpoints_of(&live.backend).await;
+        match &listed {
+            Some(list) => {
+                log::info!("PBX: {}", list.summary());
+                self.emit(Event::Endpoints(list.clone())).await;
+            }
+            None => log::info!(
+                "PBX: no endpoint list answered; the last one (if any) and the [calls] \
+                 rules tell employees from customers"
+            ),
+        }
+        match &live.backend {
+            Backend::Ami(client) => {
                 client
                     .resync()
                     .await
@@ -352,7 +425,7 @@ impl Supervisor {
                     .map_err(|e| format!("resync failed: {e}"))?;
             }
         }
-        Ok(())
+        Ok(listed)
     }
 }
 

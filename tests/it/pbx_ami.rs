@@ -80,7 +80,20 @@ async fn logs_in_with_md5_filters_events_and_resyncs() {
             "{wanted} filter missing: {names:?}"
         );
     }
-    assert!(!names.iter().any(|n| n.contains("Newexten")));
+    // Newexten only in FreePBX's ring-group context: never the dialplan flood.
+    let newexten: Vec<_> = filters
+        .iter()
+        .filter(|f| {
+            f.get("MatchCriteria")
+                .is_some_and(|m| m.contains("Newexten"))
+        })
+        .collect();
+    assert_eq!(newexten.len(), 1);
+    assert_eq!(
+        newexten[0].get("MatchCriteria"),
+        Some("action(include),name(Newexten),header(Context),method(exact)")
+    );
+    assert_eq!(newexten[0].get("Filter"), Some("ext-group"));
     assert_eq!(sent.last().unwrap().name, "CoreShowChannels");
     assert_eq!(fake.connections(), 1);
     pbx.stop().await;
@@ -315,5 +328,85 @@ async fn a_silent_pbx_is_detected_by_the_keepalive() {
     // And it comes back.
     pbx.wait_up().await;
     assert!(fake.connections() >= 2);
+    pbx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asks_for_the_endpoint_lists_before_the_resync_and_copes_without_them() {
+    // Both asked; SIPpeers refused (no chan_sip: the recorded error), the recorded PJSIP
+    // list passed on as it is.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .canned("PJSIPShowEndpoints", "sip-actions-registered", "eps-1", 1)
+            .idle_resync(),
+    ])
+    .await;
+    let mut pbx = PbxUnderTest::start(config(&fake));
+    let events = pbx.wait_up().await;
+    let listed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Endpoints(list) => Some(list.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listed.len(), 1, "{events:?}");
+    let names = |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&listed[0].employees), ["100", "101", "102"]);
+    assert_eq!(names(&listed[0].trunks), ["trunk"]);
+    assert_eq!(listed[0].sources, ["PJSIPShowEndpoints"]);
+    let sent: Vec<String> = fake.sent().into_iter().map(|s| s.name).collect();
+    let at = |name: &str| sent.iter().position(|s| s == name).unwrap();
+    assert!(at("PJSIPShowEndpoints") < at("CoreShowChannels"));
+    assert!(at("SIPpeers") < at("CoreShowChannels"));
+    pbx.stop().await;
+
+    // Neither answered in time (PJSIP hangs, chan_sip refused): no list, and the
+    // connection still comes up and resyncs once the wait is over.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .silent("PJSIPShowEndpoints")
+            .idle_resync(),
+    ])
+    .await;
+    let mut c = config(&fake);
+    c.timeout_ms = 300;
+    let mut pbx = PbxUnderTest::start(c);
+    let events = pbx.wait_up().await;
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Endpoints(_))),
+        "{events:?}"
+    );
+    assert!(matches!(events.last(), Some(Event::Resync { .. })));
+    pbx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_endpoint_lists_are_asked_again_and_passed_on_when_they_change() {
+    // At login PJSIP is not loaded yet (the recorded error); later it answers the
+    // recorded list twice, then errors again.
+    let fake = FakeAmi::start(vec![
+        Script::new("sip-inbound-answered")
+            .canned("PJSIPShowEndpoints", "actions-responses", "pjsip-1", 1)
+            .canned("PJSIPShowEndpoints", "sip-actions-registered", "eps-1", 2)
+            .idle_resync(),
+    ])
+    .await;
+    let mut c = config(&fake);
+    c.endpoints_refresh_ms = 200;
+    let mut pbx = PbxUnderTest::start(c);
+    let events = pbx.wait_up().await;
+    assert!(!events.iter().any(|e| matches!(e, Event::Endpoints(_))));
+    let seen = pbx.until(|e| matches!(e, Event::Endpoints(_))).await;
+    let Some(Event::Endpoints(list)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(list.employees.len(), 3);
+    assert!(list.trunks.contains("trunk"));
+    // The same list again, then none: nothing more is passed on.
+    fake.wait_sent("PJSIPShowEndpoints", 4).await;
+    while let Ok(e) = pbx.events.try_recv() {
+        assert!(!matches!(e.event, Event::Endpoints(_)), "{e:?}");
+    }
     pbx.stop().await;
 }

@@ -60,7 +60,29 @@ async fn authenticates_subscribes_to_what_it_uses_and_resyncs() {
         );
     }
     assert!(!sent[1].contains("ALL"));
-    assert_eq!(sent[2], "api show channels as json");
+    // The PBX's own endpoint lists before the resync (the recorded directory of the SIP
+    // server: users 1000, 1001, 1002).
+    assert_eq!(
+        sent[2..5],
+        [
+            "api list_users",
+            "api sofia status",
+            "api show channels as json"
+        ]
+    );
+    let listed = events.iter().find_map(|e| match e {
+        Event::Endpoints(list) => Some(list.clone()),
+        _ => None,
+    });
+    let listed = listed.expect("an endpoint list before the resync");
+    assert_eq!(
+        listed
+            .employees
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["1000", "1001", "1002"]
+    );
     pbx.stop().await;
     assert_eq!(
         fake.wait_sent("exit", 1).await.len(),

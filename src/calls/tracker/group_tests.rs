@@ -133,3 +133,24 @@ fn a_wrapper_dialling_the_phone_it_stands_for_is_no_group() {
     assert_eq!(done.extension.as_deref(), Some("201"));
     assert_eq!(done.queue, None);
 }
+
+#[test]
+fn a_freepbx_ring_group_is_named_by_the_context_the_caller_enters() {
+    // FreePBX: the caller runs ext-group at 600, then macro-dial at `s` dials 101 and
+    // 102 at once (or, with a hunt strategy, one after the other).
+    for parallel in [true, false] {
+        let entered = at(
+            10,
+            Event::RingGroup {
+                channel: "c".into(),
+                group: "600".into(),
+            },
+        );
+        let updates = ring_two("s", parallel, vec![entered]);
+        let kinds: Vec<Emit> = updates.iter().flat_map(|u| u.emit.clone()).collect();
+        assert_eq!(kinds, vec![Emit::Init, Emit::Connected, Emit::Completed]);
+        let done = &updates.last().unwrap().call;
+        assert_eq!(done.queue.as_deref(), Some("600"), "parallel {parallel}");
+        assert_eq!(done.extension.as_deref(), Some("102"));
+    }
+}

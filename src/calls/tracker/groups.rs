@@ -5,7 +5,11 @@
 //!   `QueueCallerAbandon` `Queue`, FreeSWITCH mod_callcenter's `cc_queue` on the caller or
 //!   on the agent leg it originates ([`Event::Queued`](crate::pbx::Event::Queued)). The
 //!   last queue the call entered is kept.
-//! - **Ring groups** are not announced; what the PBX does says it: one channel dials two
+//! - **FreePBX ring groups** are named by the dialplan: the caller's channel (or a
+//!   `Local/600@ext-group` half) runs in context `ext-group` at the group's number
+//!   ([`Event::RingGroup`](crate::pbx::Event::RingGroup)), then dials the members from
+//!   `macro-dial` at `s`. Like a queue, the last group entered is kept.
+//! - **Other ring groups** are not announced; what the PBX does says it: one channel dials two
 //!   or more parties at once (both still ringing), from extension `X` (Asterisk's
 //!   `DialBegin` `Exten`, which is the group's number in a plain `Dial(A&B)` or in a Local
 //!   wrapper `Local/600@ext-group`). `X` names the group when it is a number and not the
@@ -19,7 +23,7 @@
 use super::Tracker;
 
 impl Tracker {
-    /// `channel` is in queue `queue`.
+    /// `channel` is in queue `queue` (or in the PBX's ring group `queue`).
     pub(super) fn queued(&mut self, channel: &str, queue: &str) {
         let Some(id) = self.legs.get(channel).map(|l| l.call.clone()) else {
             return;

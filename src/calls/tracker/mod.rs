@@ -162,6 +162,8 @@ pub struct Tracker {
     /// live-channel list may have been taken before them, so missing from it they did not
     /// end while the connection was down.
     fresh: Option<HashSet<String>>,
+    /// The PBX last connected to: its endpoint lists are no other PBX's.
+    server: Option<String>,
 }
 
 pub fn ms(at: std::time::SystemTime) -> i64 {
@@ -179,11 +181,14 @@ impl Tracker {
             expected: HashMap::new(),
             pending: HashMap::new(),
             fresh: None,
+            server: None,
         }
     }
 
     /// New `[calls]` rules (a reload); calls in progress keep what they were told apart as.
-    pub fn set_rules(&mut self, rules: Rules) {
+    /// The PBX's endpoint lists stay until it sends new ones.
+    pub fn set_rules(&mut self, mut rules: Rules) {
+        rules.set_endpoints(self.rules.take_endpoints());
         self.rules = rules;
     }
 
@@ -308,7 +313,13 @@ impl Tracker {
         let now = ms(ev.at);
         let mut out = Vec::new();
         match &ev.event {
-            Event::Connected { .. } => self.fresh = Some(HashSet::new()),
+            Event::Connected { server, .. } => {
+                self.fresh = Some(HashSet::new());
+                if self.server.as_ref().is_some_and(|s| s != server) {
+                    self.rules.take_endpoints();
+                }
+                self.server = Some(server.clone());
+            }
             Event::Disconnected { .. } => self.fresh = None,
             Event::ChannelCreated(ch) => {
                 if let Some(fresh) = &mut self.fresh {
@@ -361,6 +372,7 @@ impl Tracker {
             }
             Event::Transferred(t) => self.transferred(t, now, &mut out),
             Event::Queued { channel, queue } => self.queued(channel, queue),
+            Event::RingGroup { channel, group } => self.queued(channel, group),
             Event::HungUp {
                 channel,
                 cause,
@@ -382,6 +394,7 @@ impl Tracker {
                 self.originate_result(call_id, *outcome, channel.as_deref(), detail, now, &mut out)
             }
             Event::Resync { channels } => self.resync(channels, now, &mut out),
+            Event::Endpoints(list) => self.rules.set_endpoints(list.clone()),
             Event::Connected { .. }
             | Event::CallingIn { .. }
             | Event::Disconnected { .. }

@@ -1,26 +1,35 @@
-//! Who is who on a call: employees (agents) and customers, told apart by configuration.
+//! Who is who on a call: employees (agents) and customers.
 //!
 //! The PBX never says which leg is the customer. The rule (README, "Call direction"):
 //! a leg belongs to an employee when its endpoint (the PJSIP/SIP endpoint, FreeSWITCH
-//! user, or the number of a `Local/…@ctx` / `loopback/…` channel) is an extension: all
-//! digits, `[calls] extension_min_digits..=extension_max_digits` long, and not one of
-//! `[calls] trunk_endpoints`. Everything else is the customer side: a trunk endpoint,
-//! a leg entering an inbound context, or a dialled external number.
+//! user, or the number of a `Local/…@ctx` / `loopback/…` channel) is an extension. What
+//! is an extension is decided, first match wins, by
+//! 1. `[calls] trunk_endpoints`: never an extension; `[calls] employee_endpoints`: always;
+//! 2. the PBX's own lists ([`Rules::set_endpoints`], `crate::pbx::endpoints`): its
+//!    trunks are not, its employees' endpoints are;
+//! 3. the digit rule: all digits, `[calls] extension_min_digits..=extension_max_digits`
+//!    long.
+//!
+//! Everything else is the customer side: a trunk endpoint, a leg entering an inbound
+//! context, or a dialled external number.
 
 use std::collections::HashSet;
 
 use crate::calls::Direction;
 use crate::config::CallsConfig;
-use crate::pbx::{Channel, Origin};
+use crate::pbx::{Channel, Endpoints, Origin};
 
 #[derive(Debug, Clone)]
 pub struct Rules {
     min: usize,
     max: usize,
     trunks: HashSet<String>,
+    employees: HashSet<String>,
     inbound_contexts: HashSet<String>,
     /// Longest first.
     prefixes: Vec<String>,
+    /// What the PBX says its endpoints are (empty until it answered).
+    pbx: Endpoints,
 }
 
 /// What the party who started a call (the first leg, calling in) makes of it: the live
@@ -56,13 +65,36 @@ impl Rules {
             min: c.extension_min_digits as usize,
             max: c.extension_max_digits as usize,
             trunks: c.trunk_endpoints.iter().cloned().collect(),
+            employees: c.employee_endpoints.iter().cloned().collect(),
             inbound_contexts: c.inbound_contexts.iter().cloned().collect(),
             prefixes: {
                 let mut p = c.outbound_prefixes.clone();
                 p.sort_by_key(|p| std::cmp::Reverse(p.len()));
                 p
             },
+            pbx: Endpoints::default(),
         }
+    }
+
+    /// The PBX's own endpoint lists, replacing the previous ones: they decide over the
+    /// digit rule, `[calls] trunk_endpoints` over them.
+    pub fn set_endpoints(&mut self, endpoints: Endpoints) {
+        self.pbx = endpoints;
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.pbx
+    }
+
+    pub fn take_endpoints(&mut self) -> Endpoints {
+        std::mem::take(&mut self.pbx)
+    }
+
+    /// A trunk by `[calls] trunk_endpoints`, or by the PBX's own list unless `[calls]
+    /// employee_endpoints` names it.
+    fn is_trunk(&self, endpoint: &str) -> bool {
+        self.trunks.contains(endpoint)
+            || (self.pbx.trunks.contains(endpoint) && !self.employees.contains(endpoint))
     }
 
     /// What an employee dialled without the outside-line prefix (`[calls]
@@ -80,11 +112,15 @@ impl Rules {
         dialled.to_string()
     }
 
-    /// True for an employee's extension such as `100` or `1001`.
+    /// True for an employee's extension such as `100` or `1001` (see the module
+    /// documentation for the order of the rules).
     pub fn is_extension(&self, s: &str) -> bool {
-        (self.min..=self.max).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && !self.trunks.contains(s)
+        if self.is_trunk(s) {
+            return false;
+        }
+        self.employees.contains(s)
+            || self.pbx.employees.contains(s)
+            || ((self.min..=self.max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
     }
 
     /// Direction and numbers of a call started by `caller` dialling `dialled`: a customer
@@ -138,7 +174,7 @@ impl Rules {
         let endpoint = endpoint_of(ch);
         let endpoint = endpoint.as_deref();
         if let Some(e) = endpoint
-            && self.trunks.contains(e)
+            && self.is_trunk(e)
         {
             return Role::Customer(self.customer_number(ch));
         }
@@ -401,5 +437,75 @@ mod tests {
         let a = ch("loopback/100-a", None, Origin::Outbound, "agents");
         assert_eq!(r.role(&a), Role::Agent("100".into()));
         assert_eq!(clean_number(" +7 (999) 000-11-22 "), "+79990001122");
+    }
+
+    #[test]
+    fn the_pbx_lists_decide_over_the_digit_rule_and_the_configuration_over_them() {
+        let mut r = rules();
+        let peer = |name: &str| {
+            ch(
+                &format!("SIP/{name}-0000003e"),
+                Some(name),
+                Origin::Inbound,
+                "from-internal",
+            )
+        };
+        // By digits alone: a 9-digit peer is a customer, a 3-digit trunk an employee.
+        assert!(matches!(r.role(&peer("150010001")), Role::Customer(_)));
+        assert_eq!(r.role(&peer("800")), Role::Agent("800".into()));
+        let mut list = Endpoints::default();
+        list.add("150010001", crate::pbx::endpoints::Kind::Employee);
+        list.add("800", crate::pbx::endpoints::Kind::Trunk);
+        // A PBX employee that [calls] trunk_endpoints names a trunk.
+        list.add("provider", crate::pbx::endpoints::Kind::Employee);
+        r.set_endpoints(list);
+        assert_eq!(r.role(&peer("150010001")), Role::Agent("150010001".into()));
+        assert_eq!(r.role(&peer("800")), Role::Customer("79161234567".into()));
+        assert!(matches!(r.role(&peer("provider")), Role::Customer(_)));
+        assert!(r.is_extension("150010001") && !r.is_extension("800"));
+        // Neither list nor configuration: the digit rule.
+        assert_eq!(r.role(&peer("101")), Role::Agent("101".into()));
+        // Dialling the 9-digit phone is an internal call.
+        let placed = r
+            .placed_by(&Role::Agent("101".into()), "150010001")
+            .unwrap();
+        assert_eq!(placed.direction, Direction::Internal);
+        // A fresh list replaces the old one wholesale.
+        r.set_endpoints(Endpoints::default());
+        assert!(!r.is_extension("150010001") && r.is_extension("800"));
+        // [calls] employee_endpoints over the PBX's trunk list (a chan_sip phone at a
+        // fixed host) and over the digit rule.
+        let mut c = crate::config::Config::defaults().calls;
+        c.employee_endpoints = vec!["800".into(), "reception".into()];
+        let mut r = Rules::new(&c);
+        let mut list = Endpoints::default();
+        list.add("800", crate::pbx::endpoints::Kind::Trunk);
+        r.set_endpoints(list);
+        assert_eq!(r.role(&peer("800")), Role::Agent("800".into()));
+        assert_eq!(r.role(&peer("reception")), Role::Agent("reception".into()));
+    }
+
+    #[test]
+    fn the_tracker_takes_the_pbx_lists_from_the_event_stream_and_keeps_them_over_a_reload() {
+        let defaults = crate::config::Config::defaults().calls;
+        let mut t = super::super::Tracker::new(&defaults);
+        let mut list = Endpoints::default();
+        list.add("150010001", crate::pbx::endpoints::Kind::Employee);
+        t.handle(&crate::pbx::PbxEvent::now(crate::pbx::Event::Endpoints(
+            list,
+        )));
+        assert!(t.rules().is_extension("150010001"));
+        t.set_rules(Rules::new(&defaults));
+        assert!(
+            t.rules().is_extension("150010001"),
+            "a [calls] reload keeps them"
+        );
+        t.handle(&crate::pbx::PbxEvent::now(crate::pbx::Event::Endpoints(
+            Endpoints::default(),
+        )));
+        assert!(
+            !t.rules().is_extension("150010001"),
+            "a new list replaces them"
+        );
     }
 }

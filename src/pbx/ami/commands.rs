@@ -8,8 +8,10 @@
 
 use std::collections::HashMap;
 
-use super::client::Client;
-use super::events::{self, EVENTS, VARIABLES};
+use super::client::{Client, Reply};
+use super::codec::Message;
+use super::events::{self, EVENTS, RING_GROUP_CONTEXT, VARIABLES};
+use crate::pbx::endpoints::{self, Endpoints};
 use crate::pbx::handle::clean_name;
 use crate::pbx::{
     CALL_ID_VAR, ChannelSnapshot, Extension, LineState, OriginateRequest, Originated, PbxError,
@@ -163,19 +165,15 @@ pub(crate) async fn extensions(client: &Client) -> Result<Vec<Extension>, PbxErr
             }
         }
     }
-    let mut out: Vec<Extension> = endpoints
-        .items
-        .iter()
-        .filter(|item| item.event() == Some("EndpointList"))
-        .filter_map(|item| {
-            let ext = item.fields.value("ObjectName")?.to_string();
+    let mut out: Vec<Extension> = listed(&endpoints, "EndpointList")
+        .map(|(ext, item)| {
             let state = LineState::from_asterisk(item.fields.str("DeviceState"));
-            Some(Extension {
+            Extension {
                 contacts: by_endpoint.remove(&ext).unwrap_or_default(),
                 ext,
                 name: None,
                 state,
-            })
+            }
         })
         .collect();
     out.sort_by(|a, b| a.ext.cmp(&b.ext));
@@ -197,12 +195,8 @@ async fn sip_peers(client: &Client) -> Result<Vec<Extension>, PbxError> {
             ))
         })
         .collect();
-    let mut out: Vec<Extension> = peers
-        .items
-        .iter()
-        .filter(|item| item.event() == Some("PeerEntry"))
-        .filter_map(|item| {
-            let ext = item.fields.value("ObjectName")?.to_string();
+    let mut out: Vec<Extension> = listed(&peers, "PeerEntry")
+        .map(|(ext, item)| {
             let address = item.fields.str("IPaddress");
             let status = item.fields.str("Status").to_ascii_uppercase();
             let registered = !address.is_empty()
@@ -223,16 +217,63 @@ async fn sip_peers(client: &Client) -> Result<Vec<Extension>, PbxError> {
             } else {
                 Vec::new()
             };
-            Some(Extension {
+            Extension {
                 ext,
                 name: None,
                 state,
                 contacts,
-            })
+            }
         })
         .collect();
     out.sort_by(|a, b| a.ext.cmp(&b.ext));
     Ok(out)
+}
+
+/// The named items of a list answer: `EndpointList` / `PeerEntry` events by `ObjectName`.
+fn listed<'a>(reply: &'a Reply, event: &'a str) -> impl Iterator<Item = (String, &'a Message)> {
+    reply
+        .items
+        .iter()
+        .filter(move |item| item.event() == Some(event))
+        .filter_map(|item| Some((item.fields.value("ObjectName")?.to_string(), item)))
+}
+
+/// The PBX's own endpoint lists ([`crate::pbx::endpoints`]): `PJSIPShowEndpoints` and
+/// `SIPpeers`, asked together since a PBX may run both drivers. Either may be refused
+/// (its driver is not loaded) or not answered in time: the other still counts. `None`
+/// when neither answered.
+pub(crate) async fn endpoints(client: &Client) -> Option<Endpoints> {
+    let (pjsip, sip) = tokio::join!(
+        client.send("PJSIPShowEndpoints", &[]),
+        client.send("SIPpeers", &[])
+    );
+    let mut out = Endpoints::default();
+    for (action, reply) in [("PJSIPShowEndpoints", pjsip), ("SIPpeers", sip)] {
+        let reply = match reply.and_then(Reply::ok) {
+            Ok(reply) => reply,
+            Err(e) => {
+                log::debug!("PBX: no endpoint list from {action}: {e}");
+                continue;
+            }
+        };
+        endpoint_kinds(&reply, &mut out);
+        out.sources.push(action);
+    }
+    (!out.sources.is_empty()).then_some(out)
+}
+
+/// Adds what a `PJSIPShowEndpoints` or `SIPpeers` answer says of each endpoint.
+fn endpoint_kinds(reply: &Reply, out: &mut Endpoints) {
+    for (name, item) in listed(reply, "EndpointList") {
+        let f = &item.fields;
+        out.add(
+            &name,
+            endpoints::pjsip_kind(f.str("Auths"), f.str("OutboundAuths")),
+        );
+    }
+    for (name, item) in listed(reply, "PeerEntry") {
+        out.add(&name, endpoints::sip_peer_kind(item.fields.str("Dynamic")));
+    }
 }
 
 /// The session `Filter`s: `VarSet` for our variables only, then one per event name. The
@@ -262,20 +303,67 @@ pub(crate) async fn add_filters(client: &Client) -> Result<bool, PbxError> {
         );
         return Ok(false);
     }
-    for name in EVENTS {
-        let criteria = format!("action(include),name({name})");
-        let reply = client
-            .send(
-                "Filter",
-                &[("Operation", "Add"), ("MatchCriteria", &criteria)],
-            )
-            .await?;
+    let mut filters: Vec<(String, Option<&str>)> = EVENTS
+        .iter()
+        .map(|name| (format!("action(include),name({name})"), None))
+        .collect();
+    // Dialplan steps in FreePBX's ring groups only, not the Newexten flood.
+    filters.push((
+        "action(include),name(Newexten),header(Context),method(exact)".into(),
+        Some(RING_GROUP_CONTEXT),
+    ));
+    for (criteria, filter) in &filters {
+        let mut headers = vec![("Operation", "Add"), ("MatchCriteria", criteria.as_str())];
+        if let Some(f) = filter {
+            headers.push(("Filter", f));
+        }
+        let reply = client.send("Filter", &headers).await?;
         if !reply.response.is_success() {
             return Err(PbxError::Refused(format!(
-                "AMI filter for {name}: {}",
+                "AMI filter {criteria}: {}",
                 reply.response.message()
             )));
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pbx::ami::codec;
+
+    fn reply_of(bytes: &[u8], action_id: &str) -> Reply {
+        let all = codec::parse_all(bytes).unwrap();
+        let mut mine = all.into_iter().filter(|m| m.action_id() == Some(action_id));
+        let response = mine.next().unwrap();
+        Reply {
+            response,
+            items: mine.filter(|m| !m.completes_list()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_recorded_pjsip_endpoints_are_three_phones_and_a_trunk() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/asterisk/sip-actions-registered.txt"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let start = bytes.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        let mut out = Endpoints::default();
+        endpoint_kinds(&reply_of(&bytes[start..], "eps-1"), &mut out);
+        let names = |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&out.employees), ["100", "101", "102"]);
+        assert_eq!(names(&out.trunks), ["trunk"]);
+    }
+
+    #[test]
+    fn chan_sip_peers_are_phones_when_dynamic() {
+        let bytes = b"Response: Success\r\nActionID: p\r\nEventList: start\r\nMessage: Peer status list will follow\r\n\r\nEvent: PeerEntry\r\nActionID: p\r\nChanneltype: SIP\r\nObjectName: 150010001\r\nChanObjectType: peer\r\nIPaddress: 10.0.0.5\r\nIPport: 5060\r\nDynamic: yes\r\nStatus: OK (12 ms)\r\n\r\nEvent: PeerEntry\r\nActionID: p\r\nChanneltype: SIP\r\nObjectName: 74950000000\r\nChanObjectType: peer\r\nIPaddress: 192.0.2.1\r\nIPport: 5060\r\nDynamic: no\r\nStatus: OK (30 ms)\r\n\r\nEvent: PeerlistComplete\r\nActionID: p\r\nEventList: Complete\r\nListItems: 2\r\n\r\n";
+        let mut out = Endpoints::default();
+        endpoint_kinds(&reply_of(bytes, "p"), &mut out);
+        assert!(out.employees.contains("150010001") && out.employees.len() == 1);
+        assert!(out.trunks.contains("74950000000") && out.trunks.len() == 1);
+    }
 }

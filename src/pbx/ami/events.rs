@@ -1,8 +1,8 @@
 //! AMI events → normalized [`Event`]s (the table in the [`pbx`](crate::pbx) overview).
 //!
 //! Pure and stateless: one AMI event in, zero or more normalized events out. Events we
-//! do not use (`Newexten`, most `VarSet`s, `RTCP*`, ...) map to nothing and cost only the
-//! parse. Ids are copied as strings, never parsed.
+//! do not use (`Newexten` outside FreePBX's ring-group context, most `VarSet`s, `RTCP*`,
+//! ...) map to nothing and cost only the parse. Ids are copied as strings, never parsed.
 
 use super::codec::Message;
 use crate::pbx::{
@@ -34,6 +34,10 @@ pub const EVENTS: &[&str] = &[
     "FullyBooted",
     "Shutdown",
 ];
+
+/// FreePBX's ring-group context: a channel in it at a number is in that ring group
+/// ([`Event::RingGroup`]). The session filters pass `Newexten` in this context only.
+pub const RING_GROUP_CONTEXT: &str = "ext-group";
 
 /// The only channel variables whose `VarSet` we need.
 pub const VARIABLES: &[&str] = &[CALL_ID_VAR, "MIXMONITOR_FILENAME"];
@@ -117,8 +121,29 @@ pub fn map(msg: &Message, out: &mut Vec<PbxEvent>) {
     let at = timestamp(msg);
     let mut push = |event: Event| out.push(PbxEvent::at_micros(at, event));
     let id = || s(msg, "Uniqueid");
+    let ring_group = || {
+        let exten = msg.fields.str("Exten");
+        (msg.fields.str("Context") == RING_GROUP_CONTEXT
+            && !exten.is_empty()
+            && exten.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Event::RingGroup {
+            channel: id(),
+            group: exten.to_string(),
+        })
+    };
     match name {
-        "Newchannel" => push(Event::ChannelCreated(channel(msg))),
+        "Newchannel" => {
+            push(Event::ChannelCreated(channel(msg)));
+            // A Local/600@ext-group half is created in the group.
+            if let Some(group) = ring_group() {
+                push(group);
+            }
+        }
+        "Newexten" => {
+            if let Some(group) = ring_group() {
+                push(group);
+            }
+        }
         "Newstate" => match msg.fields.str("ChannelState") {
             "4" => push(Event::CallingIn { channel: id() }),
             "5" => push(Event::Ringing { channel: id() }),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::client::Client;
 use super::events;
+use crate::pbx::endpoints::{self, Endpoints, Kind};
 use crate::pbx::handle::clean_name;
 use crate::pbx::{
     CALL_ID_VAR_FS, ChannelSnapshot, ChannelState, Extension, LineState, OriginateRequest,
@@ -204,6 +205,40 @@ pub(crate) async fn extensions(client: &Client) -> Result<Vec<Extension>, PbxErr
         .collect();
     out.sort_by(|a, b| a.ext.cmp(&b.ext));
     Ok(out)
+}
+
+/// The PBX's own endpoint lists ([`crate::pbx::endpoints`]): every directory user
+/// (`list_users`) an employee, every sofia gateway (`sofia status`) a trunk. Either may
+/// fail (no mod_sofia, an answer that is no list): the other still counts. `None` when
+/// neither answered.
+pub(crate) async fn endpoints(client: &Client) -> Option<Endpoints> {
+    let mut out = Endpoints::default();
+    match client
+        .api("list_users")
+        .await
+        .and_then(|b| parse_list_users(&b))
+    {
+        Ok(users) => {
+            for user in users {
+                out.add(&user.id, Kind::Employee);
+            }
+            out.sources.push("list_users");
+        }
+        Err(e) => log::debug!("PBX: no directory users from list_users: {e}"),
+    }
+    match client.api("sofia status").await {
+        Ok(body) => match endpoints::sofia_gateways(&body) {
+            Some(gateways) => {
+                for gw in gateways {
+                    out.add(&gw, Kind::Trunk);
+                }
+                out.sources.push("sofia status");
+            }
+            None => log::debug!("PBX: no gateways from sofia status: {:.80}", body.trim()),
+        },
+        Err(e) => log::debug!("PBX: no gateways from sofia status: {e}"),
+    }
+    (!out.sources.is_empty()).then_some(out)
 }
 
 #[cfg(test)]

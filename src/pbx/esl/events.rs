@@ -81,8 +81,12 @@ fn user_of(presence: &str) -> Option<String> {
     (!user.is_empty()).then(|| user.to_string())
 }
 
+/// The directory user behind a leg, or for a leg through a sofia gateway the gateway's
+/// name (`sip_gateway_name`: such a leg may carry the calling user's presence id).
 fn endpoint(ev: &EslEvent) -> Option<String> {
-    opt(ev, "variable_dialed_user")
+    opt(ev, "variable_sip_gateway_name")
+        .filter(|gw| !gw.trim().is_empty())
+        .or_else(|| opt(ev, "variable_dialed_user"))
         .or_else(|| ev.headers.value("Channel-Presence-ID").and_then(user_of))
 }
 

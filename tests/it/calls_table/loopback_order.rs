@@ -2,8 +2,10 @@
 //! 5): the recorded click-to-call with the two `CHANNEL_CREATE`s swapped, through the
 //! fake event socket, the adapter and the tracker, is the same one call as recorded.
 
-use super::{LOOPBACK, check, click, fs_customer_busy, run_on};
+use super::freeswitch::fs_customer_busy;
+use super::{LOOPBACK, check, click, run_on};
 use crate::fake_pbx::esl::{EslScript, FakeEsl};
+use appliance::config::Config;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_loopback_b_half_announced_first_is_still_one_call() {
@@ -21,6 +23,7 @@ async fn a_loopback_b_half_announced_first_is_still_one_call() {
             "freeswitch",
             fake,
             click("crm-42", "100", "79990000486", LOOPBACK),
+            &Config::defaults().calls,
         )
         .await;
         assert_eq!(others, 0, "swapped {swapped}: no phantom call");

@@ -5,6 +5,7 @@
 
 use super::{ast_inbound_answered, check, run_on};
 use crate::fake_pbx::ami::{FakeAmi, Script};
+use appliance::config::Config;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_starting_while_the_pbx_lists_its_channels_is_kept_whole() {
@@ -16,7 +17,7 @@ async fn a_call_starting_while_the_pbx_lists_its_channels_is_kept_whole() {
             .idle_resync(),
     ])
     .await;
-    let (call, emits, others) = run_on("asterisk", fake, None).await;
+    let (call, emits, others) = run_on("asterisk", fake, None, &Config::defaults().calls).await;
     assert_eq!(others, 0);
     check(
         "ast inbound answered, started during the resync",

@@ -237,7 +237,7 @@ impl Session {
     fn answer(&mut self, name: &str, h: &[(String, String)]) {
         let id = get(h, "ActionID").unwrap_or("").to_string();
         let lname = name.to_ascii_lowercase();
-        if self.script.deaf && self.resynced {
+        if (self.script.deaf && self.resynced) || self.script.silent.contains(&lname) {
             return;
         }
         if lname == "coreshowchannels" {

@@ -223,6 +223,8 @@ pub struct Script {
     pub(super) hoist: HashSet<String>,
     pub(super) interleave: HashSet<String>,
     pub(super) deaf: bool,
+    /// Actions (lowercase) never answered.
+    pub(super) silent: HashSet<String>,
     /// Action name → how many recorded events go out before its first answer.
     pub(super) early: Vec<(String, usize)>,
     /// Text replaced in everything sent (e.g. the caller's number as another PBX
@@ -249,6 +251,7 @@ impl Script {
             hoist: HashSet::new(),
             interleave: HashSet::new(),
             deaf: false,
+            silent: HashSet::new(),
             early: Vec::new(),
             rewrites: Vec::new(),
             banner: None,
@@ -272,6 +275,13 @@ impl Script {
     /// connection open: a hung PBX.
     pub fn deaf(mut self) -> Script {
         self.deaf = true;
+        self
+    }
+
+    /// Never answers `action` (the connection stays open and answers the rest): a PBX
+    /// whose module for it hangs.
+    pub fn silent(mut self, action: &str) -> Script {
+        self.silent.insert(action.to_ascii_lowercase());
         self
     }
 

@@ -258,6 +258,18 @@ impl EslScript {
         self
     }
 
+    /// Answers every command with key `key` with the recorded `-ERR sofia Command not
+    /// found!` (api-responses' `sofia status`, no mod_sofia loaded): a switch that
+    /// refuses it.
+    pub fn refuse(mut self, key: &str) -> EslScript {
+        let t = &library()["api-responses"];
+        let reply = t.commands.iter().position(|c| c.key == "api sofia status");
+        let reply = reply.expect("api-responses asked sofia status");
+        self.canned
+            .push((key.into(), "api-responses".into(), reply, usize::MAX));
+        self
+    }
+
     /// Answers the first `times` commands with key `key` (see [`key_of`]) with the first
     /// recorded reply to such a command in `fixture`.
     pub fn canned(mut self, key: &str, fixture: &str, times: usize) -> EslScript {

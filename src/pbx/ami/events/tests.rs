@@ -350,3 +350,45 @@ fn queue_events_name_the_callers_queue_and_dial_begin_carries_the_extension() {
     );
     assert!(out.is_empty(), "no queue name, nothing to say");
 }
+
+#[test]
+fn freepbx_ring_groups_are_named_by_the_ext_group_context() {
+    // Newexten as Asterisk documents it: the caller's channel steps into ext-group,600
+    // (FreePBX's ring group 600); a Local/600@ext-group half is created there.
+    let step = |context: &str, exten: &str| {
+        format!(
+            "Event: Newexten\r\nPrivilege: dialplan,all\r\nChannel: PJSIP/trunk-00000001\r\n\
+             ChannelState: 4\r\nChannelStateDesc: Ring\r\nCallerIDNum: 79161234567\r\n\
+             Uniqueid: 1795.1\r\nLinkedid: 1795.1\r\nContext: {context}\r\nExten: {exten}\r\n\
+             Priority: 1\r\nApplication: Macro\r\nAppData: user-callerid,\r\n\r\n"
+        )
+    };
+    let mapped = |raw: &str| {
+        let mut out = Vec::new();
+        map(&parse(raw.as_bytes()), &mut out);
+        out.into_iter().map(|e| e.event).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        mapped(&step("ext-group", "600")),
+        vec![Event::RingGroup {
+            channel: "1795.1".into(),
+            group: "600".into(),
+        }]
+    );
+    // Elsewhere in the dialplan, or not at a number: nothing.
+    assert!(mapped(&step("from-internal", "600")).is_empty());
+    assert!(mapped(&step("ext-group", "s")).is_empty());
+    assert!(mapped(&step("macro-dial", "s")).is_empty());
+    let created = mapped(
+        "Event: Newchannel\r\nChannel: Local/600@ext-group-00000003;2\r\nChannelState: 4\r\n\
+         Uniqueid: 1795.3\r\nLinkedid: 1795.1\r\nContext: ext-group\r\nExten: 600\r\n\r\n",
+    );
+    assert!(matches!(&created[0], Event::ChannelCreated(_)));
+    assert_eq!(
+        created[1],
+        Event::RingGroup {
+            channel: "1795.3".into(),
+            group: "600".into(),
+        }
+    );
+}

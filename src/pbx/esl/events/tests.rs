@@ -463,3 +463,21 @@ fn a_callcenter_queue_on_a_leg_is_reported_once_per_name() {
         ]
     );
 }
+
+#[test]
+fn a_leg_through_a_sofia_gateway_is_named_after_the_gateway() {
+    // An outbound leg via gateway `provider1` (FreeSWITCH names the channel after the
+    // profile and the number; the calling user's presence id comes along).
+    let body = "Event-Name: CHANNEL_CREATE\nUnique-ID: 5f0c3a57-8d8e-4f43-9c43-5a2bbd0c7d11\nChannel-Call-UUID: 5f0c3a57-8d8e-4f43-9c43-5a2bbd0c7d11\nChannel-Name: sofia/external/79161234567\nCall-Direction: outbound\nChannel-State: CS_INIT\nChannel-Presence-ID: 1000%40127.0.0.1\nCaller-Destination-Number: 79161234567\nCaller-Context: default\nvariable_sip_profile_name: gateway\nvariable_sip_gateway_name: provider1\n\n";
+    let ev = crate::pbx::esl::codec::parse_event_plain(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    Mapper::new().map(&ev, &mut out);
+    let created = out
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::ChannelCreated(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a channel");
+    assert_eq!(created.endpoint.as_deref(), Some("provider1"));
+}
