@@ -42,12 +42,11 @@ impl Resolver for CachingResolver {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        if let (Ok(ip), Some(port)) = (host.parse::<IpAddr>(), key.rsplit(':').next()) {
-            if let Ok(port) = port.parse::<u16>() {
-                let mut addrs = self.empty();
-                addrs.push(SocketAddr::new(ip, port));
-                return Ok(addrs);
-            }
+        let port = key.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        if let (Ok(ip), Some(port)) = (host.parse::<IpAddr>(), port) {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
         }
         if let Some((addrs, at)) = self.lock().get(&key)
             && at.elapsed() < KEEP

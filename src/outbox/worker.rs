@@ -2,10 +2,11 @@
 //! attempt and its consequence. [`Outbox::run`] is the production loop; [`Outbox::step`]
 //! delivers what is due once, so tests can drain the queue instead of sleeping.
 //!
-//! The loop works in batches on a connection of its own: one transaction stores the
-//! attempts of every delivery that finished since the last batch and leases the next due
-//! rows, reading each leased account's state ([`Transport::load_account`]) in the same
-//! transaction. So under load a delivered event costs one POST plus a share of one
+//! The loop works in batches on the database's writer connection (`Db::write`, shared
+//! with the call engine and committed together with its writes): one transaction stores
+//! the attempts of every delivery that finished since the last batch and leases the next
+//! due rows, reading each leased account's state ([`Transport::load_account`]) in the
+//! same transaction. So under load a delivered event costs one POST plus a share of one
 //! transaction, instead of a lease, account reads and a record transaction of its own.
 
 use std::collections::HashMap;
