@@ -52,11 +52,12 @@
 //! - [`config`]: layered configuration (embedded defaults, TOML file, `APPLIANCE_*`
 //!   environment, flags), validated once after merging.
 //! - [`db`]: SQLite through an r2d2 pool; PRAGMAs, migrations and the one
-//!   blocking-pool helper every async caller uses.
+//!   blocking-pool helper every async caller uses; `Db::write`, the writer thread the
+//!   call engine and the outbox worker share (one connection, group commit).
 //! - [`flowlu`]: everything Flowlu-specific: the settings iframe's context, the domain
 //!   allow-list, `flowlu::admission` (issue 12: which accounts the operator admitted, the
 //!   one-time claim code, which account owns the PBX), REST calls (user lookup, channel
-//!   registration, token refresh), OAuth token upkeep (`flowlu::Flowlu`, the handle they
+//!   registration, token refresh; hosts resolved through `flowlu::resolve`'s cache), OAuth token upkeep (`flowlu::Flowlu`, the handle they
 //!   share), and the tables for accounts, users, tokens, settings, extensions and the
 //!   PBX connection saved from the settings page (`flowlu::pbx_settings`);
 //!   `flowlu::crm` (issue 8): Flowlu's entity webhooks → a cache of CRM contacts'

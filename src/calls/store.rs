@@ -39,9 +39,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Call> {
 
 /// Inserts or replaces the whole record.
 pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        &format!(
-            "INSERT INTO calls ({COLUMNS}, updated_at)
+    // Prepared once per connection: the engine saves a call on every change of it.
+    conn.prepare_cached(&format!(
+        "INSERT INTO calls ({COLUMNS}, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                      ?17, ?18, ?19, ?20, ?21)
              ON CONFLICT (id) DO UPDATE SET
@@ -54,31 +54,30 @@ pub fn save(conn: &Connection, c: &Call, now_ms: i64) -> rusqlite::Result<()> {
                 wait = excluded.wait, hangup_cause = excluded.hangup_cause,
                 recording_path = excluded.recording_path, backfilled = excluded.backfilled,
                 queue = excluded.queue, updated_at = excluded.updated_at"
-        ),
-        params![
-            c.id,
-            c.integration_id,
-            c.crm_call_id,
-            c.pbx_call,
-            c.direction.as_str(),
-            c.phone,
-            c.line,
-            c.extension,
-            c.user_id,
-            c.state.as_str(),
-            c.status.map(CallStatus::as_str),
-            c.started_at,
-            c.answered_at,
-            c.ended_at,
-            c.duration,
-            c.wait,
-            c.hangup_cause,
-            c.recording_path,
-            c.backfilled,
-            c.queue,
-            now_ms
-        ],
-    )?;
+    ))?
+    .execute(params![
+        c.id,
+        c.integration_id,
+        c.crm_call_id,
+        c.pbx_call,
+        c.direction.as_str(),
+        c.phone,
+        c.line,
+        c.extension,
+        c.user_id,
+        c.state.as_str(),
+        c.status.map(CallStatus::as_str),
+        c.started_at,
+        c.answered_at,
+        c.ended_at,
+        c.duration,
+        c.wait,
+        c.hangup_cause,
+        c.recording_path,
+        c.backfilled,
+        c.queue,
+        now_ms
+    ])?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod migrate;
+mod writer;
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
@@ -45,6 +46,9 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database pool error: {0}")]
     Pool(#[from] r2d2::Error),
+    /// The writer thread's transaction could not begin or commit ([`Db::write`]).
+    #[error("database error: {0}")]
+    Write(String),
 }
 
 /// Set on every connection, in one place.
@@ -107,6 +111,8 @@ pub fn limit_malloc_arenas() {
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
+    /// The writer thread of [`Db::write`].
+    writer: std::sync::Arc<writer::Writer>,
 }
 
 impl std::fmt::Debug for Db {
@@ -145,6 +151,7 @@ impl Db {
         let db = Db {
             pool,
             path: path.to_path_buf(),
+            writer: Default::default(),
         };
         db.with_conn(|c| {
             c.execute(
@@ -188,6 +195,21 @@ impl Db {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("database task cancelled: {e}"),
         }
+    }
+
+    /// Runs `f` on the writer thread's connection, inside a transaction that may hold
+    /// other callers' writes too (each in a savepoint of its own: a failing `f` is rolled
+    /// back alone), and returns once that transaction is committed. For the hot writers
+    /// (the call engine, the outbox worker): they share one connection and one commit
+    /// instead of waiting for each other's write lock. `f` must not begin a transaction.
+    pub async fn write<F, T, E>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        self.writer.write(move || db.dedicated(), f).await
     }
 
     /// Synchronous access for CLI commands and code already on a blocking thread.

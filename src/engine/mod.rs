@@ -463,7 +463,7 @@ impl Core {
         let rules = crate::calls::tracker::Rules::new(&deps.current().calls);
         let (pending, written) = deps
             .db
-            .run(move |c| persist::write(c, updates, pending, reserve, &rules))
+            .write(move |c| persist::write_in(c, updates, pending, reserve, &rules))
             .await?;
         self.pending = pending;
         deps.outbox.wake();

@@ -45,23 +45,59 @@ pub struct Written {
 pub fn write(
     conn: &mut Connection,
     updates: Vec<Update>,
-    mut pending: Pending,
+    pending: Pending,
     reserve: Duration,
     rules: &crate::calls::tracker::Rules,
 ) -> Result<(Pending, Vec<Written>), EngineError> {
     let tx = conn.transaction()?;
+    let written = write_in(&tx, updates, pending, reserve, rules)?;
+    tx.commit()?;
+    Ok(written)
+}
+
+/// [`write`] inside the caller's transaction (the engine's: `Db::write`).
+pub fn write_in(
+    tx: &Connection,
+    updates: Vec<Update>,
+    mut pending: Pending,
+    reserve: Duration,
+    rules: &crate::calls::tracker::Rules,
+) -> Result<(Pending, Vec<Written>), EngineError> {
     let now = now_ms();
     let mut written = Vec::with_capacity(updates.len());
-    for Update { mut call, emit } in updates {
-        attribute(&tx, &mut call)?;
-        super::numbers::normalize_customer(&tx, &mut call, rules)?;
-        store::save(&tx, &call, now)?;
-        if let Some(uuid) = pending.uuids.remove(&call.id) {
-            crate::callbacks::store::set_call_uuid(&tx, &call.id, &uuid)?;
+    // A call that changes several times in one batch is written once for each change
+    // that queues an event, and once at its last change: the rows in between would be
+    // overwritten in this same transaction before anyone could read them.
+    let last_change: HashMap<String, usize> = updates
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.call.id.clone(), i))
+        .collect();
+    // The customer number of each (account, number as the PBX gave it), normalized once
+    // per batch rather than on every change of the call.
+    let mut normalized: HashMap<(i64, String), String> = HashMap::new();
+    for (i, Update { mut call, emit }) in updates.into_iter().enumerate() {
+        attribute(tx, &mut call)?;
+        let raw = call.integration_id.map(|id| (id, call.phone.clone()));
+        match raw.as_ref().and_then(|key| normalized.get(key)) {
+            Some(phone) => call.phone = phone.clone(),
+            None => {
+                super::numbers::normalize_customer(tx, &mut call, rules)?;
+                if let Some(key) = raw {
+                    normalized.insert(key, call.phone.clone());
+                }
+            }
         }
         let completed = emit.contains(&Emit::Completed);
         let mut kinds = pending.calls.remove(&call.id).unwrap_or_default();
         kinds.extend(emit);
+        let uuid = pending.uuids.remove(&call.id);
+        if !kinds.is_empty() || uuid.is_some() || last_change[&call.id] == i {
+            store::save(tx, &call, now)?;
+        }
+        if let Some(uuid) = uuid {
+            crate::callbacks::store::set_call_uuid(tx, &call.id, &uuid)?;
+        }
         let mut ticket = None;
         match call.integration_id {
             None if completed => log::info!(
@@ -76,23 +112,17 @@ pub fn write(
             Some(integration) => {
                 if completed {
                     // Result callbacks: queued with call.completed, in this transaction.
-                    crate::callbacks::enqueue_call(
-                        &tx,
-                        integration,
-                        &call,
-                        "call.completed",
-                        None,
-                    )?;
+                    crate::callbacks::enqueue_call(tx, integration, &call, "call.completed", None)?;
                 }
                 let via_crm = call.direction == Direction::Incoming
                     && kinds.contains(&Emit::Init)
-                    && settings(&tx, integration)?.incoming_routing == IncomingRouting::Crm;
+                    && settings(tx, integration)?.incoming_routing == IncomingRouting::Crm;
                 for kind in kinds {
                     let event_id = format!("e{}", crate::secret::random_token(15));
                     let reserved =
                         (kind == Emit::Init && via_crm).then(|| now + reserve.as_millis() as i64);
                     let row = enqueue_reserved(
-                        &tx,
+                        tx,
                         &NewEvent {
                             integration_id: integration,
                             call_key: call.id.clone(),
@@ -118,8 +148,8 @@ pub fn write(
                 // Call-handling rules (issue 8): their CRM requests, written with the
                 // call.completed they follow.
                 if completed {
-                    for row in crate::flowlu::crm::rules::on_completed(&tx, integration, &call)? {
-                        crate::outbox::enqueue(&tx, &row)?;
+                    for row in crate::flowlu::crm::rules::on_completed(tx, integration, &call)? {
+                        crate::outbox::enqueue(tx, &row)?;
                     }
                 }
             }
@@ -131,7 +161,6 @@ pub fn write(
             finished,
         });
     }
-    tx.commit()?;
     Ok((pending, written))
 }
 

@@ -118,8 +118,14 @@ impl Client {
             // ... with buffers sized to Flowlu's answers' headers, not 128 KiB each.
             .input_buffer_size(BUFFER_BYTES)
             .output_buffer_size(BUFFER_BYTES)
-            .build()
-            .new_agent();
+            .build();
+        // Resolves each host once per half minute, not once per request on a thread of
+        // its own (`resolve`).
+        let agent = ureq::Agent::with_parts(
+            agent,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            super::resolve::CachingResolver::default(),
+        );
         Client {
             agent,
             client_secret: config.client_secret.clone(),

@@ -33,6 +33,7 @@ pub mod domain;
 pub mod events;
 pub mod json;
 pub mod pbx_settings;
+mod resolve;
 pub mod setup;
 pub mod store;
 pub mod tokens;

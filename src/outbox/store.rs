@@ -20,20 +20,21 @@ pub fn enqueue_reserved(
     reserved_until: Option<i64>,
 ) -> rusqlite::Result<i64> {
     let now = now_ms();
-    conn.execute(
+    // Prepared once per connection: written for every event.
+    conn.prepare_cached(
         "INSERT INTO outbox (integration_id, call_key, event_id, kind, payload, state,
                              next_attempt_at, leased_until, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?6)",
-        params![
-            ev.integration_id,
-            ev.call_key,
-            ev.event_id,
-            ev.kind,
-            ev.payload.to_string(),
-            now,
-            reserved_until
-        ],
-    )?;
+    )?
+    .execute(params![
+        ev.integration_id,
+        ev.call_key,
+        ev.event_id,
+        ev.kind,
+        ev.payload.to_string(),
+        now,
+        reserved_until
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -125,15 +126,14 @@ fn lease_due_in(
     Ok(leases)
 }
 
-/// Leases one specific row if it is the head of its call (whatever lease it holds: the
-/// caller reserved it).
+/// Leases (in the caller's transaction) one specific row if it is the head of its call
+/// (whatever lease it holds: the caller reserved it).
 pub(crate) fn lease_one(
-    conn: &mut Connection,
+    tx: &Connection,
     id: i64,
     now: i64,
     lease_ms: i64,
 ) -> rusqlite::Result<Option<Lease>> {
-    let tx = conn.transaction()?;
     let lease = tx
         .query_row(
             &format!(
@@ -152,7 +152,6 @@ pub(crate) fn lease_one(
             params![id, now + lease_ms],
         )?;
     }
-    tx.commit()?;
     Ok(lease)
 }
 
@@ -212,9 +211,16 @@ pub(crate) fn cut_body(body: &str) -> String {
     format!("{}…", &body[..end])
 }
 
+/// Runs one statement through the connection's statement cache (the worker's statements
+/// run for every delivered event).
+fn cached<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 /// Stores an attempt and its effect on the row (inside the caller's transaction).
 fn record_in(tx: &Connection, id: i64, attempt: &Attempt, update: &Update) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, duration_ms, status, error,
                                       response_body)
          VALUES (?1, (SELECT count(*) + 1 FROM outbox_attempts WHERE outbox_id = ?1), ?2, ?3, ?4,
@@ -231,29 +237,34 @@ fn record_in(tx: &Connection, id: i64, attempt: &Attempt, update: &Update) -> ru
     let now = now_ms();
     let last_error = super::attempt_error(attempt.error.as_deref(), attempt.status);
     match update {
-        Update::Delivered => tx.execute(
+        Update::Delivered => cached(
+            tx,
             "UPDATE outbox SET state = 'delivered', finished_at = ?2, leased_until = NULL,
                                held = 0, last_status = ?3, last_error = NULL
              WHERE id = ?1",
             params![id, now, attempt.status],
         )?,
-        Update::Retry { at, failure } => tx.execute(
+        Update::Retry { at, failure } => cached(
+            tx,
             "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 0,
                                attempts = attempts + ?3, last_status = ?4, last_error = ?5
              WHERE id = ?1",
             params![id, at, i64::from(*failure), attempt.status, last_error],
         )?,
-        Update::Resending => tx.execute(
+        Update::Resending => cached(
+            tx,
             "UPDATE outbox SET last_status = ?2, last_error = ?3 WHERE id = ?1",
             params![id, attempt.status, last_error],
         )?,
-        Update::Held { at } => tx.execute(
+        Update::Held { at } => cached(
+            tx,
             "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 1,
                                last_status = ?3, last_error = ?4
              WHERE id = ?1",
             params![id, at, attempt.status, last_error],
         )?,
-        Update::Failed(reason) => tx.execute(
+        Update::Failed(reason) => cached(
+            tx,
             "UPDATE outbox SET state = 'failed', finished_at = ?2, leased_until = NULL,
                                held = 0, attempts = attempts + 1, last_status = ?3, last_error = ?4
              WHERE id = ?1",
@@ -284,44 +295,58 @@ pub(crate) enum Op {
 /// a row whose predecessor was just delivered is leasable in the same batch) and lets
 /// `load` read each leased account's state in the same transaction. With room left
 /// after leasing, also returns when the next row is due ([`next_due`]).
+#[cfg(test)]
 pub(crate) fn flush<A>(
     conn: &mut Connection,
     ops: &[Op],
     limit: usize,
     lease_ms: i64,
     paused: &str,
-    mut load: impl FnMut(&Connection, i64) -> A,
+    load: impl FnMut(&Connection, i64) -> A,
 ) -> rusqlite::Result<Flushed<A>> {
     let tx = conn.transaction()?;
+    let flushed = flush_in(&tx, ops, limit, lease_ms, paused, load)?;
+    tx.commit()?;
+    Ok(flushed)
+}
+
+/// [`flush`] inside the caller's transaction (the worker's: `Db::write`).
+pub(crate) fn flush_in<A>(
+    tx: &Connection,
+    ops: &[Op],
+    limit: usize,
+    lease_ms: i64,
+    paused: &str,
+    mut load: impl FnMut(&Connection, i64) -> A,
+) -> rusqlite::Result<Flushed<A>> {
     for op in ops {
         match op {
             Op::Record {
                 id,
                 attempt,
                 update,
-            } => record_in(&tx, *id, attempt, update)?,
-            Op::PutBack { id, at } => put_back(&tx, *id, *at)?,
-            Op::Hold { id, until, why } => hold(&tx, *id, *until, why)?,
+            } => record_in(tx, *id, attempt, update)?,
+            Op::PutBack { id, at } => put_back(tx, *id, *at)?,
+            Op::Hold { id, until, why } => hold(tx, *id, *until, why)?,
         }
     }
     let now = now_ms();
     let leases = if limit > 0 {
-        lease_due_in(&tx, now, limit, lease_ms, paused)?
+        lease_due_in(tx, now, limit, lease_ms, paused)?
     } else {
         Vec::new()
     };
     let mut accounts = Vec::new();
     for lease in &leases {
         if !accounts.iter().any(|(id, _)| *id == lease.integration_id) {
-            accounts.push((lease.integration_id, load(&tx, lease.integration_id)));
+            accounts.push((lease.integration_id, load(tx, lease.integration_id)));
         }
     }
     let next_due = if limit > 0 && leases.len() < limit {
-        next_due(&tx, paused)?
+        next_due(tx, paused)?
     } else {
         None
     };
-    tx.commit()?;
     Ok(Flushed {
         leases,
         accounts,
@@ -340,7 +365,8 @@ pub(crate) struct Flushed<A> {
 /// Puts a leased row back without an attempt, due no earlier than `at` (its account was
 /// paused by a 429 after the row was leased).
 pub(crate) fn put_back(conn: &Connection, id: i64, at: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    cached(
+        conn,
         "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?2), leased_until = NULL
          WHERE id = ?1",
         params![id, at],
@@ -350,7 +376,8 @@ pub(crate) fn put_back(conn: &Connection, id: i64, at: i64) -> rusqlite::Result<
 
 /// Puts a leased row back without an attempt (its account is on hold).
 pub(crate) fn hold(conn: &Connection, id: i64, until: i64, why: &str) -> rusqlite::Result<()> {
-    conn.execute(
+    cached(
+        conn,
         "UPDATE outbox SET next_attempt_at = ?2, leased_until = NULL, held = 1,
                            last_error = ?3
          WHERE id = ?1",

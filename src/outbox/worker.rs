@@ -2,10 +2,11 @@
 //! attempt and its consequence. [`Outbox::run`] is the production loop; [`Outbox::step`]
 //! delivers what is due once, so tests can drain the queue instead of sleeping.
 //!
-//! The loop works in batches on a connection of its own: one transaction stores the
-//! attempts of every delivery that finished since the last batch and leases the next due
-//! rows, reading each leased account's state ([`Transport::load_account`]) in the same
-//! transaction. So under load a delivered event costs one POST plus a share of one
+//! The loop works in batches on the database's writer connection (`Db::write`, shared
+//! with the call engine and committed together with its writes): one transaction stores
+//! the attempts of every delivery that finished since the last batch and leases the next
+//! due rows, reading each leased account's state ([`Transport::load_account`]) in the
+//! same transaction. So under load a delivered event costs one POST plus a share of one
 //! transaction, instead of a lease, account reads and a record transaction of its own.
 
 use std::collections::HashMap;
@@ -52,8 +53,6 @@ struct Inner {
     max_in_flight: std::sync::atomic::AtomicUsize,
     /// Accounts that answered 429, and until when (unix ms) none of their rows is sent.
     paused: Mutex<HashMap<i64, i64>>,
-    /// The worker's own connection (opened on first use): batches, leases and records.
-    writer: Arc<Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl Inner {
@@ -87,7 +86,6 @@ impl Outbox {
                 wake: Notify::new(),
                 max_in_flight: max_in_flight.max(1).into(),
                 paused: Mutex::new(HashMap::new()),
-                writer: Arc::new(Mutex::new(None)),
             }),
         }
     }
@@ -250,29 +248,17 @@ impl Outbox {
         tokio::time::timeout(wait, rx).await.ok()?.ok().flatten()
     }
 
-    /// Runs `f` on the worker's own connection, on the blocking pool.
+    /// Runs `f` in a transaction on the database's writer connection (`Db::write`: one
+    /// connection and one commit shared with the call engine's writes).
     async fn write<T, E>(
         &self,
-        f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, E> + Send + 'static,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (writer, db) = (self.inner.writer.clone(), self.inner.db.clone());
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut slot = writer.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(db.dedicated()?);
-            }
-            f(slot.as_mut().expect("just opened"))
-        })
-        .await;
-        match joined {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("outbox database task cancelled: {e}"),
-        }
+        self.inner.db.write(f).await
     }
 
     /// One batch: stores `ops`, leases up to `limit` due rows and reads their accounts.
@@ -284,9 +270,14 @@ impl Outbox {
         let paused = store::id_list(&self.paused_accounts().0);
         let transport = self.inner.transport.clone();
         self.write(move |c| {
-            Ok(store::flush(c, &ops, limit, LEASE_MS, &paused, |c, id| {
-                transport.load_account(c, id)
-            })?)
+            Ok(store::flush_in(
+                c,
+                &ops,
+                limit,
+                LEASE_MS,
+                &paused,
+                |c, id| transport.load_account(c, id),
+            )?)
         })
         .await
     }
@@ -299,7 +290,7 @@ impl Outbox {
         }
         let stored = self
             .write(move |c| {
-                Ok::<_, OutboxError>(store::flush(c, &ops, 0, LEASE_MS, "[]", |_, _| ())?)
+                Ok::<_, OutboxError>(store::flush_in(c, &ops, 0, LEASE_MS, "[]", |_, _| ())?)
             })
             .await;
         if let Err(e) = stored {

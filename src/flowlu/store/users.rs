@@ -139,11 +139,10 @@ pub fn user_for_extension(
     extension: &str,
 ) -> Result<Option<String>, DbError> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT user_id FROM flowlu_extensions WHERE integration_id = ?1 AND extension = ?2",
-            params![integration_id, extension],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![integration_id, extension], |r| r.get(0))
         .optional()?)
 }
 
@@ -232,21 +231,20 @@ impl Default for CallSettings {
 
 pub fn settings(conn: &Connection, integration_id: i64) -> Result<CallSettings, DbError> {
     let found = conn
-        .query_row(
+        .prepare_cached(
             "SELECT channel_name, default_line, default_country_code, record_calls,
                  incoming_routing FROM flowlu_settings WHERE integration_id = ?1",
-            [integration_id],
-            |r| {
-                Ok(CallSettings {
-                    channel_name: r.get(0)?,
-                    default_line: r.get(1)?,
-                    default_country_code: r.get(2)?,
-                    record_calls: r.get(3)?,
-                    incoming_routing: IncomingRouting::parse(&r.get::<_, String>(4)?)
-                        .unwrap_or(IncomingRouting::Pbx),
-                })
-            },
-        )
+        )?
+        .query_row([integration_id], |r| {
+            Ok(CallSettings {
+                channel_name: r.get(0)?,
+                default_line: r.get(1)?,
+                default_country_code: r.get(2)?,
+                record_calls: r.get(3)?,
+                incoming_routing: IncomingRouting::parse(&r.get::<_, String>(4)?)
+                    .unwrap_or(IncomingRouting::Pbx),
+            })
+        })
         .optional()?;
     Ok(found.unwrap_or_default())
 }
