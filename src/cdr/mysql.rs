@@ -1,7 +1,7 @@
 //! Asterisk CDR tables in MySQL/MariaDB: FreePBX's `asteriskcdrdb.cdr` (its database
 //! user read from `/etc/freepbx.conf` or `/etc/amportal.conf`) or any `cdr_adaptive_odbc`
 //! / `cdr_mysql` table with Asterisk's column names. Read-only, through the blocking
-//! `mysql` client (pure Rust, rustls: links statically), from the blocking pool.
+//! `mysql` client (pure Rust, without TLS: links statically), from the blocking pool.
 
 use std::path::Path;
 use std::time::Duration;
