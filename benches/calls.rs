@@ -200,7 +200,9 @@ fn seed(db: &std::path::Path) {
              VALUES (1, 'u1', 'Ann', 1, {now}, {now});
          INSERT INTO flowlu_tokens (integration_id, user_id, domain, app_version, access_token,
              refresh_token, expires_at, fast_hash, updated_at)
-             VALUES (1, 'u1', 'acme.flowlu.com', '1', 't', 'r', {}, 'h', {now});",
+             VALUES (1, 'u1', 'acme.flowlu.com', '1', 't', 'r', {}, 'h', {now});
+         INSERT INTO flowlu_settings (integration_id, default_country_code, updated_at)
+             VALUES (1, '7', {now});",
         now + 86_400
     ))
     .unwrap();

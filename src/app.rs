@@ -366,9 +366,28 @@ pub async fn serve_with(
     let listener = listeners.main;
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
-    // The numbering-plan metadata is parsed on first use (~130 ms): do it now, off the
-    // runtime, rather than in front of the first call's `call.init`.
-    tokio::task::spawn_blocking(crate::calls::phone::warm_up);
+    // The numbering-plan metadata is parsed, and each plan's patterns compiled, on first
+    // use (~130 ms, then a few ms per country): do it now, off the runtime, for the
+    // accounts' default countries, rather than in front of the first call's `call.init`.
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        let countries = db
+            .run(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT DISTINCT default_country_code FROM flowlu_settings
+                     WHERE default_country_code != ''",
+                )?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(DbError::from)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                log::warn!("numbering plans not warmed up: {e}");
+                Vec::new()
+            });
+        let _ = tokio::task::spawn_blocking(move || crate::calls::phone::warm_up(&countries)).await;
+    });
     if state.config.acme.enabled
         && let Some(reloader) = state.tls.clone()
     {

@@ -44,9 +44,27 @@ pub enum PhoneError {
 }
 
 /// Loads the numbering-plan metadata, which the crate parses on first use (~130 ms on a
-/// small machine): called once at start-up so that no call waits for it.
-pub fn warm_up() {
+/// small machine), and compiles the patterns of the numbering plans of `countries` (the
+/// accounts' default calling codes), which the crate compiles on first use each (a few
+/// ms): called once at start-up so that no call waits for either.
+pub fn warm_up(countries: &[String]) {
     let _ = DATABASE.by_code(&7);
+    for country in countries {
+        let code = country.trim().trim_start_matches('+');
+        let Some(plans) = code.parse().ok().and_then(|c: u16| DATABASE.by_code(&c)) else {
+            continue;
+        };
+        for plan in plans {
+            let d = plan.descriptors();
+            let kinds = [d.fixed_line(), d.mobile(), d.toll_free(), d.voip(), d.uan()];
+            for example in kinds.into_iter().flatten().filter_map(|k| k.example()) {
+                // Written internationally and nationally: both ways a PBX shows a number.
+                let _ = normalize(&format!("+{code}{example}"), country);
+                let _ = normalize(example, country);
+                let _ = is_normalized(&format!("{code}{example}"));
+            }
+        }
+    }
 }
 
 /// The number as E.164 digits (no `+`). `default_country` (a calling code in digits,
@@ -210,6 +228,20 @@ fn check_e164(e164: String) -> Result<String, PhoneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warm_up_takes_any_stored_country_and_changes_no_result() {
+        // What an operator may have saved: codes with and without `+`, nonsense, none.
+        let stored = ["7", "+44", "1", "", "abc", "999", "99999999999"].map(String::from);
+        warm_up(&stored);
+        for (raw, country, e164) in SAME {
+            assert_eq!(
+                normalize(raw, country).as_deref(),
+                Ok(*e164),
+                "{raw} under {country}"
+            );
+        }
+    }
 
     /// (raw, default country, E.164 digits)
     const SAME: &[(&str, &str, &str)] = &[

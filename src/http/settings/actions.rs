@@ -208,6 +208,9 @@ async fn calls(
     let Some(routing) = IncomingRouting::parse(field(fields, "incoming_routing")) else {
         return Ok(Outcome::invalid(lang, t(lang, "invalid_routing")));
     };
+    // The new country's numbering plan, compiled now rather than in front of a call.
+    let warm = vec![country.clone()];
+    tokio::task::spawn_blocking(move || crate::calls::phone::warm_up(&warm));
     state
         .db
         .run(move |c| {
