@@ -372,15 +372,7 @@ pub async fn serve_with(
     let db = state.db.clone();
     tokio::spawn(async move {
         let countries = db
-            .run(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT DISTINCT default_country_code FROM flowlu_settings
-                     WHERE default_country_code != ''",
-                )?;
-                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
-                    .map_err(DbError::from)
-            })
+            .run(|c| crate::flowlu::store::default_countries(c))
             .await
             .unwrap_or_else(|e| {
                 log::warn!("numbering plans not warmed up: {e}");

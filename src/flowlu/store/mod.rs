@@ -22,7 +22,7 @@ pub use tokens::{
     record_refresh_failure, save_refreshed, token_for_user, upsert_token,
 };
 pub use users::{
-    CallSettings, IncomingRouting, UserRow, add_user, extension_for_user,
+    CallSettings, IncomingRouting, UserRow, add_user, default_countries, extension_for_user,
     extensions_of_other_accounts, mappings, save_settings, set_extension, settings,
     upsert_seen_user, user_for_extension, users,
 };

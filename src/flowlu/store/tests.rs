@@ -289,3 +289,20 @@ fn settings_default_and_round_trip() {
     save_settings(&conn, a.id, &s).unwrap();
     assert_eq!(settings(&conn, a.id).unwrap(), s);
 }
+
+#[test]
+fn default_countries_are_listed_once_and_never_empty() {
+    let conn = db();
+    assert!(default_countries(&conn).unwrap().is_empty());
+    for (account, country) in [("100", "7"), ("200", "7"), ("300", ""), ("400", "44")] {
+        let i = integrate(&conn, &ctx(account, "a.flowlu.com", "1.0", "t"));
+        let s = CallSettings {
+            default_country_code: country.into(),
+            ..CallSettings::default()
+        };
+        save_settings(&conn, i.id, &s).unwrap();
+    }
+    let mut countries = default_countries(&conn).unwrap();
+    countries.sort();
+    assert_eq!(countries, ["44", "7"]);
+}

@@ -249,6 +249,17 @@ pub fn settings(conn: &Connection, integration_id: i64) -> Result<CallSettings, 
     Ok(found.unwrap_or_default())
 }
 
+/// The default country codes the accounts have saved, each once (start-up compiles their
+/// numbering plans: `calls::phone::warm_up`).
+pub fn default_countries(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT default_country_code FROM flowlu_settings
+         WHERE default_country_code != ''",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
 pub fn save_settings(
     conn: &Connection,
     integration_id: i64,
