@@ -13,12 +13,10 @@ pub const MAX_PER_ACCOUNT: usize = 5;
 
 /// Whether the account's callbacks get call records (off until switched on).
 pub fn enabled(conn: &Connection, integration: i64) -> rusqlite::Result<bool> {
+    // Prepared once per connection: asked in the engine's write of every finished call.
     Ok(conn
-        .query_row(
-            "SELECT enabled FROM callback_settings WHERE integration_id = ?1",
-            [integration],
-            |r| r.get::<_, bool>(0),
-        )
+        .prepare_cached("SELECT enabled FROM callback_settings WHERE integration_id = ?1")?
+        .query_row([integration], |r| r.get::<_, bool>(0))
         .optional()?
         .unwrap_or(false))
 }
@@ -232,17 +230,23 @@ pub fn lease_due(
     limit: usize,
     lease_ms: i64,
 ) -> rusqlite::Result<Vec<Lease>> {
-    let tx = conn.transaction()?;
-    let leases = {
-        let mut stmt = tx.prepare_cached(&format!(
+    let due = |c: &Connection, limit: usize| -> rusqlite::Result<Vec<Lease>> {
+        c.prepare_cached(&format!(
             "{LEASE_SELECT}
              WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
                AND (d.leased_until IS NULL OR d.leased_until <= ?1) AND {HEAD}
              ORDER BY d.next_attempt_at, d.id LIMIT ?2"
-        ))?;
-        stmt.query_map(params![now, limit as i64], lease_from)?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+        ))?
+        .query_map(params![now, limit as i64], lease_from)?
+        .collect()
     };
+    // The worker is woken by every finished call, most often with nothing to send: look
+    // first without the write lock (which the call engine's writer needs meanwhile).
+    if due(conn, 1)?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tx = conn.transaction()?;
+    let leases = due(&tx, limit)?;
     for lease in &leases {
         tx.execute(
             "UPDATE callback_deliveries SET leased_until = ?2 WHERE id = ?1",

@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "call queue or ring group",
         sql: include_str!("migrations/0013_call_queue.sql"),
     },
+    Migration {
+        version: 14,
+        name: "outbox heads indexed",
+        sql: include_str!("migrations/0014_outbox_ready.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

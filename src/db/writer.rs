@@ -89,19 +89,25 @@ fn in_savepoint<T, E: From<DbError>>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, E>,
 ) -> std::thread::Result<Result<T, E>> {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+    if let Err(e) = run(conn, "SAVEPOINT job") {
         return Ok(Err(DbError::from(e).into()));
     }
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)));
-    let end = if matches!(result, Ok(Ok(_))) {
-        "RELEASE job"
+    let ended = if matches!(result, Ok(Ok(_))) {
+        run(conn, "RELEASE job")
     } else {
-        "ROLLBACK TO job; RELEASE job"
+        conn.execute_batch("ROLLBACK TO job; RELEASE job")
     };
-    match conn.execute_batch(end) {
+    match ended {
         Ok(()) => result,
         Err(e) => Ok(Err(DbError::from(e).into())),
     }
+}
+
+/// Runs one of the group's own statements, prepared once (not parsed again for each of
+/// the thousands of jobs a second a backlog brings).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Starts the writer thread; it ends when every handle is gone.
@@ -133,7 +139,7 @@ fn serve(open: impl FnOnce() -> Result<Connection, DbError>, rx: mpsc::Receiver<
                 continue;
             }
         };
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
             let why = e.to_string();
             for job in jobs {
                 job(Err(&why))(None);
@@ -141,7 +147,7 @@ fn serve(open: impl FnOnce() -> Result<Connection, DbError>, rx: mpsc::Receiver<
             continue;
         }
         let finishes: Vec<Finish> = jobs.into_iter().map(|job| job(Ok(conn))).collect();
-        let committed = match conn.execute_batch("COMMIT") {
+        let committed = match run(conn, "COMMIT") {
             Ok(()) => None,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");

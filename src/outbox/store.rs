@@ -23,8 +23,11 @@ pub fn enqueue_reserved(
     // Prepared once per connection: written for every event.
     conn.prepare_cached(
         "INSERT INTO outbox (integration_id, call_key, event_id, kind, payload, state,
-                             next_attempt_at, leased_until, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?6)",
+                             next_attempt_at, leased_until, created_at, blocked)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?6,
+                 EXISTS (SELECT 1 FROM outbox p
+                         WHERE p.integration_id = ?1 AND p.call_key = ?2
+                           AND p.state = 'pending'))",
     )?
     .execute(params![
         ev.integration_id,
@@ -54,8 +57,16 @@ pub(crate) struct Lease {
 }
 
 /// Rows of a call that are not yet delivered block the ones after them: this selects the
-/// first pending row of every (integration, call).
-const HEAD: &str = "o.state = 'pending'
+/// first pending row of every (integration, call), its head. `blocked` says whether a
+/// pending row has an earlier pending row of its call, kept right by `enqueue` and the
+/// triggers of migration 14; the partial indexes `outbox_ready` and `outbox_ready_init`
+/// hold exactly the rows this selects, so a lease reads heads only, however many later
+/// events wait behind them.
+const HEAD: &str = "o.state = 'pending' AND o.blocked = 0";
+
+/// What `blocked` stands for, computed from scratch (tests check the two agree).
+#[cfg(test)]
+pub(crate) const HEAD_BY_SCAN: &str = "o.state = 'pending'
     AND NOT EXISTS (SELECT 1 FROM outbox p
                     WHERE p.integration_id = o.integration_id AND p.call_key = o.call_key
                       AND p.state = 'pending' AND p.id < o.id)";
@@ -86,6 +97,28 @@ pub(crate) fn id_list(ids: &[i64]) -> String {
     serde_json::to_string(ids).expect("integers serialize")
 }
 
+/// The due heads not in flight (?1: now, ?2: how many, ?3: paused accounts), only calls'
+/// `call.init` rows when `only_init`. Through the partial index `outbox_ready_init` or
+/// `outbox_ready` (migration 14), named because SQLite without statistics would take
+/// `outbox_pending` and read every pending row: only heads are read, and the rows in
+/// flight (at most `max_in_flight`) skipped.
+pub(crate) fn due_heads_sql(only_init: bool) -> String {
+    let (index, only_init) = if only_init {
+        ("outbox_ready_init", "AND o.kind = 'call.init'")
+    } else {
+        ("outbox_ready", "")
+    };
+    format!(
+        "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at,
+                o.kind
+         FROM outbox o INDEXED BY {index}
+         WHERE {HEAD} {only_init} AND o.next_attempt_at <= ?1
+           AND (o.leased_until IS NULL OR o.leased_until <= ?1)
+           AND o.integration_id NOT IN (SELECT value FROM json_each(?3))
+         ORDER BY o.next_attempt_at, o.id LIMIT ?2"
+    )
+}
+
 /// Leases (in the caller's transaction) up to `limit` due head rows for `lease_ms`, none
 /// of the accounts in `paused` (an [`id_list`]). Calls' first events (`call.init`, the one Flowlu answers with a
 /// routing decision while the caller waits) come first: a new call never waits behind
@@ -98,22 +131,13 @@ fn lease_due_in(
     paused: &str,
 ) -> rusqlite::Result<Vec<Lease>> {
     let mut leases = Vec::new();
-    // The first query uses the partial index `outbox_pending_init` (migration 11).
-    for only_init in ["AND o.kind = 'call.init'", ""] {
+    for only_init in [true, false] {
         let room = limit - leases.len();
         if room == 0 {
             break;
         }
         let found = {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT o.id, o.integration_id, o.event_id, o.payload, o.attempts, o.created_at,
-                        o.kind
-                 FROM outbox o
-                 WHERE {HEAD} {only_init} AND o.next_attempt_at <= ?1
-                   AND (o.leased_until IS NULL OR o.leased_until <= ?1)
-                   AND o.integration_id NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY o.next_attempt_at, o.id LIMIT ?2"
-            ))?;
+            let mut stmt = tx.prepare_cached(&due_heads_sql(only_init))?;
             let rows = stmt.query_map(params![now, room as i64, paused], lease_from)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
@@ -158,14 +182,26 @@ pub(crate) fn lease_one(
 /// When the next head row becomes due (leased rows and the accounts in `paused`, an
 /// [`id_list`], excluded), if any.
 pub(crate) fn next_due(conn: &Connection, paused: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        &format!(
-            "SELECT min(max(o.next_attempt_at, coalesce(o.leased_until, 0))) FROM outbox o
-             WHERE {HEAD} AND o.integration_id NOT IN (SELECT value FROM json_each(?1))"
-        ),
-        [paused],
-        |r| r.get(0),
-    )
+    // The first head not in flight, in due order (`outbox_ready`) ...
+    let queued: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT o.next_attempt_at FROM outbox o INDEXED BY outbox_ready
+             WHERE {HEAD} AND o.leased_until IS NULL
+               AND o.integration_id NOT IN (SELECT value FROM json_each(?1))
+             ORDER BY o.next_attempt_at, o.id LIMIT 1"
+        ))?
+        .query_row([paused], |r| r.get(0))
+        .optional()?;
+    // ... and the first lease or reservation to end (`outbox_leased`): a reserved
+    // `call.init` nobody sent is the worker's then. Leases already over are leasable
+    // now (or blocked, and then not due): the query above or `lease_due_in` has them.
+    let lease_end: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(leased_until) FROM outbox INDEXED BY outbox_leased
+             WHERE leased_until IS NOT NULL AND leased_until > ?1 AND state = 'pending'",
+        )?
+        .query_row([now_ms()], |r| r.get(0))?;
+    Ok(queued.into_iter().chain(lease_end).min())
 }
 
 /// One attempt as stored.
@@ -549,3 +585,6 @@ pub fn summary(conn: &Connection, integration_id: Option<i64>) -> rusqlite::Resu
         },
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,25 +42,25 @@ impl Default for Rules {
 }
 
 pub fn rules(conn: &Connection, integration_id: i64) -> Result<Rules, DbError> {
+    // Prepared once per connection: read in the engine's write of every finished call.
     let found = conn
-        .query_row(
+        .prepare_cached(
             "SELECT entity_hooks, hook_secret, fallback_routing, missed_task,
                     task_due_minutes, default_user_id, create_contact, create_lead
              FROM crm_rules WHERE integration_id = ?1",
-            [integration_id],
-            |r| {
-                Ok(Rules {
-                    entity_hooks: r.get(0)?,
-                    hook_secret: r.get(1)?,
-                    fallback_routing: r.get(2)?,
-                    missed_task: r.get(3)?,
-                    task_due_minutes: r.get(4)?,
-                    default_user_id: r.get(5)?,
-                    create_contact: r.get(6)?,
-                    create_lead: r.get(7)?,
-                })
-            },
-        )
+        )?
+        .query_row([integration_id], |r| {
+            Ok(Rules {
+                entity_hooks: r.get(0)?,
+                hook_secret: r.get(1)?,
+                fallback_routing: r.get(2)?,
+                missed_task: r.get(3)?,
+                task_due_minutes: r.get(4)?,
+                default_user_id: r.get(5)?,
+                create_contact: r.get(6)?,
+                create_lead: r.get(7)?,
+            })
+        })
         .optional()?;
     Ok(found.unwrap_or_default())
 }
