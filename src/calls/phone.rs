@@ -24,6 +24,8 @@
 use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
 
+mod memo;
+
 /// Why a number cannot be dialled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
@@ -70,6 +72,10 @@ pub fn warm_up(countries: &[String]) {
 /// The number as E.164 digits (no `+`). `default_country` (a calling code in digits,
 /// optionally with `+`; may be empty) is used for numbers written without a country code.
 pub fn normalize(raw: &str, default_country: &str) -> Result<String, PhoneError> {
+    memo::normalized(raw, default_country, normalize_uncached)
+}
+
+fn normalize_uncached(raw: &str, default_country: &str) -> Result<String, PhoneError> {
     let region = region_of(default_country)?;
     let (plus, digits) = clean(raw)?;
     // Written internationally, or no default country to read it under: the crate reads
@@ -136,6 +142,10 @@ pub fn normalize(raw: &str, default_country: &str) -> Result<String, PhoneError>
 /// default country would read its digits differently (`3725123456`, an Estonian mobile,
 /// is 10 digits like a Russian national number).
 pub fn is_normalized(digits: &str) -> bool {
+    memo::is_normalized(digits, is_normalized_uncached)
+}
+
+fn is_normalized_uncached(digits: &str) -> bool {
     digits.len() <= 15
         && !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())

@@ -179,7 +179,9 @@ impl Client {
             .map_err(|e| FlowluError::Invalid(format!("cannot build a request to {path}: {e}")))?;
         let agent = self.agent.clone();
         // For logs and errors: a path's query may name a customer's number or a secret.
-        let what = crate::redact::redact_text(&format!("{method} {}{path}", target.domain));
+        // Written only when needed (an error, a debug log), not for each of thousands of
+        // deliveries a second.
+        let what = || crate::redact::redact_text(&format!("{method} {}{path}", target.domain));
         let joined = tokio::task::spawn_blocking(move || {
             let mut resp = agent.run(request)?;
             let status = resp.status().as_u16();
@@ -202,20 +204,20 @@ impl Client {
             Ok(Ok(answer)) => answer,
             // ureq's errors name the URL at most; tokens are in headers and bodies only.
             Ok(Err(ureq::Error::Timeout(_))) => {
-                return Err(FlowluError::TimedOut(what));
+                return Err(FlowluError::TimedOut(what()));
             }
             Ok(Err(e)) => {
                 let why = crate::redact::redact_text(&e.to_string());
-                return Err(FlowluError::Unavailable(format!("{what}: {why}")));
+                return Err(FlowluError::Unavailable(format!("{}: {why}", what())));
             }
-            Err(e) => return Err(FlowluError::Unavailable(format!("{what}: {e}"))),
+            Err(e) => return Err(FlowluError::Unavailable(format!("{}: {e}", what()))),
         };
         let text = String::from_utf8_lossy(&bytes);
         let mut cut = KEPT_TEXT.min(text.len());
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        log::debug!("{what} -> {status}");
+        log::debug!("{} -> {status}", what());
         Ok(Reply {
             status,
             json: serde_json::from_slice(&bytes).ok(),
