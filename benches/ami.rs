@@ -64,6 +64,9 @@ fn floor(buf: &[u8], messages: usize) -> (usize, usize) {
     (done, 0)
 }
 
+/// One measured pass: messages done and normalized events.
+type Pass<'a> = &'a dyn Fn() -> (usize, usize);
+
 fn main() {
     let buf = transcript();
     // `cargo test --all-targets` runs this too, unoptimized and without `--bench`: one
@@ -75,7 +78,7 @@ fn main() {
         return;
     }
     // The passes take turns, so a neighbour's load hits them alike; best of each.
-    let passes: [(&str, &dyn Fn() -> (usize, usize)); 3] = [
+    let passes: [(&str, Pass); 3] = [
         ("floor (find \\r\\n\\r\\n)", &|| floor(&buf, MESSAGES)),
         ("check_from + parse + lookups", &|| {
             decode(&buf, MESSAGES, false)

@@ -248,14 +248,11 @@ fn actions_are_encoded_and_line_breaks_refused() {
 fn byte_searches_agree_with_the_reference_decoder() {
     fn reference_check_from(buf: &[u8], scanned: usize) -> Option<usize> {
         let mut start = 0;
-        loop {
-            if buf[start..].starts_with(b"\r\n") {
-                start += 2;
-            } else if buf[start..].starts_with(b"\n") {
-                start += 1;
-            } else {
-                break;
-            }
+        while let Some(empty) = [&b"\r\n"[..], b"\n"]
+            .into_iter()
+            .find(|line| buf[start..].starts_with(line))
+        {
+            start += empty.len();
         }
         let mut pos = start.max(scanned.saturating_sub(2));
         while let Some(off) = buf[pos..].iter().position(|&b| b == b'\n') {
