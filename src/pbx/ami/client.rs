@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -245,8 +245,10 @@ impl Actor {
             match codec::check_from(&self.buf, self.scanned) {
                 Ok(Some(n)) => {
                     self.scanned = 0;
-                    let frame = self.buf.split_to(n);
-                    let msg = codec::parse(&frame);
+                    // Parsed in place, then skipped: no split-off frame (a reference count
+                    // up and down per message); reading reclaims the consumed front.
+                    let msg = codec::parse(&self.buf[..n]);
+                    self.buf.advance(n);
                     self.dispatch(msg).await?;
                 }
                 Ok(None) => {

@@ -7,6 +7,10 @@
 //! Lines ended by a bare LF are accepted too (some AMI proxies send them); keys keep their
 //! case but are matched without it; repeated keys are all kept.
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
 use super::super::fields::Fields;
 
 /// A message larger than this without its terminating empty line is refused: a broken or
@@ -144,47 +148,66 @@ pub fn check_from(buf: &[u8], scanned: usize) -> Result<Option<usize>, CodecErro
         }
     }
     // A line feed ending a line, followed by an empty line ("\n" or "\r\n"). Back up two
-    // bytes so a line feed whose followers had not arrived yet is looked at again.
-    let mut pos = start.max(scanned.saturating_sub(2));
-    while let Some(off) = buf[pos..].iter().position(|&b| b == b'\n') {
-        let nl = pos + off;
-        let rest = &buf[nl + 1..];
-        let end = if rest.starts_with(b"\n") {
-            nl + 2
-        } else if rest.starts_with(b"\r\n") {
-            nl + 3
-        } else if rest.is_empty() || rest == b"\r" {
-            break;
-        } else {
-            pos = nl + 1;
-            continue;
-        };
-        return if end > MAX_MESSAGE {
-            Err(CodecError::TooLarge)
-        } else {
-            Ok(Some(end))
-        };
+    // bytes so a line feed whose followers had not arrived yet is looked at again. One
+    // search for the usual CRLF end over the whole message, then one for a bare-LF end
+    // only in front of it, rather than a search per line.
+    let pos = start.max(scanned.saturating_sub(2));
+    let crlf = CRLF_END.find(&buf[pos..]).map(|off| pos + off);
+    let before = crlf.map_or(buf.len(), |nl| nl + 1);
+    let lf = LF_END.find(&buf[pos..before]).map(|off| pos + off);
+    let end = match (lf, crlf) {
+        (Some(nl), _) => Some(nl + 2),
+        (None, Some(nl)) => Some(nl + 3),
+        (None, None) => None,
+    };
+    match end {
+        Some(end) if end > MAX_MESSAGE => Err(CodecError::TooLarge),
+        Some(end) => Ok(Some(end)),
+        None if buf.len() > MAX_MESSAGE => Err(CodecError::TooLarge),
+        None => Ok(None),
     }
-    if buf.len() > MAX_MESSAGE {
-        return Err(CodecError::TooLarge);
-    }
-    Ok(None)
 }
+
+/// The end of a line followed by an empty line: CRLF (what Asterisk sends) or bare LF.
+static CRLF_END: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n\r\n"));
+static LF_END: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n\n"));
 
 /// Parses one message as delimited by [`check`]. Never fails: bytes that are not UTF-8 are
 /// replaced, a line without a colon becomes a key with an empty value.
+///
+/// The message is checked as UTF-8 once (the lossy copy only when it is not UTF-8) and its
+/// text kept whole as the fields' text; each line becomes a key and a value range of it,
+/// found with byte searches.
 pub fn parse(frame: &[u8]) -> Message {
-    let text = String::from_utf8_lossy(frame);
-    let mut fields = Fields::with_capacity(text.len(), 24);
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            continue;
+    let Ok(text) = std::str::from_utf8(frame) else {
+        return parse(String::from_utf8_lossy(frame).as_bytes());
+    };
+    // `frame` is now the fields' text byte for byte: the ranges found in it are theirs.
+    let mut fields = Fields::over(text.to_owned(), 24);
+    let mut start = 0;
+    while start < frame.len() {
+        let next = memchr::memchr(b'\n', &frame[start..]).map_or(frame.len(), |off| start + off);
+        let end = if next > start && frame[next - 1] == b'\r' {
+            next - 1
+        } else {
+            next
+        };
+        if end > start {
+            match memchr::memchr(b':', &frame[start..end]) {
+                Some(off) => {
+                    let colon = start + off;
+                    let value = if colon + 1 < end && frame[colon + 1] == b' ' {
+                        colon + 2
+                    } else {
+                        colon + 1
+                    };
+                    fields.push_span(start..colon, value..end);
+                }
+                None => fields.push_span(start..end, end..end),
+            }
         }
-        match line.split_once(':') {
-            Some((key, value)) => fields.push(key, value.strip_prefix(' ').unwrap_or(value)),
-            None => fields.push(line, ""),
-        }
+        start = next + 1;
     }
     Message { fields }
 }

@@ -239,3 +239,75 @@ fn actions_are_encoded_and_line_breaks_refused() {
         Err(CodecError::LineBreak("CallerID".into()))
     );
 }
+
+/// The byte-search `check_from` and `parse` against the char-by-char versions they
+/// replaced (issue 17), kept here as the reference: on many small random inputs made of
+/// the bytes that matter (line ends, colons, spaces, multi-byte and invalid UTF-8), both
+/// find the same message ends and the same fields.
+#[test]
+fn byte_searches_agree_with_the_reference_decoder() {
+    fn reference_check_from(buf: &[u8], scanned: usize) -> Option<usize> {
+        let mut start = 0;
+        while let Some(empty) = [&b"\r\n"[..], b"\n"]
+            .into_iter()
+            .find(|line| buf[start..].starts_with(line))
+        {
+            start += empty.len();
+        }
+        let mut pos = start.max(scanned.saturating_sub(2));
+        while let Some(off) = buf[pos..].iter().position(|&b| b == b'\n') {
+            let nl = pos + off;
+            let rest = &buf[nl + 1..];
+            if rest.starts_with(b"\n") {
+                return Some(nl + 2);
+            } else if rest.starts_with(b"\r\n") {
+                return Some(nl + 3);
+            }
+            pos = nl + 1;
+        }
+        None
+    }
+    fn reference_parse(frame: &[u8]) -> Vec<(String, String)> {
+        let text = String::from_utf8_lossy(frame);
+        let mut out = Vec::new();
+        for line in text.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            out.push(match line.split_once(':') {
+                Some((k, v)) => (k.into(), v.strip_prefix(' ').unwrap_or(v).into()),
+                None => (line.into(), String::new()),
+            });
+        }
+        out
+    }
+    const ALPHABET: &[u8] = b"\r\n\r\n: :aZ\xc3\xa9\xff";
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..50_000 {
+        let len = (next() % 48) as usize;
+        let buf: Vec<u8> = (0..len)
+            .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+            .collect();
+        let scanned = (next() % (len as u64 + 1)) as usize;
+        let found = check_from(&buf, scanned).unwrap();
+        assert_eq!(
+            found,
+            reference_check_from(&buf, scanned),
+            "{buf:?} from {scanned}"
+        );
+        let frame = &buf[..found.unwrap_or(len)];
+        let fields: Vec<(String, String)> = parse(frame)
+            .fields
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        assert_eq!(fields, reference_parse(frame), "{frame:?}");
+    }
+}
