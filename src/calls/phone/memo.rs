@@ -14,6 +14,9 @@ use super::PhoneError;
 
 /// Answers kept of each function (a few hundred KiB at most).
 const KEPT: usize = 4096;
+/// Longer arguments are computed, not kept: no number is this long (E.164 has at most
+/// 15 digits), and a caller's arbitrary text must not fill memory 4096 times over.
+const LONGEST: usize = 64;
 
 type Normalized = HashMap<(String, String), Result<String, PhoneError>>;
 
@@ -29,6 +32,9 @@ pub(super) fn normalized(
     compute: impl FnOnce(&str, &str) -> Result<String, PhoneError>,
 ) -> Result<String, PhoneError> {
     static TABLE: OnceLock<Mutex<Normalized>> = OnceLock::new();
+    if raw.len() + country.len() > LONGEST {
+        return compute(raw, country);
+    }
     let key = (raw.to_string(), country.to_string());
     if let Some(found) = table(&TABLE).get(&key) {
         return found.clone();
@@ -45,6 +51,9 @@ pub(super) fn normalized(
 
 pub(super) fn is_normalized(digits: &str, compute: impl FnOnce(&str) -> bool) -> bool {
     static TABLE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
+    if digits.len() > LONGEST {
+        return compute(digits);
+    }
     if let Some(&found) = table(&TABLE).get(digits) {
         return found;
     }
@@ -79,6 +88,16 @@ mod tests {
             normalized("memo-test-2", "", |_, _| Ok("other".into())),
             err()
         );
+        // Text longer than any number is computed each time, never kept.
+        let long = "9".repeat(LONGEST + 1);
+        let mut counted = 0;
+        for _ in 0..2 {
+            is_normalized(&long, |_| {
+                counted += 1;
+                false
+            });
+        }
+        assert_eq!(counted, 2);
         // Many distinct numbers: never more than KEPT answers held.
         for i in 0..KEPT * 2 {
             is_normalized(&format!("memo-{i}"), |_| true);
